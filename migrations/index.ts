@@ -1,0 +1,18 @@
+// Every migration, in order. Listed explicitly (not discovered from the file system) so the same
+// list works from sources, compiled output and any working directory.
+import type { Knex } from 'knex';
+import * as registryCore from './20261126_001_registry_core.js';
+
+interface Migration {
+  name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+const migrations: Migration[] = [registryCore];
+
+export const migrationSource: Knex.MigrationSource<Migration> = {
+  getMigrations: async () => migrations,
+  getMigrationName: (migration) => migration.name,
+  getMigration: async (migration) => migration,
+};

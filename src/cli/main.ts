@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// portcullis serve | migrate
+import { Command } from 'commander';
+import { ConfigError, loadConfig } from '../config/config.js';
+import { createLogger } from '../log.js';
+import { migrateToLatest, openDatabase } from '../metadata/database.js';
+import { databaseConfig, startServer } from '../server.js';
+
+const program = new Command()
+  .name('portcullis')
+  .description('A secure private OCI container image registry')
+  .option('-c, --config <file>', 'YAML configuration file (or PORTCULLIS_CONFIG)');
+
+function config() {
+  return loadConfig({ file: program.opts<{ config?: string }>().config });
+}
+
+program
+  .command('serve')
+  .description('run the registry')
+  .action(async () => {
+    const settings = config();
+    const log = createLogger(settings.log.level);
+    const server = await startServer(settings, log);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      server.close().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          log.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+program
+  .command('migrate')
+  .description('apply database migrations and exit')
+  .action(async () => {
+    const db = openDatabase(databaseConfig(config()));
+    try {
+      const applied = await migrateToLatest(db);
+      console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'database is up to date');
+    } finally {
+      await db.destroy();
+    }
+  });
+
+program.parseAsync().catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    console.error(`portcullis: ${error.message}`);
+    process.exit(2);
+  }
+  console.error('portcullis:', error instanceof Error ? error.message : error);
+  process.exit(1);
+});

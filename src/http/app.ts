@@ -1,0 +1,76 @@
+// The Koa application: middleware order is request log → API version header → error mapping →
+// routes. Routes only translate HTTP; the registry domain does the work.
+import Router from '@koa/router';
+import Koa from 'koa';
+import type { Logger } from 'pino';
+import type { Registry } from '../registry/index.js';
+import { RegistryError } from '../registry/errors.js';
+import { parseName } from '../registry/reference.js';
+import type { AppContext, Handler, RequestState } from './context.js';
+import { errorResponses } from './middleware/errors.js';
+import { requestLog } from './middleware/request-log.js';
+import { opsRoutes, type HealthCheck } from './routes/ops.js';
+import { distributionRoutes, type Route } from './routes/v2/index.js';
+
+export interface AppOptions {
+  registry: Registry;
+  log: Logger;
+  manifestMaxBytes: number;
+  healthChecks: Record<string, HealthCheck>;
+}
+
+function decodeParams(groups: Record<string, string | undefined>): Record<string, string> {
+  const params: Record<string, string> = {};
+  for (const [key, value] of Object.entries(groups)) {
+    if (value === undefined) continue;
+    try {
+      params[key] = decodeURIComponent(value);
+    } catch {
+      throw new RegistryError('NAME_INVALID', 'malformed percent-encoding in path', { [key]: value });
+    }
+  }
+  return params;
+}
+
+/** Binds a route: records its name, decodes and validates its path parameters, runs the handler. */
+function bind(route: Route): Handler {
+  return async (ctx: AppContext) => {
+    ctx.state.route = route.name;
+    ctx.state.params = decodeParams(route.pattern.exec(ctx.path)?.groups ?? {});
+    const name = ctx.state.params.name;
+    if (name !== undefined) ctx.state.repository = parseName(name);
+    await route.handler(ctx);
+  };
+}
+
+export function createApp(options: AppOptions): Koa<RequestState> {
+  const app = new Koa<RequestState>();
+  app.on('error', (error: Error & { code?: string }) => {
+    // Errors after the response started (client went away mid-stream): nothing to answer.
+    if (error.code === 'ECONNRESET' || error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'EPIPE') return;
+    options.log.warn({ err: error }, 'response stream error');
+  });
+
+  const router = new Router<RequestState>();
+  const routes = distributionRoutes(options.registry, options);
+  for (const route of routes) {
+    router.register(route.pattern, [route.method], bind(route), { name: route.name, pathAsRegExp: true });
+  }
+  const ops = opsRoutes(options.healthChecks);
+  router.get('/healthz', ops.live);
+  router.get('/readyz', ops.ready);
+
+  app.use(requestLog(options.log));
+  app.use(async (ctx, next) => {
+    ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+    await next();
+  });
+  app.use(errorResponses(options.log));
+  app.use(router.routes());
+  app.use(async (ctx) => {
+    const allowed = [...new Set(routes.filter((route) => route.pattern.test(ctx.path)).map((route) => route.method))];
+    if (allowed.length === 0) throw new RegistryError('NOT_FOUND', 'no such endpoint');
+    throw new RegistryError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`, { allowed }, 405, { Allow: allowed.join(', ') });
+  });
+  return app;
+}

@@ -1,0 +1,37 @@
+// Request id and the one log line per request (method, route, repository, status, bytes, time).
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AppContext } from '../context.js';
+
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function requestLog(log: Logger) {
+  return async (ctx: AppContext, next: () => Promise<void>): Promise<void> => {
+    const started = process.hrtime.bigint();
+    const offered = ctx.get('X-Request-Id');
+    const requestId = CLIENT_REQUEST_ID.test(offered) ? offered : randomUUID();
+    ctx.state.requestId = requestId;
+    ctx.state.params = {};
+    ctx.state.log = log.child({ reqId: requestId });
+    ctx.set('X-Request-Id', requestId);
+    ctx.res.once('close', () => {
+      const status = ctx.res.headersSent ? ctx.res.statusCode : ctx.status;
+      const line = {
+        method: ctx.method,
+        path: ctx.path,
+        route: ctx.state.route ?? null,
+        repository: ctx.state.repository ?? null,
+        status,
+        bytesIn: ctx.state.bytesIn ?? 0,
+        bytesOut: ctx.response.length ?? 0,
+        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        remote: ctx.request.ip,
+        userAgent: ctx.get('User-Agent') || undefined,
+        completed: ctx.res.writableFinished,
+      };
+      if (status >= 500) ctx.state.log.error(line, 'request');
+      else ctx.state.log.info(line, 'request');
+    });
+    await next();
+  };
+}

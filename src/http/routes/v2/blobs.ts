@@ -1,0 +1,58 @@
+// GET/HEAD/DELETE /v2/<name>/blobs/<digest>
+import rangeParser from 'range-parser';
+import type { Registry } from '../../../registry/index.js';
+import { RegistryError } from '../../../registry/errors.js';
+import type { ByteRange } from '../../../storage/blob-store.js';
+import { reply, type AppContext } from '../../context.js';
+import { digestParam, repositoryOf } from './request.js';
+
+/** The single satisfiable range asked for, undefined for the whole blob. Multiple ranges: whole blob. */
+function requestedRange(ctx: AppContext, size: number): ByteRange | undefined {
+  const header = ctx.get('Range');
+  if (header === '') return undefined;
+  const ranges = rangeParser(size, header, { combine: true });
+  if (ranges === -1) {
+    throw new RegistryError('RANGE_INVALID', 'requested range not satisfiable', { range: header, size }, 416, {
+      'Content-Range': `bytes */${size}`,
+    });
+  }
+  if (ranges === -2 || ranges.type !== 'bytes' || ranges.length !== 1) return undefined; // malformed: ignore, per RFC 9110
+  const [range] = ranges;
+  return range && { start: range.start, end: range.end };
+}
+
+export function blobRoutes(registry: Registry) {
+  return {
+    async get(ctx: AppContext): Promise<void> {
+      const digest = digestParam(ctx);
+      const blob = await registry.blobs.stat(repositoryOf(ctx), digest);
+      const headers = {
+        'Docker-Content-Digest': blob.digest,
+        'Content-Type': 'application/octet-stream',
+        'Accept-Ranges': 'bytes',
+        ETag: `"${blob.digest}"`,
+        'Cache-Control': 'max-age=31536000',
+      };
+      if (ctx.method === 'HEAD') {
+        reply(ctx, 200, { ...headers, 'Content-Length': blob.size });
+        return;
+      }
+      const range = requestedRange(ctx, blob.size);
+      const stream = await registry.blobs.open(blob, range);
+      if (range) {
+        reply(ctx, 206, {
+          ...headers,
+          'Content-Range': `bytes ${range.start}-${range.end}/${blob.size}`,
+          'Content-Length': range.end - range.start + 1,
+        }, stream);
+      } else {
+        reply(ctx, 200, { ...headers, 'Content-Length': blob.size }, stream);
+      }
+    },
+
+    async delete(ctx: AppContext): Promise<void> {
+      await registry.blobs.delete(repositoryOf(ctx), digestParam(ctx));
+      reply(ctx, 202);
+    },
+  };
+}

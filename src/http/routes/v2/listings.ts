@@ -1,0 +1,39 @@
+// GET /v2/<name>/tags/list, GET /v2/_catalog and GET /v2/<name>/referrers/<digest>
+import type { Registry } from '../../../registry/index.js';
+import type { Page } from '../../../registry/listing.js';
+import { MediaType } from '../../../registry/media-types.js';
+import { replyJson, type AppContext } from '../../context.js';
+import { digestParam, queryValue, repositoryOf } from './request.js';
+
+/** RFC 8288 Link header pointing at the next page, as the distribution spec describes. */
+function nextLink(path: string, page: Page): Record<string, string> {
+  if (!page.next) return {};
+  const query = new URLSearchParams({ n: String(page.next.n), last: page.next.last });
+  return { Link: `<${path}?${query.toString()}>; rel="next"` };
+}
+
+function pageQuery(ctx: AppContext) {
+  return { n: queryValue(ctx, 'n'), last: queryValue(ctx, 'last') };
+}
+
+export function listingRoutes(registry: Registry) {
+  return {
+    async tags(ctx: AppContext): Promise<void> {
+      const repository = repositoryOf(ctx);
+      const page = await registry.listing.tags(repository, pageQuery(ctx));
+      replyJson(ctx, 200, { name: repository, tags: page.items }, nextLink(`/v2/${repository}/tags/list`, page));
+    },
+
+    async catalog(ctx: AppContext): Promise<void> {
+      const page = await registry.listing.repositories(pageQuery(ctx));
+      replyJson(ctx, 200, { repositories: page.items }, nextLink('/v2/_catalog', page));
+    },
+
+    async referrers(ctx: AppContext): Promise<void> {
+      const artifactType = queryValue(ctx, 'artifactType') || undefined;
+      const index = await registry.manifests.referrers(repositoryOf(ctx), digestParam(ctx), artifactType);
+      const headers: Record<string, string> = artifactType ? { 'OCI-Filters-Applied': 'artifactType' } : {};
+      replyJson(ctx, 200, index, headers, MediaType.OciIndex);
+    },
+  };
+}

@@ -1,0 +1,42 @@
+// GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>
+import getRawBody from 'raw-body';
+import type { Registry } from '../../../registry/index.js';
+import { reply, type AppContext } from '../../context.js';
+import { acceptedTypes, param, repositoryOf } from './request.js';
+
+export function manifestRoutes(registry: Registry, manifestMaxBytes: number) {
+  const { manifests } = registry;
+  return {
+    async get(ctx: AppContext): Promise<void> {
+      const manifest = await manifests.get(repositoryOf(ctx), param(ctx, 'reference'), acceptedTypes(ctx));
+      const headers = {
+        'Content-Type': manifest.mediaType,
+        'Docker-Content-Digest': manifest.digest,
+        'Content-Length': manifest.size,
+        ETag: `"${manifest.digest}"`,
+      };
+      reply(ctx, 200, headers, ctx.method === 'HEAD' ? undefined : manifest.payload);
+    },
+
+    async put(ctx: AppContext): Promise<void> {
+      const repository = repositoryOf(ctx);
+      const length = ctx.get('Content-Length');
+      const payload = await getRawBody(ctx.req, {
+        limit: manifestMaxBytes,
+        length: length === '' ? undefined : length,
+      });
+      ctx.state.bytesIn = payload.length;
+      const pushed = await manifests.put(repository, param(ctx, 'reference'), ctx.get('Content-Type') || undefined, payload);
+      reply(ctx, 201, {
+        Location: `/v2/${repository}/manifests/${pushed.digest}`,
+        'Docker-Content-Digest': pushed.digest,
+        ...(pushed.subject ? { 'OCI-Subject': pushed.subject.digest } : {}),
+      });
+    },
+
+    async delete(ctx: AppContext): Promise<void> {
+      await manifests.delete(repositoryOf(ctx), param(ctx, 'reference'));
+      reply(ctx, 202);
+    },
+  };
+}

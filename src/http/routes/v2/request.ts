@@ -1,0 +1,65 @@
+// Reading the parts of a distribution API request: path parameters, query, headers.
+import { errors, RegistryError } from '../../../registry/errors.js';
+import { parseDigest, parseName, type Digest } from '../../../registry/reference.js';
+import type { ChunkRange } from '../../../registry/uploads.js';
+import type { AppContext } from '../../context.js';
+
+export function param(ctx: AppContext, key: string): string {
+  const value = ctx.state.params[key];
+  if (value === undefined) throw new Error(`route has no parameter ${key}`);
+  return value;
+}
+
+export function repositoryOf(ctx: AppContext): string {
+  return ctx.state.repository ?? parseName(param(ctx, 'name'));
+}
+
+export function digestParam(ctx: AppContext, key = 'digest'): Digest {
+  return parseDigest(param(ctx, key));
+}
+
+/** A single-valued query parameter; repeated parameters are ambiguous and refused. */
+export function queryValue(ctx: AppContext, key: string): string | undefined {
+  const value = ctx.query[key];
+  if (Array.isArray(value)) throw new RegistryError('UNSUPPORTED', `query parameter ${key} given more than once`, undefined, 400);
+  return value;
+}
+
+export function requiredDigestQuery(ctx: AppContext): Digest {
+  const digest = queryValue(ctx, 'digest');
+  if (!digest) throw errors.digestInvalid({ digest: null }, 'digest query parameter is required');
+  return parseDigest(digest);
+}
+
+export function hasBody(ctx: AppContext): boolean {
+  const length = ctx.get('Content-Length');
+  if (length !== '') return length !== '0';
+  return ctx.get('Transfer-Encoding') !== '';
+}
+
+/** Content-Range of an upload chunk: `<start>-<end>` (distribution also sends a `bytes ` prefix). */
+export function chunkRange(ctx: AppContext): ChunkRange | undefined {
+  const header = ctx.get('Content-Range');
+  if (header === '') return undefined;
+  const match = /^(?:bytes[ =])?(\d{1,15})-(\d{1,15})(?:\/(?:\d{1,15}|\*))?$/.exec(header.trim());
+  const start = Number(match?.[1]);
+  const end = Number(match?.[2]);
+  if (!match || end < start) {
+    throw new RegistryError('RANGE_INVALID', 'invalid Content-Range', { contentRange: header }, 416);
+  }
+  const length = ctx.get('Content-Length');
+  if (length !== '' && Number(length) !== end - start + 1) {
+    throw errors.uploadInvalid('Content-Length does not match Content-Range', { contentRange: header, contentLength: length });
+  }
+  return { start, end };
+}
+
+/** Media types from every Accept header, without parameters. */
+export function acceptedTypes(ctx: AppContext): string[] {
+  const header = ctx.req.headers.accept;
+  if (header === undefined) return [];
+  return header
+    .split(',')
+    .map((part) => part.split(';')[0]?.trim().toLowerCase() ?? '')
+    .filter((type) => type.length > 0);
+}

@@ -1,0 +1,68 @@
+// /v2/<name>/blobs/uploads/ — starting, continuing, finishing and cancelling blob uploads,
+// and cross-repository mounts.
+import { parseDigest, parseName } from '../../../registry/reference.js';
+import type { Registry } from '../../../registry/index.js';
+import type { BlobRecord } from '../../../metadata/store.js';
+import { uploadProgressHeaders } from '../../../registry/uploads.js';
+import { reply, type AppContext } from '../../context.js';
+import { chunkRange, hasBody, param, queryValue, repositoryOf, requiredDigestQuery } from './request.js';
+
+function created(ctx: AppContext, repository: string, blob: BlobRecord): void {
+  reply(ctx, 201, {
+    Location: `/v2/${repository}/blobs/${blob.digest}`,
+    'Docker-Content-Digest': blob.digest,
+  });
+}
+
+export function uploadRoutes(registry: Registry) {
+  const { uploads, blobs } = registry;
+  return {
+    /** POST: mount (?mount=&from=), monolithic upload (?digest=), or a new session. */
+    async start(ctx: AppContext): Promise<void> {
+      const repository = repositoryOf(ctx);
+      const mount = queryValue(ctx, 'mount');
+      const from = queryValue(ctx, 'from');
+      if (mount !== undefined && from !== undefined) {
+        const mounted = await blobs.mount(repository, parseName(from), parseDigest(mount));
+        if (mounted) return created(ctx, repository, mounted);
+        // Not in `from` (or not visible there): fall back to a normal upload, as the spec says.
+      }
+      if (queryValue(ctx, 'digest') !== undefined && mount === undefined) {
+        const blob = await uploads.monolithic(repository, requiredDigestQuery(ctx), ctx.req);
+        ctx.state.bytesIn = blob.size;
+        return created(ctx, repository, blob);
+      }
+      const upload = await uploads.start(repository);
+      reply(ctx, 202, uploadProgressHeaders(upload));
+    },
+
+    async status(ctx: AppContext): Promise<void> {
+      const upload = await uploads.status(repositoryOf(ctx), param(ctx, 'uuid'));
+      reply(ctx, 204, uploadProgressHeaders(upload));
+    },
+
+    /** PATCH: a chunk (with Content-Range) or a stream (without). */
+    async append(ctx: AppContext): Promise<void> {
+      const repository = repositoryOf(ctx);
+      const id = param(ctx, 'uuid');
+      const range = chunkRange(ctx);
+      const { upload, written } = await uploads.append(repository, id, ctx.req, range);
+      ctx.state.bytesIn = written;
+      reply(ctx, 202, uploadProgressHeaders(upload));
+    },
+
+    /** PUT ?digest=: the last chunk, if any, and the commit. */
+    async finish(ctx: AppContext): Promise<void> {
+      const repository = repositoryOf(ctx);
+      const digest = requiredDigestQuery(ctx);
+      const body = hasBody(ctx) ? ctx.req : undefined;
+      const blob = await uploads.complete(repository, param(ctx, 'uuid'), digest, body, body && chunkRange(ctx));
+      created(ctx, repository, blob);
+    },
+
+    async cancel(ctx: AppContext): Promise<void> {
+      await uploads.cancel(repositoryOf(ctx), param(ctx, 'uuid'));
+      reply(ctx, 204);
+    },
+  };
+}

@@ -1,0 +1,73 @@
+// Opens the knex connection for the configured metadata driver and applies migrations.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import knex, { type Knex } from 'knex';
+import pg from 'pg';
+import { migrationSource } from '../../migrations/index.js';
+
+export type DatabaseConfig =
+  | { driver: 'sqlite'; path: string }
+  | { driver: 'postgres'; url: string; poolMax: number };
+
+// PostgreSQL returns BIGINT as a string; every bigint here (sizes, epoch ms) fits a JS number.
+pg.types.setTypeParser(20, (value: string) => Number(value));
+
+export function openDatabase(config: DatabaseConfig): Knex {
+  if (config.driver === 'postgres') {
+    return knex({
+      client: 'pg',
+      connection: config.url,
+      pool: { min: 0, max: config.poolMax },
+      acquireConnectionTimeout: 10_000,
+    });
+  }
+  mkdirSync(dirname(config.path), { recursive: true });
+  return knex({
+    client: 'better-sqlite3',
+    connection: { filename: config.path },
+    useNullAsDefault: true,
+    // One connection: SQLite has one writer anyway, and this keeps transactions serialised.
+    pool: {
+      min: 1,
+      max: 1,
+      afterCreate: (connection: { pragma(statement: string): unknown }, done: (error: Error | null) => void) => {
+        connection.pragma('journal_mode = WAL');
+        connection.pragma('synchronous = NORMAL');
+        connection.pragma('foreign_keys = ON');
+        connection.pragma('busy_timeout = 5000');
+        done(null);
+      },
+    },
+  });
+}
+
+export async function migrateToLatest(db: Knex): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
+  return applied;
+}
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'EPIPE',
+  'SQLITE_BUSY',
+  'SQLITE_IOERR',
+  'SQLITE_FULL',
+  'SQLITE_CANTOPEN',
+  '57P01', // admin_shutdown
+  '57P03', // cannot_connect_now
+  '53300', // too_many_connections
+  '08006', // connection_failure
+  '08001', // unable to connect
+]);
+
+/** True for errors meaning "the database cannot serve right now", as opposed to a bug. */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
+  return /Timeout acquiring a connection|Connection terminated|connection is closed/i.test(error.message);
+}

@@ -1,0 +1,373 @@
+// MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
+import type { Knex } from 'knex';
+import { BackendUnavailableError } from '../registry/errors.js';
+import { isDatabaseUnavailable } from './database.js';
+import type {
+  BlobRecord,
+  DependencyProblem,
+  ManifestDependency,
+  ManifestLookup,
+  ManifestRecord,
+  MetadataStore,
+  PageRequest,
+  Referrer,
+  UploadRecord,
+} from './store.js';
+
+interface BlobRow {
+  digest: string;
+  size: number | string;
+  storage_key: string;
+}
+
+interface ManifestRow {
+  id: number;
+  digest: string;
+  media_type: string;
+  artifact_type: string | null;
+  subject_digest: string | null;
+  annotations: string | null;
+  size: number;
+  payload: Buffer;
+}
+
+interface UploadRow {
+  id: string;
+  repository: string;
+  size: number | string;
+  created_at: number | string;
+  updated_at: number | string;
+}
+
+const toBlob = (row: BlobRow): BlobRecord => ({ digest: row.digest, size: Number(row.size), storageKey: row.storage_key });
+
+const toUpload = (row: UploadRow): UploadRecord => ({
+  id: row.id,
+  repository: row.repository,
+  size: Number(row.size),
+  createdAt: Number(row.created_at),
+  updatedAt: Number(row.updated_at),
+});
+
+const parseAnnotations = (text: string | null): Record<string, string> | undefined =>
+  text ? (JSON.parse(text) as Record<string, string>) : undefined;
+
+const toManifest = (row: ManifestRow): ManifestRecord => ({
+  digest: row.digest,
+  mediaType: row.media_type,
+  artifactType: row.artifact_type ?? undefined,
+  subjectDigest: row.subject_digest ?? undefined,
+  annotations: parseAnnotations(row.annotations),
+  size: row.size,
+  payload: row.payload,
+});
+
+/** Thrown inside a transaction to roll it back and report why. */
+class RolledBack extends Error {
+  constructor(readonly problems: DependencyProblem[]) {
+    super('manifest dependencies are not satisfied');
+  }
+}
+
+export class KnexMetadataStore implements MetadataStore {
+  private readonly isPostgres: boolean;
+
+  constructor(private readonly db: Knex) {
+    this.isPostgres = db.client.config.client === 'pg';
+  }
+
+  /** Runs a unit of work, turning "database unreachable" into a 503 for the client. */
+  private async run<T>(work: (db: Knex) => Promise<T>): Promise<T> {
+    try {
+      return await work(this.db);
+    } catch (error) {
+      if (isDatabaseUnavailable(error)) throw new BackendUnavailableError('metadata database', error);
+      throw error;
+    }
+  }
+
+  private transaction<T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return this.run((db) => db.transaction(work));
+  }
+
+  /** Row locks where the database has them; SQLite serialises writers by itself. */
+  private locked<Q extends Knex.QueryBuilder>(query: Q): Q {
+    return this.isPostgres ? (query.forUpdate() as Q) : query;
+  }
+
+  private async repositoryId(db: Knex, name: string): Promise<number | undefined> {
+    const row = (await db('repositories').where({ name }).first('id')) as { id: number } | undefined;
+    return row?.id;
+  }
+
+  private async ensureRepository(trx: Knex.Transaction, name: string): Promise<number> {
+    await trx('repositories').insert({ name, created_at: Date.now() }).onConflict('name').ignore();
+    const id = await this.repositoryId(trx, name);
+    if (id === undefined) throw new Error(`repository ${name} vanished inside its own transaction`);
+    return id;
+  }
+
+  repositoryExists(repository: string): Promise<boolean> {
+    return this.run(async (db) => (await this.repositoryId(db, repository)) !== undefined);
+  }
+
+  findRepositoryBlob(repository: string, digest: string): Promise<BlobRecord | undefined> {
+    return this.run(async (db) => {
+      const row = (await db('blobs as b')
+        .join('repository_blobs as rb', 'rb.digest', 'b.digest')
+        .join('repositories as r', 'r.id', 'rb.repository_id')
+        .where({ 'r.name': repository, 'b.digest': digest })
+        .first('b.digest', 'b.size', 'b.storage_key')) as BlobRow | undefined;
+      return row && toBlob(row);
+    });
+  }
+
+  commitBlob(repository: string, blob: BlobRecord): Promise<BlobRecord> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.ensureRepository(trx, repository);
+      await trx('blobs')
+        .insert({ digest: blob.digest, size: blob.size, storage_key: blob.storageKey, created_at: Date.now() })
+        .onConflict('digest')
+        .ignore();
+      const row = (await this.locked(trx('blobs').where({ digest: blob.digest }).first())) as BlobRow;
+      await trx('repository_blobs')
+        .insert({ repository_id: repositoryId, digest: blob.digest, created_at: Date.now() })
+        .onConflict(['repository_id', 'digest'])
+        .ignore();
+      return toBlob(row);
+    });
+  }
+
+  mountBlob(repository: string, from: string, digest: string): Promise<BlobRecord | undefined> {
+    return this.transaction(async (trx) => {
+      const row = (await this.locked(
+        trx('blobs as b')
+          .join('repository_blobs as rb', 'rb.digest', 'b.digest')
+          .join('repositories as r', 'r.id', 'rb.repository_id')
+          .where({ 'r.name': from, 'b.digest': digest })
+          .first('b.digest', 'b.size', 'b.storage_key'),
+      )) as BlobRow | undefined;
+      if (!row) return undefined;
+      const repositoryId = await this.ensureRepository(trx, repository);
+      await trx('repository_blobs')
+        .insert({ repository_id: repositoryId, digest, created_at: Date.now() })
+        .onConflict(['repository_id', 'digest'])
+        .ignore();
+      return toBlob(row);
+    });
+  }
+
+  unlinkBlob(repository: string, digest: string): Promise<{ unlinked: boolean; orphan?: BlobRecord }> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.repositoryId(trx, repository);
+      if (repositoryId === undefined) return { unlinked: false };
+      const blob = (await this.locked(trx('blobs').where({ digest }).first())) as BlobRow | undefined;
+      if (!blob) return { unlinked: false };
+      const removed = await trx('repository_blobs').where({ repository_id: repositoryId, digest }).delete();
+      if (removed === 0) return { unlinked: false };
+      const stillLinked = await trx('repository_blobs').where({ digest }).first('digest');
+      if (stillLinked) return { unlinked: true };
+      await trx('blobs').where({ digest }).delete();
+      return { unlinked: true, orphan: toBlob(blob) };
+    });
+  }
+
+  createUpload(upload: UploadRecord): Promise<void> {
+    return this.run(async (db) => {
+      await db('uploads').insert({
+        id: upload.id,
+        repository: upload.repository,
+        size: upload.size,
+        created_at: upload.createdAt,
+        updated_at: upload.updatedAt,
+      });
+    });
+  }
+
+  getUpload(repository: string, id: string): Promise<UploadRecord | undefined> {
+    return this.run(async (db) => {
+      const row = (await db('uploads').where({ id, repository }).first()) as UploadRow | undefined;
+      return row && toUpload(row);
+    });
+  }
+
+  advanceUpload(id: string, from: number, to: number): Promise<boolean> {
+    return this.run(async (db) => {
+      const updated = await db('uploads').where({ id, size: from }).update({ size: to, updated_at: Date.now() });
+      return updated === 1;
+    });
+  }
+
+  deleteUpload(id: string): Promise<boolean> {
+    return this.run(async (db) => (await db('uploads').where({ id }).delete()) > 0);
+  }
+
+  listUploadsIdleSince(before: number): Promise<UploadRecord[]> {
+    return this.run(async (db) => ((await db('uploads').where('updated_at', '<', before).limit(1000)) as UploadRow[]).map(toUpload));
+  }
+
+  uploadExists(id: string): Promise<boolean> {
+    return this.run(async (db) => (await db('uploads').where({ id }).first('id')) !== undefined);
+  }
+
+  getManifest(repository: string, lookup: ManifestLookup): Promise<ManifestRecord | undefined> {
+    return this.run(async (db) => {
+      const query = db('manifests as m').join('repositories as r', 'r.id', 'm.repository_id').where('r.name', repository);
+      if ('tag' in lookup) query.join('tags as t', 't.manifest_id', 'm.id').where('t.name', lookup.tag);
+      else query.where('m.digest', lookup.digest);
+      const row = (await query.first('m.*')) as ManifestRow | undefined;
+      return row && toManifest(row);
+    });
+  }
+
+  putManifest(
+    repository: string,
+    manifest: ManifestRecord,
+    dependencies: ManifestDependency[],
+    tag?: string,
+  ): Promise<{ problems: DependencyProblem[] }> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.ensureRepository(trx, repository);
+      const problems = await this.checkDependencies(trx, repositoryId, dependencies);
+      if (problems.length > 0) throw new RolledBack(problems);
+      await trx('manifests')
+        .insert({
+          repository_id: repositoryId,
+          digest: manifest.digest,
+          media_type: manifest.mediaType,
+          artifact_type: manifest.artifactType ?? null,
+          subject_digest: manifest.subjectDigest ?? null,
+          annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
+          size: manifest.size,
+          payload: manifest.payload,
+          created_at: Date.now(),
+        })
+        .onConflict(['repository_id', 'digest'])
+        .ignore();
+      const { id } = (await trx('manifests').where({ repository_id: repositoryId, digest: manifest.digest }).first('id')) as {
+        id: number;
+      };
+      const unique = new Map(dependencies.map((d) => [d.digest, d]));
+      if (unique.size > 0) {
+        const rows = [...unique.values()].map((d) => ({ manifest_id: id, digest: d.digest, kind: d.kind }));
+        for (let i = 0; i < rows.length; i += 200) {
+          await trx('manifest_references').insert(rows.slice(i, i + 200)).onConflict(['manifest_id', 'digest']).ignore();
+        }
+      }
+      if (tag !== undefined) {
+        await trx('tags')
+          .insert({ repository_id: repositoryId, name: tag, manifest_id: id, updated_at: Date.now() })
+          .onConflict(['repository_id', 'name'])
+          .merge(['manifest_id', 'updated_at']);
+      }
+      return { problems: [] };
+    }).catch((error: unknown) => {
+      if (error instanceof RolledBack) return { problems: error.problems };
+      throw error;
+    });
+  }
+
+  private async checkDependencies(
+    trx: Knex.Transaction,
+    repositoryId: number,
+    dependencies: ManifestDependency[],
+  ): Promise<DependencyProblem[]> {
+    const blobs = dependencies.filter((d) => d.kind === 'blob');
+    const manifests = dependencies.filter((d) => d.kind === 'manifest');
+    const sizes = new Map<string, number>();
+    for (let i = 0; i < blobs.length; i += 500) {
+      const rows = (await this.locked(
+        trx('blobs as b')
+          .join('repository_blobs as rb', 'rb.digest', 'b.digest')
+          .where('rb.repository_id', repositoryId)
+          .whereIn(
+            'b.digest',
+            blobs.slice(i, i + 500).map((d) => d.digest),
+          )
+          .select('b.digest', 'b.size'),
+      )) as { digest: string; size: number | string }[];
+      for (const row of rows) sizes.set(row.digest, Number(row.size));
+    }
+    for (let i = 0; i < manifests.length; i += 500) {
+      const rows = (await trx('manifests')
+        .where('repository_id', repositoryId)
+        .whereIn(
+          'digest',
+          manifests.slice(i, i + 500).map((d) => d.digest),
+        )
+        .select('digest', 'size')) as { digest: string; size: number }[];
+      for (const row of rows) sizes.set(row.digest, Number(row.size));
+    }
+    const problems: DependencyProblem[] = [];
+    for (const dependency of dependencies) {
+      const actual = sizes.get(dependency.digest);
+      if (actual === undefined) problems.push({ dependency, problem: 'missing' });
+      else if (actual !== dependency.size) problems.push({ dependency, problem: 'size-mismatch', actualSize: actual });
+    }
+    return problems;
+  }
+
+  deleteManifest(repository: string, digest: string): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.repositoryId(trx, repository);
+      if (repositoryId === undefined) return false;
+      // tags and references go with it (ON DELETE CASCADE)
+      return (await trx('manifests').where({ repository_id: repositoryId, digest }).delete()) > 0;
+    });
+  }
+
+  deleteTag(repository: string, tag: string): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const repositoryId = await this.repositoryId(trx, repository);
+      if (repositoryId === undefined) return false;
+      return (await trx('tags').where({ repository_id: repositoryId, name: tag }).delete()) > 0;
+    });
+  }
+
+  listTags(repository: string, page: PageRequest): Promise<string[] | undefined> {
+    return this.run(async (db) => {
+      const repositoryId = await this.repositoryId(db, repository);
+      if (repositoryId === undefined) return undefined;
+      const query = db('tags').where({ repository_id: repositoryId }).orderBy('name').limit(page.limit).pluck('name');
+      if (page.last !== undefined) query.where('name', '>', page.last);
+      return (await query) as string[];
+    });
+  }
+
+  listRepositories(page: PageRequest): Promise<string[]> {
+    return this.run(async (db) => {
+      const query = db('repositories').orderBy('name').limit(page.limit).pluck('name');
+      if (page.last !== undefined) query.where('name', '>', page.last);
+      return (await query) as string[];
+    });
+  }
+
+  listReferrers(repository: string, subject: string, artifactType?: string): Promise<Referrer[]> {
+    return this.run(async (db) => {
+      const query = db('manifests as m')
+        .join('repositories as r', 'r.id', 'm.repository_id')
+        .where({ 'r.name': repository, 'm.subject_digest': subject })
+        .orderBy('m.id')
+        .select('m.digest', 'm.media_type', 'm.artifact_type', 'm.size', 'm.annotations');
+      if (artifactType !== undefined) query.where('m.artifact_type', artifactType);
+      const rows = (await query) as Pick<ManifestRow, 'digest' | 'media_type' | 'artifact_type' | 'size' | 'annotations'>[];
+      return rows.map((row) => ({
+        digest: row.digest,
+        mediaType: row.media_type,
+        artifactType: row.artifact_type ?? undefined,
+        size: row.size,
+        annotations: parseAnnotations(row.annotations),
+      }));
+    });
+  }
+
+  checkHealth(): Promise<void> {
+    return this.run(async (db) => {
+      await db.raw('select 1');
+    });
+  }
+
+  close(): Promise<void> {
+    return this.db.destroy();
+  }
+}

@@ -1,0 +1,107 @@
+// The metadata seam: the truth about what exists where. Implementations must make every method
+// atomic (one transaction), so a crash or a concurrent request never exposes half a change.
+
+export interface BlobRecord {
+  digest: string;
+  size: number;
+  storageKey: string;
+}
+
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  artifactType?: string | undefined;
+  subjectDigest?: string | undefined;
+  annotations?: Record<string, string> | undefined;
+  size: number;
+  payload: Buffer;
+}
+
+export type ReferenceKind = 'blob' | 'manifest';
+
+/** Something a manifest points at, which must already be present in the same repository. */
+export interface ManifestDependency {
+  digest: string;
+  kind: ReferenceKind;
+  size: number;
+}
+
+export interface DependencyProblem {
+  dependency: ManifestDependency;
+  problem: 'missing' | 'size-mismatch';
+  actualSize?: number;
+}
+
+export interface Referrer {
+  digest: string;
+  mediaType: string;
+  artifactType?: string | undefined;
+  size: number;
+  annotations?: Record<string, string> | undefined;
+}
+
+export interface UploadRecord {
+  id: string;
+  repository: string;
+  size: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface PageRequest {
+  limit: number;
+  /** exclusive lower bound in lexical order */
+  last?: string | undefined;
+}
+
+export type ManifestLookup = { tag: string } | { digest: string };
+
+export interface MetadataStore {
+  repositoryExists(repository: string): Promise<boolean>;
+
+  /** The blob when it is linked to the repository (the only way a blob becomes readable). */
+  findRepositoryBlob(repository: string, digest: string): Promise<BlobRecord | undefined>;
+  /**
+   * Records freshly stored bytes and links them to the repository. When the digest was already
+   * known, the existing record wins and is returned: the caller then discards its own copy.
+   */
+  commitBlob(repository: string, blob: BlobRecord): Promise<BlobRecord>;
+  /** Links a blob already linked in `from` into `repository`; undefined when `from` does not have it. */
+  mountBlob(repository: string, from: string, digest: string): Promise<BlobRecord | undefined>;
+  /**
+   * Unlinks a blob from a repository. When no repository links it any more the blob record is
+   * removed as well and returned as `orphan`, whose bytes the caller may then delete.
+   */
+  unlinkBlob(repository: string, digest: string): Promise<{ unlinked: boolean; orphan?: BlobRecord }>;
+
+  createUpload(upload: UploadRecord): Promise<void>;
+  getUpload(repository: string, id: string): Promise<UploadRecord | undefined>;
+  /** Moves an upload's committed size from `from` to `to`; false when another writer got there first. */
+  advanceUpload(id: string, from: number, to: number): Promise<boolean>;
+  deleteUpload(id: string): Promise<boolean>;
+  listUploadsIdleSince(before: number): Promise<UploadRecord[]>;
+  uploadExists(id: string): Promise<boolean>;
+
+  getManifest(repository: string, lookup: ManifestLookup): Promise<ManifestRecord | undefined>;
+  /**
+   * Stores a manifest and optionally points a tag at it, after checking in the same transaction
+   * that everything it depends on is present in the repository. Nothing is written when a
+   * problem is returned.
+   */
+  putManifest(
+    repository: string,
+    manifest: ManifestRecord,
+    dependencies: ManifestDependency[],
+    tag?: string,
+  ): Promise<{ problems: DependencyProblem[] }>;
+  deleteManifest(repository: string, digest: string): Promise<boolean>;
+  deleteTag(repository: string, tag: string): Promise<boolean>;
+
+  /** Tags in lexical order, or undefined when the repository does not exist. */
+  listTags(repository: string, page: PageRequest): Promise<string[] | undefined>;
+  listRepositories(page: PageRequest): Promise<string[]>;
+  listReferrers(repository: string, subject: string, artifactType?: string): Promise<Referrer[]>;
+
+  checkHealth(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,53 @@
+// Reading, mounting and deleting blobs. A blob is only ever reachable through a repository it
+// is linked to: there is deliberately no global lookup by digest (zot CVE-2024-39897).
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { BlobRecord, MetadataStore } from '../metadata/store.js';
+import type { BlobStore, ByteRange } from '../storage/blob-store.js';
+import { errors } from './errors.js';
+import type { Digest } from './reference.js';
+
+/** Storage key of one stored copy: the upload id makes each generation of a digest distinct. */
+export function blobKey(digest: Digest, generation: string): string {
+  return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}/${generation}`;
+}
+
+export class BlobService {
+  constructor(
+    private readonly metadata: MetadataStore,
+    private readonly store: BlobStore,
+    private readonly log: Logger,
+  ) {}
+
+  async stat(repository: string, digest: Digest): Promise<BlobRecord> {
+    const blob = await this.metadata.findRepositoryBlob(repository, digest.value);
+    if (!blob) throw errors.blobUnknown(digest.value);
+    return blob;
+  }
+
+  async open(blob: BlobRecord, range?: ByteRange): Promise<Readable> {
+    const stream = await this.store.read(blob.storageKey, range);
+    if (!stream) {
+      // The metadata says it exists but the bytes are gone: storage was damaged behind our back.
+      this.log.error({ digest: blob.digest, key: blob.storageKey }, 'blob bytes missing from storage');
+      throw errors.blobUnknown(blob.digest);
+    }
+    return stream;
+  }
+
+  /** Links a blob from another repository; undefined when `from` does not hold it. */
+  mount(repository: string, from: string, digest: Digest): Promise<BlobRecord | undefined> {
+    return this.metadata.mountBlob(repository, from, digest.value);
+  }
+
+  async delete(repository: string, digest: Digest): Promise<void> {
+    const { unlinked, orphan } = await this.metadata.unlinkBlob(repository, digest.value);
+    if (!unlinked) throw errors.blobUnknown(digest.value);
+    if (orphan) {
+      // The record is already gone, so nothing can link these bytes any more.
+      await this.store.delete(orphan.storageKey).catch((error: unknown) => {
+        this.log.warn({ err: error, key: orphan.storageKey }, 'could not delete orphaned blob bytes; GC will retry');
+      });
+    }
+  }
+}

@@ -1,0 +1,59 @@
+// Paged listings (tags, catalog). Always answered from the metadata store, never by walking
+// storage, and always bounded (distribution CVE-2023-2253).
+import type { MetadataStore } from '../metadata/store.js';
+import { errors, RegistryError } from './errors.js';
+
+export interface PageQuery {
+  n?: string | undefined;
+  last?: string | undefined;
+}
+
+export interface Page {
+  items: string[];
+  /** the `last` value for the next page, when there may be one */
+  next?: { n: number; last: string };
+}
+
+export class ListingService {
+  constructor(
+    private readonly metadata: MetadataStore,
+    private readonly maxEntries: number,
+  ) {}
+
+  async tags(repository: string, query: PageQuery): Promise<Page> {
+    return this.page(query, async (limit, last) => {
+      const tags = await this.metadata.listTags(repository, { limit, last });
+      if (tags === undefined) throw errors.nameUnknown(repository);
+      return tags;
+    });
+  }
+
+  async repositories(query: PageQuery): Promise<Page> {
+    return this.page(query, (limit, last) => this.metadata.listRepositories({ limit, last }));
+  }
+
+  private async page(query: PageQuery, fetch: (limit: number, last?: string) => Promise<string[]>): Promise<Page> {
+    const n = this.pageSize(query.n);
+    const last = query.last === undefined || query.last === '' ? undefined : query.last;
+    if (last !== undefined && last.length > 255) {
+      throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid last parameter', { last: last.slice(0, 64) });
+    }
+    if (n === 0) {
+      // Still answer NAME_UNKNOWN for a missing repository.
+      await fetch(1, last);
+      return { items: [] };
+    }
+    // One extra row tells whether another page follows.
+    const rows = await fetch(n + 1, last);
+    if (rows.length <= n) return { items: rows };
+    const items = rows.slice(0, n);
+    return { items, next: { n, last: items[items.length - 1] as string } };
+  }
+
+  private pageSize(n: string | undefined): number {
+    if (n === undefined || n === '') return this.maxEntries;
+    if (!/^\d{1,9}$/.test(n)) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'n must be a non-negative integer', { n });
+    // Larger requests are capped, not refused: the Link header leads to the rest.
+    return Math.min(Number(n), this.maxEntries);
+  }
+}

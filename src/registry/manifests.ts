@@ -1,0 +1,98 @@
+// Manifests and tags: push (validate, check dependencies, store, tag), pull with content
+// negotiation, delete, and the referrers API.
+import type { ManifestRecord, MetadataStore, Referrer } from '../metadata/store.js';
+import { digestOf } from './digest.js';
+import { errors, RegistryError } from './errors.js';
+import { parseManifest, type Descriptor } from './manifest-parser.js';
+import { MediaType } from './media-types.js';
+import { parseManifestReference, type Digest, type ManifestReference } from './reference.js';
+
+export interface PushedManifest {
+  digest: string;
+  subject?: Descriptor;
+}
+
+export interface ReferrersIndex {
+  schemaVersion: 2;
+  mediaType: typeof MediaType.OciIndex;
+  manifests: (Referrer & { artifactType?: string })[];
+}
+
+export class ManifestService {
+  constructor(private readonly metadata: MetadataStore) {}
+
+  /**
+   * Resolves a tag or digest. `accept` lists the media types the client takes (empty: any); a
+   * manifest of another type is reported unknown, as distribution does, rather than sent.
+   */
+  async get(repository: string, reference: string, accept: string[] = []): Promise<ManifestRecord> {
+    const parsed = parseManifestReference(reference);
+    const manifest = await this.metadata.getManifest(repository, lookupOf(parsed));
+    if (!manifest) {
+      if (!(await this.metadata.repositoryExists(repository))) throw errors.nameUnknown(repository);
+      throw errors.manifestUnknown(reference);
+    }
+    if (!acceptable(manifest.mediaType, accept)) {
+      throw errors.manifestUnknown(reference, `manifest is of type ${manifest.mediaType}, which the Accept header does not allow`);
+    }
+    return manifest;
+  }
+
+  async put(repository: string, reference: string, contentType: string | undefined, payload: Buffer): Promise<PushedManifest> {
+    const target = parseManifestReference(reference);
+    const parsed = parseManifest(payload, contentType);
+    const digest = target.kind === 'digest' ? verifiedDigest(target.digest, payload) : digestOf(payload);
+    const record: ManifestRecord = {
+      digest,
+      mediaType: parsed.mediaType,
+      artifactType: parsed.artifactType,
+      subjectDigest: parsed.subject?.digest,
+      annotations: parsed.annotations,
+      size: payload.length,
+      payload,
+    };
+    const tag = target.kind === 'tag' ? target.tag : undefined;
+    const { problems } = await this.metadata.putManifest(repository, record, parsed.dependencies, tag);
+    const missing = problems.filter((p) => p.problem === 'missing');
+    if (missing.length > 0) {
+      throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'manifest references content unknown to this repository', {
+        missing: missing.map((p) => ({ digest: p.dependency.digest, kind: p.dependency.kind })),
+      });
+    }
+    if (problems.length > 0) {
+      throw errors.manifestInvalid('descriptor size does not match the stored content', {
+        mismatched: problems.map((p) => ({ digest: p.dependency.digest, declared: p.dependency.size, actual: p.actualSize })),
+      });
+    }
+    return parsed.subject ? { digest, subject: parsed.subject } : { digest };
+  }
+
+  async delete(repository: string, reference: string): Promise<void> {
+    const parsed = parseManifestReference(reference);
+    const deleted =
+      parsed.kind === 'tag'
+        ? await this.metadata.deleteTag(repository, parsed.tag)
+        : await this.metadata.deleteManifest(repository, parsed.digest.value);
+    if (!deleted) throw errors.manifestUnknown(reference);
+  }
+
+  async referrers(repository: string, subject: Digest, artifactType?: string): Promise<ReferrersIndex> {
+    const manifests = await this.metadata.listReferrers(repository, subject.value, artifactType);
+    return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  }
+}
+
+function lookupOf(reference: ManifestReference): { tag: string } | { digest: string } {
+  return reference.kind === 'tag' ? { tag: reference.tag } : { digest: reference.digest.value };
+}
+
+function verifiedDigest(expected: Digest, payload: Buffer): string {
+  const computed = digestOf(payload, expected.algorithm);
+  if (computed !== expected.value) throw errors.digestInvalid({ expected: expected.value, computed });
+  return computed;
+}
+
+function acceptable(mediaType: string, accept: string[]): boolean {
+  if (accept.length === 0) return true;
+  return accept.some((range) => range === mediaType || range === '*/*' || range === 'application/*');
+}

@@ -1,0 +1,88 @@
+// Assembles Portcullis from its configuration: metadata store, blob store, registry domain,
+// HTTP app; starts listening and the background upload sweeper; stops cleanly.
+import { mkdir } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import { blobRoot, sqlitePath, type Config } from './config/config.js';
+import { createApp } from './http/app.js';
+import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
+import { KnexMetadataStore } from './metadata/knex-store.js';
+import { createRegistry } from './registry/index.js';
+import { FilesystemBlobStore } from './storage/filesystem.js';
+
+export interface RunningServer {
+  address: string;
+  close(): Promise<void>;
+}
+
+export function databaseConfig(config: Config): DatabaseConfig {
+  if (config.metadata.driver === 'postgres') {
+    return { driver: 'postgres', url: config.metadata.postgres.url as string, poolMax: config.metadata.postgres.poolMax };
+  }
+  return { driver: 'sqlite', path: sqlitePath(config) };
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const index = listen.lastIndexOf(':');
+  return { host: listen.slice(0, index).replace(/^\[|\]$/g, ''), port: Number(listen.slice(index + 1)) };
+}
+
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  await mkdir(config.dataDir, { recursive: true });
+  const db = openDatabase(databaseConfig(config));
+  const applied = await migrateToLatest(db);
+  if (applied.length > 0) log.info({ migrations: applied }, 'database migrated');
+  const metadata = new KnexMetadataStore(db);
+  const store = new FilesystemBlobStore(blobRoot(config));
+  await store.init();
+
+  const registry = createRegistry({ metadata, store, log, pageMaxEntries: config.limits.pageMaxEntries });
+  const app = createApp({
+    registry,
+    log,
+    manifestMaxBytes: config.limits.manifestMaxBytes,
+    healthChecks: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
+  });
+
+  const server: Server = createServer(
+    {
+      headersTimeout: config.http.headersTimeoutSeconds * 1000,
+      // Large blobs take as long as they take; a stalled body is caught by the idle timeout instead.
+      requestTimeout: 0,
+      keepAliveTimeout: config.http.keepAliveTimeoutSeconds * 1000,
+    },
+    app.callback(),
+  );
+  server.setTimeout(config.http.idleBodyTimeoutSeconds * 1000);
+
+  const { host, port } = splitListen(config.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+
+  const sweep = async (): Promise<void> => {
+    try {
+      const expired = await registry.uploads.expireIdle(config.uploads.expireAfterSeconds * 1000);
+      if (expired > 0) log.info({ expired }, 'expired idle uploads');
+    } catch (error) {
+      log.warn({ err: error }, 'upload sweep failed');
+    }
+  };
+  void sweep();
+  const sweeper = setInterval(() => void sweep(), config.uploads.sweepIntervalSeconds * 1000);
+  sweeper.unref();
+
+  log.info({ listen: config.listen, dataDir: config.dataDir, metadata: config.metadata.driver, storage: config.storage.driver }, 'portcullis listening');
+  return {
+    address: config.listen,
+    async close() {
+      clearInterval(sweeper);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await metadata.close();
+    },
+  };
+}
