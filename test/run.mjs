@@ -24,5 +24,5 @@ if (files.length === 0) {
   console.error('no test files found under', root);
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files], { stdio: 'inherit' });
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', '--test-force-exit', ...files], { stdio: 'inherit' });
 process.exit(result.status ?? 1);

@@ -1,0 +1,171 @@
+// Process-level behaviour: configuration errors, method handling, health, restarts, scale of
+// tag listings, and the request log.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, it } from 'node:test';
+import knex from 'knex';
+import { CLI, startPortcullis } from '../support/server.js';
+import { expectError, randomName, sha256, TestRegistry } from '../support/registry-client.js';
+
+const run = promisify(execFile);
+
+async function cliFails(env: Record<string, string>, args: string[] = ['serve']): Promise<string> {
+  try {
+    await run(process.execPath, [CLI, ...args], { env: { ...process.env, PORTCULLIS_DATA_DIR: tmpdir(), ...env }, timeout: 10_000 });
+  } catch (error) {
+    const failure = error as { code: number; stderr: string };
+    assert.equal(failure.code, 2);
+    return failure.stderr;
+  }
+  throw new Error('the CLI started although the configuration was bad');
+}
+
+describe('configuration', () => {
+  it('names the bad key and where it came from', async () => {
+    assert.match(await cliFails({ PORTCULLIS_LISTEN: 'nonsense' }), /listen .*PORTCULLIS_LISTEN/);
+    assert.match(await cliFails({ PORTCULLIS_LIMITS_PAGE_MAX_ENTRIES: 'many' }), /limits\.pageMaxEntries must be integer/);
+    assert.match(await cliFails({ PORTCULLIS_METADATA_DRIVER: 'mysql' }), /metadata\.driver must be one of sqlite, postgres/);
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-config-'));
+    try {
+      const file = join(dir, 'config.yml');
+      await writeFile(file, 'listen: 127.0.0.1:5000\nstorage:\n  drivr: filesystem\n');
+      assert.match(await cliFails({ PORTCULLIS_CONFIG: file }), /storage\.drivr is not a known setting \(in .*config\.yml\)/);
+      await writeFile(file, 'listen: [unclosed');
+      assert.match(await cliFails({ PORTCULLIS_CONFIG: file }), /not valid YAML/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs migrations on demand', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-migrate-'));
+    try {
+      const first = await run(process.execPath, [CLI, 'migrate'], { env: { ...process.env, PORTCULLIS_DATA_DIR: dir } });
+      assert.match(first.stdout, /applied: 20261126_001_registry_core/);
+      const second = await run(process.execPath, [CLI, 'migrate'], { env: { ...process.env, PORTCULLIS_DATA_DIR: dir } });
+      assert.match(second.stdout, /up to date/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('serving', () => {
+  it('answers /v2/, health, unknown endpoints and wrong methods', async () => {
+    const server = await startPortcullis();
+    try {
+      const registry = new TestRegistry(server.url);
+      const base = await registry.fetch('/v2/');
+      assert.equal(base.status, 200);
+      assert.equal(base.headers.get('Docker-Distribution-API-Version'), 'registry/2.0');
+      assert.equal((await registry.fetch('/healthz')).status, 200);
+      const ready = await registry.fetch('/readyz');
+      assert.deepEqual(await ready.json(), { status: 'ok', checks: { metadata: 'ok', storage: 'ok' } });
+      await expectError(await registry.fetch('/v3/'), 404, 'NOT_FOUND');
+      const wrongMethod = await registry.fetch(`/v2/a/blobs/${sha256(Buffer.from('x'))}`, { method: 'PUT' });
+      await expectError(wrongMethod, 405, 'METHOD_NOT_ALLOWED');
+      assert.match(wrongMethod.headers.get('Allow') ?? '', /GET/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('logs one JSON line per request without credentials', async () => {
+    const server = await startPortcullis();
+    try {
+      const registry = new TestRegistry(server.url);
+      const repository = randomName();
+      await registry.pushBlob(repository, randomBytes(100));
+      await registry.fetch('/v2/', { headers: { Authorization: 'Basic c2VjcmV0OnBhc3N3b3Jk' } });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const lines = server
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('"msg":"request"'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      const push = lines.find((line) => line.route === 'upload.start');
+      assert.ok(push, server.output());
+      assert.equal(push.repository, repository);
+      assert.equal(push.status, 201);
+      assert.equal(push.bytesIn, 100);
+      assert.equal(push.method, 'POST');
+      assert.equal(typeof push.reqId, 'string');
+      assert.equal(typeof push.durationMs, 'number');
+      assert.doesNotMatch(server.output(), /c2VjcmV0OnBhc3N3b3Jk|Basic /);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('resumes an upload after a restart and still verifies the digest', async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'portcullis-restart-'));
+    const bytes = randomBytes(300_000);
+    const repository = randomName();
+    try {
+      const first = await startPortcullis({ dataDir });
+      t.after(() => first.stop());
+      let registry = new TestRegistry(first.url);
+      const start = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+      const location = start.headers.get('Location') ?? '';
+      const chunk = await registry.fetch(location, { method: 'PATCH', headers: { 'Content-Range': '0-99999' }, body: bytes.subarray(0, 100_000) });
+      assert.equal(chunk.status, 202);
+      await first.stop();
+
+      const second = await startPortcullis({ dataDir });
+      t.after(() => second.stop());
+      registry = new TestRegistry(second.url);
+      const status = await registry.fetch(location);
+      assert.equal(status.headers.get('Range'), '0-99999');
+      const put = await registry.fetch(`${location}?digest=${sha256(bytes)}`, {
+        method: 'PUT',
+        headers: { 'Content-Range': '100000-299999' },
+        body: bytes.subarray(100_000),
+      });
+      assert.equal(put.status, 201, await put.text());
+      const get = await registry.fetch(`/v2/${repository}/blobs/${sha256(bytes)}`);
+      assert.deepEqual(Buffer.from(await get.arrayBuffer()), bytes);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('pages through 100k tags from the metadata store', async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'portcullis-tags-'));
+    try {
+      const seeding = await startPortcullis({ dataDir });
+      const repository = randomName();
+      const { descriptor } = await new TestRegistry(seeding.url).pushImage(repository, 'seed').finally(() => seeding.stop());
+
+      // Seed the tags straight into the database: pushing 100k manifests is a benchmark, not a test.
+      const db = knex({ client: 'better-sqlite3', connection: { filename: join(dataDir, 'portcullis.db') }, useNullAsDefault: true });
+      const { id: repositoryId } = (await db('repositories').where({ name: repository }).first('id')) as { id: number };
+      const { id: manifestId } = (await db('manifests').where({ digest: descriptor.digest }).first('id')) as { id: number };
+      const rows = Array.from({ length: 100_000 }, (_, i) => ({
+        repository_id: repositoryId,
+        name: `t${String(i).padStart(6, '0')}`,
+        manifest_id: manifestId,
+        updated_at: Date.now(),
+      }));
+      await db.batchInsert('tags', rows, 400);
+      await db.destroy();
+
+      const server = await startPortcullis({ dataDir });
+      t.after(() => server.stop());
+      const registry = new TestRegistry(server.url);
+      const page = await registry.fetch(`/v2/${repository}/tags/list?n=3&last=t099990`);
+      assert.deepEqual(((await page.json()) as { tags: string[] }).tags, ['t099991', 't099992', 't099993']);
+      const capped = await registry.fetch(`/v2/${repository}/tags/list`);
+      const body = (await capped.json()) as { tags: string[] };
+      assert.equal(body.tags.length, 1000);
+      assert.equal(body.tags[0], 'seed'); // 's' sorts before 't'
+      assert.match(capped.headers.get('Link') ?? '', /last=t000998/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
