@@ -1,0 +1,124 @@
+// Command-line options shared by registry-bench and compare.
+import { randomInt } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import type { Credentials } from './http-client.js';
+
+export const SCENARIOS = ['push-monolithic', 'push-chunked', 'pull', 'small-push', 'manifest-get'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface BenchOptions {
+  blobMib: number;
+  chunkMib: number;
+  small: number;
+  smallConcurrency: number;
+  getSeconds: number;
+  getConcurrency: number;
+  /** Seed of the large blobs' content (the chunked blob uses seed + 1). */
+  seed: number;
+  scenarios: Scenario[];
+  json: boolean;
+  credentials?: Credentials;
+}
+
+export interface ExtraOption {
+  default?: string;
+  help: string;
+}
+
+const SHARED_HELP = `
+  --blob-mib N            size of the large blob, MiB (default 1024)
+  --chunk-mib N           PATCH size of the chunked push, MiB (default 16)
+  --small N               small image pushes (default 500)
+  --small-concurrency N   concurrent small image pushes (default 16)
+  --get-seconds N         duration of the manifest GET test (default 10)
+  --get-concurrency N     concurrent manifest GETs (default 64)
+  --scenarios LIST        comma-separated subset of ${SCENARIOS.join(',')} (default all)
+  --seed N                seed of the large blobs' content (default random)
+  --username U            registry user (Basic, or Docker token auth on a Bearer challenge)
+  --password P            registry password (or environment variable BENCH_PASSWORD)
+  --json                  print the results as JSON on stdout (the table goes to stderr)
+  --help                  show this help`;
+
+/** Parses argv into the shared options plus this command's own string options. */
+export function parseCli(
+  usage: string,
+  extra: Record<string, ExtraOption>,
+  argv = process.argv.slice(2),
+): { bench: BenchOptions; extra: Record<string, string | undefined> } {
+  const str = { type: 'string' } as const;
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      'blob-mib': str,
+      'chunk-mib': str,
+      small: str,
+      'small-concurrency': str,
+      'get-seconds': str,
+      'get-concurrency': str,
+      scenarios: str,
+      seed: str,
+      username: str,
+      password: str,
+      json: { type: 'boolean' },
+      help: { type: 'boolean' },
+      ...Object.fromEntries(Object.keys(extra).map((name) => [name, str])),
+    },
+  });
+  const all: Record<string, string | boolean | undefined> = values;
+  const text = (name: string): string | undefined => {
+    const value = all[name];
+    return typeof value === 'string' ? value : undefined;
+  };
+  if (values.help) {
+    const own = Object.entries(extra).map(([name, option]) => `  --${name.padEnd(22)}${option.help}`);
+    console.log(`${usage}\n\nOptions:\n${own.join('\n')}${SHARED_HELP}`);
+    process.exit(0);
+  }
+  const bench: BenchOptions = {
+    blobMib: positive(text, 'blob-mib', '1024'),
+    chunkMib: positive(text, 'chunk-mib', '16'),
+    small: positive(text, 'small', '500', true),
+    smallConcurrency: positive(text, 'small-concurrency', '16', true),
+    getSeconds: positive(text, 'get-seconds', '10'),
+    getConcurrency: positive(text, 'get-concurrency', '64', true),
+    seed: text('seed') === undefined ? randomInt(2 ** 31) : positive(text, 'seed', '0', true, true),
+    scenarios: scenarios(text('scenarios')),
+    json: values.json === true,
+    ...credentials(text('username'), text('password') ?? process.env.BENCH_PASSWORD),
+  };
+  const extras = Object.fromEntries(Object.entries(extra).map(([name, option]) => [name, text(name) ?? option.default]));
+  return { bench, extra: extras };
+}
+
+function positive(
+  text: (name: string) => string | undefined,
+  name: string,
+  fallback: string,
+  integer = false,
+  zeroAllowed = false,
+): number {
+  const raw = text(name) ?? fallback;
+  const value = Number(raw);
+  const valid = Number.isFinite(value) && (zeroAllowed ? value >= 0 : value > 0) && (!integer || Number.isInteger(value));
+  if (!valid) usageError(`--${name} must be a ${integer ? 'whole ' : ''}number${zeroAllowed ? '' : ' above 0'}, not "${raw}"`);
+  return value;
+}
+
+function scenarios(list: string | undefined): Scenario[] {
+  if (list === undefined) return [...SCENARIOS];
+  const names = list.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => !(SCENARIOS as readonly string[]).includes(name));
+  if (unknown.length > 0) usageError(`unknown scenario ${unknown.join(', ')} (known: ${SCENARIOS.join(', ')})`);
+  return SCENARIOS.filter((name) => names.includes(name));
+}
+
+function credentials(username: string | undefined, password: string | undefined): { credentials?: Credentials } {
+  if (username === undefined) return {};
+  return { credentials: { username, password: password ?? '' } };
+}
+
+export function usageError(message: string): never {
+  console.error(`error: ${message} (see --help)`);
+  process.exit(2);
+}
