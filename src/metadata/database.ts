@@ -30,7 +30,8 @@ export function openDatabase(config: DatabaseConfig): Knex {
     pool: {
       min: 1,
       max: 1,
-      afterCreate: (connection: { pragma(statement: string): unknown }, done: (error: Error | null) => void) => {
+      afterCreate: (connection: SqliteConnection, done: (error: Error | null) => void) => {
+        cacheStatements(connection);
         connection.pragma('journal_mode = WAL');
         connection.pragma('synchronous = NORMAL');
         connection.pragma('foreign_keys = ON');
@@ -39,6 +40,31 @@ export function openDatabase(config: DatabaseConfig): Knex {
       },
     },
   });
+}
+
+interface SqliteConnection {
+  pragma(statement: string): unknown;
+  prepare(sql: string): unknown;
+}
+
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * knex prepares every query anew; compiling the SQL costs more than running an indexed lookup.
+ * Statements are reusable and this connection runs one at a time, so keep the recent ones.
+ */
+function cacheStatements(connection: SqliteConnection): void {
+  const prepare = connection.prepare.bind(connection);
+  const cache = new Map<string, unknown>();
+  connection.prepare = (sql: string) => {
+    let statement = cache.get(sql);
+    if (statement === undefined) {
+      if (cache.size >= STATEMENT_CACHE_SIZE) cache.clear();
+      statement = prepare(sql);
+      cache.set(sql, statement);
+    }
+    return statement;
+  };
 }
 
 export async function migrateToLatest(db: Knex): Promise<string[]> {

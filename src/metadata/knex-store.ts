@@ -212,9 +212,16 @@ export class KnexMetadataStore implements MetadataStore {
 
   getManifest(repository: string, lookup: ManifestLookup): Promise<ManifestRecord | undefined> {
     return this.run(async (db) => {
-      const query = db('manifests as m').join('repositories as r', 'r.id', 'm.repository_id').where('r.name', repository);
-      if ('tag' in lookup) query.join('tags as t', 't.manifest_id', 'm.id').where('t.name', lookup.tag);
-      else query.where('m.digest', lookup.digest);
+      // Written from the tag's side so SQLite walks unique indexes (repository name → tag → manifest).
+      const query =
+        'tag' in lookup
+          ? db('tags as t')
+              .join('repositories as r', 'r.id', 't.repository_id')
+              .join('manifests as m', 'm.id', 't.manifest_id')
+              .where({ 'r.name': repository, 't.name': lookup.tag })
+          : db('manifests as m')
+              .join('repositories as r', 'r.id', 'm.repository_id')
+              .where({ 'r.name': repository, 'm.digest': lookup.digest });
       const row = (await query.first('m.*')) as ManifestRow | undefined;
       return row && toManifest(row);
     });

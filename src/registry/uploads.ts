@@ -66,29 +66,43 @@ export class UploadService {
       let upload = await this.require(repository, id);
       if (body) upload = (await this.write(upload, body, range)).upload;
       const computed = await this.computeDigest(upload, digest);
-      if (computed !== digest.value) {
+      try {
+        return await this.commit(repository, upload.id, upload.size, digest, computed);
+      } finally {
         await this.discard(upload.id);
-        throw errors.digestInvalid({ expected: digest.value, computed });
       }
-      const key = blobKey(digest, upload.id);
-      await this.store.commitUpload(upload.id, upload.size, key);
-      const blob = await this.metadata.commitBlob(repository, { digest: digest.value, size: upload.size, storageKey: key });
-      if (blob.storageKey !== key) await this.store.delete(key); // the digest was already stored: keep one copy
-      await this.metadata.deleteUpload(upload.id);
-      this.hashes.delete(upload.id);
-      return blob;
     });
   }
 
-  /** POST ?digest=: the whole blob in one request. */
+  /**
+   * POST ?digest=: the whole blob in one request. No session is recorded: the upload area lives
+   * only for this request (the sweeper removes it if the process dies meanwhile).
+   */
   async monolithic(repository: string, digest: Digest, body: Readable): Promise<BlobRecord> {
-    const upload = await this.start(repository);
+    const id = randomUUID();
+    await this.store.createUpload(id);
     try {
-      return await this.complete(repository, upload.id, digest, body);
-    } catch (error) {
-      await this.discard(upload.id);
-      throw error;
+      const hash = newHash(digest.algorithm);
+      let size: number;
+      try {
+        size = await this.store.writeUpload(id, 0, body, (chunk) => hash.update(chunk));
+      } catch (error) {
+        throw interruptedUpload(error);
+      }
+      return await this.commit(repository, id, size, digest, `${digest.algorithm}:${hash.digest('hex')}`);
+    } finally {
+      await this.store.deleteUpload(id).catch(() => undefined);
     }
+  }
+
+  /** Verifies the digest, makes the bytes durable under their generation key, links the blob. */
+  private async commit(repository: string, id: string, size: number, digest: Digest, computed: string): Promise<BlobRecord> {
+    if (computed !== digest.value) throw errors.digestInvalid({ expected: digest.value, computed });
+    const key = blobKey(digest, id);
+    await this.store.commitUpload(id, size, key);
+    const blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key });
+    if (blob.storageKey !== key) await this.store.delete(key); // the digest was already stored: keep one copy
+    return blob;
   }
 
   async cancel(repository: string, id: string): Promise<void> {
