@@ -19,6 +19,30 @@ export interface Config {
   limits: { manifestMaxBytes: number; pageMaxEntries: number };
   uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number };
   http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number };
+  auth: {
+    token: { service: string; issuer: string; realm?: string; ttlSeconds: number; keyFile?: string };
+    ldap?: LdapConfig;
+  };
+}
+
+export interface LdapConfig {
+  url: string;
+  startTls: boolean;
+  caFile?: string;
+  bindDn?: string;
+  bindPassword?: string;
+  timeoutSeconds: number;
+  poolSize: number;
+  user: { baseDn: string; filter: string; usernameAttribute: string };
+  groups: {
+    source: 'memberOf' | 'search';
+    baseDn?: string;
+    nameAttribute: string;
+    nested: boolean;
+    maxDepth: number;
+    cacheTtlSeconds: number;
+    cacheMaxEntries: number;
+  };
 }
 
 export class ConfigError extends Error {
