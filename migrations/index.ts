@@ -2,6 +2,7 @@
 // list works from sources, compiled output and any working directory.
 import type { Knex } from 'knex';
 import * as registryCore from './20261126_001_registry_core.js';
+import * as auth from './20261126_002_auth.js';
 
 interface Migration {
   name: string;
@@ -9,7 +10,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore];
+const migrations: Migration[] = [registryCore, auth];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

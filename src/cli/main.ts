@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// portcullis serve | migrate
+// portcullis serve | migrate | user …
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { createLogger } from '../log.js';
 import { migrateToLatest, openDatabase } from '../metadata/database.js';
 import { databaseConfig, startServer } from '../server.js';
+import { UserError } from '../auth/identity/local.js';
+import { registerUserCommands } from './users.js';
 
 const program = new Command()
   .name('portcullis')
@@ -52,8 +54,10 @@ program
     }
   });
 
+registerUserCommands(program, config);
+
 program.parseAsync().catch((error: unknown) => {
-  if (error instanceof ConfigError) {
+  if (error instanceof ConfigError || error instanceof UserError) {
     console.error(`portcullis: ${error.message}`);
     process.exit(2);
   }

@@ -1,0 +1,100 @@
+// Local users, kept in the metadata database: the embedded default's identity provider and
+// the home of the bootstrap administrator.
+import type { Knex } from 'knex';
+import type { Identity, IdentityProvider } from './provider.js';
+import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
+
+const USERNAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export interface LocalUser {
+  username: string;
+  admin: boolean;
+  createdAt: number;
+}
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  admin: number | boolean;
+  created_at: number | string;
+}
+
+export class UserError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UserError';
+  }
+}
+
+export function validateUsername(username: string): string {
+  if (!USERNAME.test(username)) {
+    throw new UserError(`invalid user name ${JSON.stringify(username)}: 1-64 of a-z 0-9 . _ -, starting with a letter or digit`);
+  }
+  return username;
+}
+
+function validatePassword(password: string): string {
+  if (password.length < 12) throw new UserError('passwords must have at least 12 characters');
+  if (password.length > 1024) throw new UserError('passwords must have at most 1024 characters');
+  return password;
+}
+
+export class LocalUsers implements IdentityProvider {
+  readonly name = 'local';
+
+  constructor(private readonly db: Knex) {}
+
+  async add(username: string, password: string, options: { admin?: boolean } = {}): Promise<void> {
+    validateUsername(username);
+    const hash = await hashPassword(validatePassword(password));
+    const now = Date.now();
+    await this.db.transaction(async (trx) => {
+      if (await trx('users').where({ username }).first('username')) throw new UserError(`user ${username} already exists`);
+      await trx('users').insert({ username, password_hash: hash, admin: options.admin ?? false, created_at: now, updated_at: now });
+    });
+  }
+
+  async setPassword(username: string, password: string): Promise<void> {
+    const hash = await hashPassword(validatePassword(password));
+    const updated = await this.db('users').where({ username }).update({ password_hash: hash, updated_at: Date.now() });
+    if (updated === 0) throw new UserError(`no user ${username}`);
+  }
+
+  async remove(username: string): Promise<void> {
+    if ((await this.db('users').where({ username }).delete()) === 0) throw new UserError(`no user ${username}`);
+  }
+
+  async exists(username: string): Promise<boolean> {
+    return (await this.db('users').where({ username }).first('username')) !== undefined;
+  }
+
+  async count(): Promise<number> {
+    const row = (await this.db('users').count({ n: '*' }).first()) as { n: number | string } | undefined;
+    return Number(row?.n ?? 0);
+  }
+
+  async list(): Promise<LocalUser[]> {
+    const rows = (await this.db('users').orderBy('username').select('username', 'admin', 'created_at')) as UserRow[];
+    return rows.map((row) => ({ username: row.username, admin: Boolean(row.admin), createdAt: Number(row.created_at) }));
+  }
+
+  async authenticate(username: string, password: string): Promise<Identity | undefined> {
+    if (password.length === 0 || !USERNAME.test(username)) return undefined;
+    const row = (await this.db('users').where({ username }).first()) as UserRow | undefined;
+    // Hash even for unknown users, so response time does not reveal which names exist.
+    const matches = await verifyPassword(password, row?.password_hash ?? (await decoyHash()));
+    return row && matches ? toIdentity(row) : undefined;
+  }
+
+  async lookup(username: string): Promise<Identity | undefined> {
+    if (!USERNAME.test(username)) return undefined;
+    const row = (await this.db('users').where({ username }).first()) as UserRow | undefined;
+    return row && toIdentity(row);
+  }
+
+  async close(): Promise<void> {}
+}
+
+function toIdentity(row: UserRow): Identity {
+  return { username: row.username, provider: 'local', groups: [], admin: Boolean(row.admin) };
+}

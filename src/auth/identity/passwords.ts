@@ -1,0 +1,45 @@
+// Password hashing for local users and robot secrets: scrypt (memory-hard, in node:crypto),
+// self-describing hashes so parameters can be raised later, constant-time comparison.
+import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+
+const scrypt = (password: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> =>
+  new Promise((resolve, reject) => {
+    scryptCallback(password, salt, length, options, (error, key) => (error ? reject(error) : resolve(key)));
+  });
+
+const PARAMETERS = { N: 2 ** 15, r: 8, p: 1 };
+const KEY_LENGTH = 32;
+// N=2^15, r=8 needs 32 MiB; allow some headroom above Node's 32 MiB default.
+const MAX_MEMORY = 64 * 1024 * 1024;
+
+/** `scrypt$<N>$<r>$<p>$<salt b64>$<key b64>` */
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const key = await scrypt(password, salt, KEY_LENGTH, { ...PARAMETERS, maxmem: MAX_MEMORY });
+  return ['scrypt', PARAMETERS.N, PARAMETERS.r, PARAMETERS.p, salt.toString('base64'), key.toString('base64')].join('$');
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const [scheme, n, r, p, salt, key] = stored.split('$');
+  if (scheme !== 'scrypt' || !n || !r || !p || !salt || !key) return false;
+  const expected = Buffer.from(key, 'base64');
+  const actual = await scrypt(password, Buffer.from(salt, 'base64'), expected.length, {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+    maxmem: MAX_MEMORY,
+  });
+  return actual.length === expected.length && timingSafeEqual(actual, expected);
+}
+
+/** A hash of a random password, compared against when a user does not exist, so timing does not tell. */
+let decoy: Promise<string> | undefined;
+export function decoyHash(): Promise<string> {
+  decoy ??= hashPassword(randomBytes(16).toString('hex'));
+  return decoy;
+}
+
+/** A random secret for generated passwords and robot accounts (URL-safe, 32 bytes of entropy). */
+export function generateSecret(): string {
+  return randomBytes(32).toString('base64url');
+}

@@ -1,0 +1,70 @@
+// portcullis user add | passwd | rm | list — manage local users in the metadata database.
+import type { Command } from 'commander';
+import type { Config } from '../config/config.js';
+import { LocalUsers } from '../auth/identity/local.js';
+import { generateSecret } from '../auth/identity/passwords.js';
+import { migrateToLatest, openDatabase } from '../metadata/database.js';
+import { databaseConfig } from '../server.js';
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+async function withUsers<T>(config: Config, work: (users: LocalUsers) => Promise<T>): Promise<T> {
+  const db = openDatabase(databaseConfig(config));
+  try {
+    await migrateToLatest(db);
+    return await work(new LocalUsers(db));
+  } finally {
+    await db.destroy();
+  }
+}
+
+/** The password from stdin when asked, else a generated one that is printed once. */
+async function passwordFor(options: { passwordStdin?: boolean }): Promise<{ password: string; generated: boolean }> {
+  if (options.passwordStdin) return { password: await readStdin(), generated: false };
+  return { password: generateSecret(), generated: true };
+}
+
+export function registerUserCommands(program: Command, config: () => Config): void {
+  const user = program.command('user').description('manage local users');
+
+  user
+    .command('add <username>')
+    .description('create a local user (password from stdin with --password-stdin, else generated and printed once)')
+    .option('--admin', 'make the user an administrator')
+    .option('--password-stdin', 'read the password from standard input')
+    .action(async (username: string, options: { admin?: boolean; passwordStdin?: boolean }) => {
+      const { password, generated } = await passwordFor(options);
+      await withUsers(config(), (users) => users.add(username, password, { admin: options.admin ?? false }));
+      console.log(generated ? `created ${username}; password (shown once): ${password}` : `created ${username}`);
+    });
+
+  user
+    .command('passwd <username>')
+    .description("set a local user's password (from stdin with --password-stdin, else generated and printed once)")
+    .option('--password-stdin', 'read the password from standard input')
+    .action(async (username: string, options: { passwordStdin?: boolean }) => {
+      const { password, generated } = await passwordFor(options);
+      await withUsers(config(), (users) => users.setPassword(username, password));
+      console.log(generated ? `password of ${username} changed; new password (shown once): ${password}` : `password of ${username} changed`);
+    });
+
+  user
+    .command('rm <username>')
+    .description('delete a local user')
+    .action(async (username: string) => {
+      await withUsers(config(), (users) => users.remove(username));
+      console.log(`deleted ${username}`);
+    });
+
+  user
+    .command('list')
+    .description('list local users')
+    .action(async () => {
+      const all = await withUsers(config(), (users) => users.list());
+      for (const entry of all) console.log(`${entry.username}${entry.admin ? ' (admin)' : ''}`);
+    });
+}
