@@ -5,14 +5,17 @@ import type { Knex } from 'knex';
 
 export const name = '20261126_001_registry_core';
 
-function lexical(knex: Knex, column: Knex.ColumnBuilder): Knex.ColumnBuilder {
-  return knex.client.config.client === 'pg' ? column.collate('C') : column;
+/** A name column compared byte by byte (knex's collate() is ignored on PostgreSQL, so say it in the type). */
+function lexicalName(knex: Knex, table: Knex.CreateTableBuilder, column: string, length: number): Knex.ColumnBuilder {
+  return knex.client.config.client === 'pg'
+    ? table.specificType(column, `varchar(${length}) COLLATE "C"`)
+    : table.string(column, length);
 }
 
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('repositories', (t) => {
     t.increments('id').primary();
-    lexical(knex, t.string('name', 255).notNullable().unique());
+    lexicalName(knex, t, 'name', 255).notNullable().unique();
     t.bigInteger('created_at').notNullable();
   });
 
@@ -60,7 +63,7 @@ export async function up(knex: Knex): Promise<void> {
 
   await knex.schema.createTable('tags', (t) => {
     t.integer('repository_id').notNullable().references('id').inTable('repositories').onDelete('CASCADE');
-    lexical(knex, t.string('name', 128).notNullable());
+    lexicalName(knex, t, 'name', 128).notNullable();
     t.integer('manifest_id').notNullable().references('id').inTable('manifests').onDelete('CASCADE');
     t.bigInteger('updated_at').notNullable();
     t.primary(['repository_id', 'name']);
@@ -73,6 +76,10 @@ export async function up(knex: Knex): Promise<void> {
     t.bigInteger('size').notNullable();
     t.bigInteger('created_at').notNullable();
     t.bigInteger('updated_at').notNullable();
+    // A writer's claim on the session while it streams a chunk: one writer at a time, across
+    // replicas, without holding a database connection for the length of an upload.
+    t.string('writer', 36).nullable();
+    t.bigInteger('writer_until').nullable();
     t.index(['updated_at']);
   });
 }

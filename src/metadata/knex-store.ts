@@ -125,11 +125,19 @@ export class KnexMetadataStore implements MetadataStore {
   commitBlob(repository: string, blob: BlobRecord): Promise<BlobRecord> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.ensureRepository(trx, repository);
-      await trx('blobs')
-        .insert({ digest: blob.digest, size: blob.size, storage_key: blob.storageKey, created_at: Date.now() })
-        .onConflict('digest')
-        .ignore();
-      const row = (await this.locked(trx('blobs').where({ digest: blob.digest }).first())) as BlobRow;
+      // Lock the digest's row (or create it): a concurrent unlink that removes it either ran
+      // before (we insert anew) or waits for us (and then sees our link).
+      let row: BlobRow | undefined;
+      for (let attempt = 0; !row && attempt < 3; attempt++) {
+        row = (await this.locked(trx('blobs').where({ digest: blob.digest }).first())) as BlobRow | undefined;
+        if (!row) {
+          await trx('blobs')
+            .insert({ digest: blob.digest, size: blob.size, storage_key: blob.storageKey, created_at: Date.now() })
+            .onConflict('digest')
+            .ignore();
+        }
+      }
+      if (!row) throw new Error(`blob ${blob.digest} could not be recorded`);
       await trx('repository_blobs')
         .insert({ repository_id: repositoryId, digest: blob.digest, created_at: Date.now() })
         .onConflict(['repository_id', 'digest'])
@@ -191,10 +199,34 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  advanceUpload(id: string, from: number, to: number): Promise<boolean> {
+  claimUpload(id: string, size: number, writer: string, until: number): Promise<boolean> {
     return this.run(async (db) => {
-      const updated = await db('uploads').where({ id, size: from }).update({ size: to, updated_at: Date.now() });
+      const claimed = await db('uploads')
+        .where({ id, size })
+        .andWhere((free) => free.whereNull('writer').orWhere('writer_until', '<', Date.now()))
+        .update({ writer, writer_until: until });
+      return claimed === 1;
+    });
+  }
+
+  renewUploadClaim(id: string, writer: string, until: number): Promise<void> {
+    return this.run(async (db) => {
+      await db('uploads').where({ id, writer }).update({ writer_until: until });
+    });
+  }
+
+  advanceUpload(id: string, writer: string, from: number, to: number): Promise<boolean> {
+    return this.run(async (db) => {
+      const updated = await db('uploads')
+        .where({ id, writer, size: from })
+        .update({ size: to, updated_at: Date.now(), writer: null, writer_until: null });
       return updated === 1;
+    });
+  }
+
+  releaseUploadClaim(id: string, writer: string): Promise<void> {
+    return this.run(async (db) => {
+      await db('uploads').where({ id, writer }).update({ writer: null, writer_until: null });
     });
   }
 
@@ -203,7 +235,13 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   listUploadsIdleSince(before: number): Promise<UploadRecord[]> {
-    return this.run(async (db) => ((await db('uploads').where('updated_at', '<', before).limit(1000)) as UploadRow[]).map(toUpload));
+    return this.run(async (db) => {
+      const rows = (await db('uploads')
+        .where('updated_at', '<', before)
+        .andWhere((idle) => idle.whereNull('writer').orWhere('writer_until', '<', Date.now()))
+        .limit(1000)) as UploadRow[];
+      return rows.map(toUpload);
+    });
   }
 
   uploadExists(id: string): Promise<boolean> {

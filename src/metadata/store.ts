@@ -76,9 +76,18 @@ export interface MetadataStore {
 
   createUpload(upload: UploadRecord): Promise<void>;
   getUpload(repository: string, id: string): Promise<UploadRecord | undefined>;
-  /** Moves an upload's committed size from `from` to `to`; false when another writer got there first. */
-  advanceUpload(id: string, from: number, to: number): Promise<boolean>;
+  /**
+   * Claims the session for one writer until `until` (epoch ms), provided its size is still `size`
+   * and no other writer holds an unexpired claim; false otherwise.
+   */
+  claimUpload(id: string, size: number, writer: string, until: number): Promise<boolean>;
+  /** Extends a claim while a long write goes on. */
+  renewUploadClaim(id: string, writer: string, until: number): Promise<void>;
+  /** Moves the committed size from `from` to `to` and releases the claim; false when the claim was lost. */
+  advanceUpload(id: string, writer: string, from: number, to: number): Promise<boolean>;
+  releaseUploadClaim(id: string, writer: string): Promise<void>;
   deleteUpload(id: string): Promise<boolean>;
+  /** Sessions untouched since `before` and not being written to. */
   listUploadsIdleSince(before: number): Promise<UploadRecord[]>;
   uploadExists(id: string): Promise<boolean>;
 

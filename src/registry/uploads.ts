@@ -6,7 +6,7 @@ import type { Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobRecord, MetadataStore, UploadRecord } from '../metadata/store.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { UploadAreaMissingError, type BlobStore } from '../storage/blob-store.js';
 import { blobKey } from './blobs.js';
 import { digestOfStream, newHash } from './digest.js';
 import { BackendUnavailableError, errors, RegistryError } from './errors.js';
@@ -15,6 +15,8 @@ import type { Digest } from './reference.js';
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 /** Hash states kept for in-flight uploads; beyond this the oldest is dropped and rebuilt if needed. */
 const MAX_HASH_STATES = 10_000;
+/** How long a writer's claim on a session lasts without renewal (renewed while the body streams). */
+const CLAIM_MS = 60_000;
 
 export interface ChunkRange {
   start: number;
@@ -47,7 +49,7 @@ export class UploadService {
     const upload: UploadRecord = { id: randomUUID(), repository, size: 0, createdAt: now, updatedAt: now };
     await this.store.createUpload(upload.id);
     await this.metadata.createUpload(upload);
-    this.hashes.set(upload.id, { hash: newHash(), size: 0 });
+    this.remember(upload.id, { hash: newHash(), size: 0 });
     return upload;
   }
 
@@ -65,12 +67,14 @@ export class UploadService {
     return this.exclusive(id, async () => {
       let upload = await this.require(repository, id);
       if (body) upload = (await this.write(upload, body, range)).upload;
-      const computed = await this.computeDigest(upload, digest);
-      try {
-        return await this.commit(repository, upload.id, upload.size, digest, computed);
-      } finally {
-        await this.discard(upload.id);
+      const computed = await this.withArea(upload.id, () => this.computeDigest(upload, digest));
+      if (computed !== digest.value) {
+        await this.discard(upload.id); // nothing of a wrong upload is kept
+        throw errors.digestInvalid({ expected: digest.value, computed });
       }
+      const blob = await this.withArea(upload.id, () => this.commit(repository, upload.id, upload.size, digest));
+      await this.discard(upload.id);
+      return blob;
     });
   }
 
@@ -89,18 +93,28 @@ export class UploadService {
       } catch (error) {
         throw interruptedUpload(error);
       }
-      return await this.commit(repository, id, size, digest, `${digest.algorithm}:${hash.digest('hex')}`);
+      const computed = `${digest.algorithm}:${hash.digest('hex')}`;
+      if (computed !== digest.value) throw errors.digestInvalid({ expected: digest.value, computed });
+      return await this.commit(repository, id, size, digest);
     } finally {
       await this.store.deleteUpload(id).catch(() => undefined);
     }
   }
 
-  /** Verifies the digest, makes the bytes durable under their generation key, links the blob. */
-  private async commit(repository: string, id: string, size: number, digest: Digest, computed: string): Promise<BlobRecord> {
-    if (computed !== digest.value) throw errors.digestInvalid({ expected: digest.value, computed });
+  /**
+   * Makes verified bytes durable under their generation key, then links the blob in one
+   * transaction. If the link fails the bytes are removed again: nothing half-done stays.
+   */
+  private async commit(repository: string, id: string, size: number, digest: Digest): Promise<BlobRecord> {
     const key = blobKey(digest, id);
     await this.store.commitUpload(id, size, key);
-    const blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key });
+    let blob: BlobRecord;
+    try {
+      blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key });
+    } catch (error) {
+      await this.store.delete(key).catch(() => undefined);
+      throw error;
+    }
     if (blob.storageKey !== key) await this.store.delete(key); // the digest was already stored: keep one copy
     return blob;
   }
@@ -116,9 +130,14 @@ export class UploadService {
   async expireIdle(maxIdleMs: number): Promise<number> {
     const cutoff = Date.now() - maxIdleMs;
     let expired = 0;
-    for (const upload of await this.metadata.listUploadsIdleSince(cutoff)) {
-      await this.exclusive(upload.id, () => this.discard(upload.id));
-      expired++;
+    for (const candidate of await this.metadata.listUploadsIdleSince(cutoff)) {
+      await this.exclusive(candidate.id, async () => {
+        // Look again under the lock: a request may have used the session meanwhile.
+        const current = await this.metadata.getUpload(candidate.repository, candidate.id);
+        if (!current || current.updatedAt >= cutoff) return;
+        await this.discard(current.id);
+        expired++;
+      });
     }
     for await (const area of this.store.listUploads()) {
       if (area.lastModified.getTime() < cutoff && !(await this.metadata.uploadExists(area.id))) {
@@ -127,6 +146,17 @@ export class UploadService {
       }
     }
     return expired;
+  }
+
+  /** Runs work on an upload's bytes; if they are gone, the session goes too and the client hears so. */
+  private async withArea<T>(id: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (!(error instanceof UploadAreaMissingError)) throw error;
+      await this.discard(id);
+      throw errors.uploadUnknown(id);
+    }
   }
 
   private async require(repository: string, id: string): Promise<UploadRecord> {
@@ -146,25 +176,38 @@ export class UploadService {
         uploadProgressHeaders(upload),
       );
     }
-    const state = await this.hashState(upload);
+    // One writer at a time, across processes: a retried PATCH on another replica cannot
+    // overwrite bytes that this one is writing (they share the upload area).
+    const writer = randomUUID();
+    if (!(await this.metadata.claimUpload(upload.id, upload.size, writer, Date.now() + CLAIM_MS))) {
+      throw errors.uploadInvalid('another request is writing to this upload; check its status and retry');
+    }
+    const renewal = setInterval(() => {
+      this.metadata.renewUploadClaim(upload.id, writer, Date.now() + CLAIM_MS).catch(() => undefined);
+    }, CLAIM_MS / 3);
+    renewal.unref();
     let written: number;
     try {
-      written = await this.store.writeUpload(upload.id, upload.size, body, (chunk) => state.hash.update(chunk));
+      const state = await this.withArea(upload.id, () => this.hashState(upload));
+      written = await this.withArea(upload.id, () =>
+        this.store.writeUpload(upload.id, upload.size, body, (chunk) => state.hash.update(chunk)),
+      );
+      if (range && written !== range.end - range.start + 1) {
+        throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });
+      }
+      const size = upload.size + written;
+      if (!(await this.metadata.advanceUpload(upload.id, writer, upload.size, size))) {
+        throw errors.uploadInvalid('upload was modified concurrently; check its status and retry');
+      }
+      state.size = size;
+      return { upload: { ...upload, size, updatedAt: Date.now() }, written };
     } catch (error) {
-      this.hashes.delete(upload.id); // it saw bytes that were not committed
+      this.hashes.delete(upload.id); // it may have seen bytes that were not committed
+      await this.metadata.releaseUploadClaim(upload.id, writer).catch(() => undefined);
       throw interruptedUpload(error);
+    } finally {
+      clearInterval(renewal);
     }
-    if (range && written !== range.end - range.start + 1) {
-      this.hashes.delete(upload.id);
-      throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });
-    }
-    const size = upload.size + written;
-    if (!(await this.metadata.advanceUpload(upload.id, upload.size, size))) {
-      this.hashes.delete(upload.id);
-      throw errors.uploadInvalid('upload was modified concurrently; check its status and retry');
-    }
-    state.size = size;
-    return { upload: { ...upload, size, updatedAt: Date.now() }, written };
   }
 
   private async hashState(upload: UploadRecord): Promise<HashState> {
@@ -174,12 +217,17 @@ export class UploadService {
     const hash = newHash();
     for await (const chunk of await this.store.readUpload(upload.id, upload.size)) hash.update(chunk as Buffer);
     const state = { hash, size: upload.size };
+    this.remember(upload.id, state);
+    return state;
+  }
+
+  /** Keeps a hash state, dropping the oldest beyond the bound (it can be rebuilt from storage). */
+  private remember(id: string, state: HashState): void {
     if (this.hashes.size >= MAX_HASH_STATES) {
       const oldest = this.hashes.keys().next().value;
       if (oldest !== undefined) this.hashes.delete(oldest);
     }
-    this.hashes.set(upload.id, state);
-    return state;
+    this.hashes.set(id, state);
   }
 
   private async computeDigest(upload: UploadRecord, digest: Digest): Promise<string> {

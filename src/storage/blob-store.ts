@@ -38,3 +38,11 @@ export interface BlobStore {
   /** Throws when the backend cannot serve requests (readiness). */
   checkHealth(): Promise<void>;
 }
+
+/** The upload's bytes are gone (expired, or the session was finished elsewhere). */
+export class UploadAreaMissingError extends Error {
+  constructor(readonly uploadId: string) {
+    super(`upload area ${uploadId} does not exist`);
+    this.name = 'UploadAreaMissingError';
+  }
+}

@@ -1,11 +1,10 @@
 // Filesystem BlobStore: uploads are files under <root>/_uploads, committed blobs are made durable
 // (fsync) and moved into place with an atomic rename, so a crash never leaves a partial object
 // under a blob key.
-import { createReadStream } from 'node:fs';
-import { access, constants, mkdir, open, opendir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { access, constants, mkdir, open, opendir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { BlobStore, ByteRange, UploadArea } from './blob-store.js';
+import { UploadAreaMissingError, type BlobStore, type ByteRange, type UploadArea } from './blob-store.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // Keys are made by the registry, but never trust a string that becomes a path.
@@ -43,12 +42,14 @@ export class FilesystemBlobStore implements BlobStore {
 
   async writeUpload(uploadId: string, offset: number, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
     // 'r+' writes at `offset` without truncating: a retried chunk overwrites what a failed one left.
-    const handle = await open(this.uploadPath(uploadId), 'r+');
+    const handle = await this.openUpload(uploadId, 'r+');
     // Socket chunks are small (64 KiB); gathering them into large vectored writes, with one write
     // in flight while the next batch is received and hashed, keeps the disk and the CPU both busy.
+    // A failed write is recorded at once (never left as an unhandled rejection) and ends the loop.
     let position = offset;
     let batch: Buffer[] = [];
     let batched = 0;
+    let failure: unknown;
     let inFlight: Promise<void> = Promise.resolve();
     const flush = async (): Promise<void> => {
       const buffers = batch;
@@ -58,12 +59,18 @@ export class FilesystemBlobStore implements BlobStore {
       batched = 0;
       position += length;
       await inFlight;
-      inFlight = handle.writev(buffers, at).then(({ bytesWritten }) => {
-        if (bytesWritten !== length) throw new Error(`short write: ${bytesWritten} of ${length} bytes`);
-      });
+      inFlight = handle.writev(buffers, at).then(
+        ({ bytesWritten }) => {
+          if (bytesWritten !== length) failure ??= new Error(`short write: ${bytesWritten} of ${length} bytes`);
+        },
+        (error: unknown) => {
+          failure ??= error;
+        },
+      );
     };
     try {
       for await (const chunk of source) {
+        if (failure) throw failure;
         const buffer = chunk as Buffer;
         observe(buffer);
         batch.push(buffer);
@@ -72,33 +79,49 @@ export class FilesystemBlobStore implements BlobStore {
       }
       if (batched > 0) await flush();
       await inFlight;
-    } catch (error) {
-      await inFlight.catch(() => undefined);
-      throw error;
+      if (failure) throw failure;
     } finally {
+      await inFlight;
       await handle.close();
     }
     return position - offset;
   }
 
+  /** Opens an upload area; a missing one is reported as such, not as a storage fault. */
+  private async openUpload(uploadId: string, flags: string) {
+    try {
+      return await open(this.uploadPath(uploadId), flags);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new UploadAreaMissingError(uploadId);
+      throw error;
+    }
+  }
+
   async readUpload(uploadId: string, length: number): Promise<Readable> {
-    if (length === 0) return Readable.from([]);
-    return createReadStream(this.uploadPath(uploadId), { start: 0, end: length - 1, highWaterMark: READ_CHUNK });
+    const handle = await this.openUpload(uploadId, 'r');
+    if (length === 0) {
+      await handle.close();
+      return Readable.from([]);
+    }
+    return handle.createReadStream({ start: 0, end: length - 1, highWaterMark: READ_CHUNK });
   }
 
   async commitUpload(uploadId: string, length: number, key: string): Promise<void> {
-    const source = this.uploadPath(uploadId);
     const target = this.keyPath(key);
-    const handle = await open(source, 'r+');
+    const handle = await this.openUpload(uploadId, 'r+');
     try {
       await handle.truncate(length);
       await handle.sync();
     } finally {
       await handle.close();
     }
-    await mkdir(dirname(target), { recursive: true });
-    await rename(source, target);
-    await syncDirectory(dirname(target));
+    // Make the new directory entries durable too, from the blob's directory up to the root.
+    const created = await mkdir(dirname(target), { recursive: true });
+    await rename(this.uploadPath(uploadId), target);
+    for (let dir = dirname(target); ; dir = dirname(dir)) {
+      await syncDirectory(dir);
+      if (created === undefined || dir === this.root || !dir.startsWith(dirname(created))) break;
+    }
   }
 
   async deleteUpload(uploadId: string): Promise<void> {
@@ -126,9 +149,8 @@ export class FilesystemBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     const path = this.keyPath(key);
+    // The per-digest directory stays: removing it could race a re-upload creating its file there.
     await rm(path, { force: true });
-    // Remove the now empty per-digest directory; ignore when another generation still lives there.
-    await rmdir(dirname(path)).catch(() => undefined);
   }
 
   async checkHealth(): Promise<void> {
