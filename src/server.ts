@@ -4,6 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { blobRoot, sqlitePath, type Config } from './config/config.js';
+import { createAuth } from './auth/index.js';
 import { createApp } from './http/app.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
@@ -37,11 +38,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await store.init();
 
   const registry = createRegistry({ metadata, store, log, pageMaxEntries: config.limits.pageMaxEntries });
+  const auth = await createAuth(config, db, log);
   const app = createApp({
     registry,
     log,
     manifestMaxBytes: config.limits.manifestMaxBytes,
     healthChecks: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
+    ...auth,
   });
 
   const server: Server = createServer(
@@ -82,6 +85,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      await auth.close();
       await metadata.close();
     },
   };

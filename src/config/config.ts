@@ -19,8 +19,12 @@ export interface Config {
   limits: { manifestMaxBytes: number; pageMaxEntries: number };
   uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number };
   http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number };
+  adminPassword?: string;
   auth: {
     token: { service: string; issuer: string; realm?: string; ttlSeconds: number; keyFile?: string };
+    adminGroups: string[];
+    refreshTokenTtlSeconds: number;
+    rulesCacheSeconds: number;
     ldap?: LdapConfig;
   };
 }
@@ -93,6 +97,9 @@ function fromEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, sources: 
     if (key.type === 'integer' || key.type === 'number') {
       const number = Number(value);
       setPath(raw, key.path, Number.isFinite(number) && value.trim() !== '' ? number : value);
+    } else if (key.type === 'array') {
+      // Lists are separated by semicolons: group DNs contain commas.
+      setPath(raw, key.path, value.split(';').map((item) => item.trim()).filter(Boolean));
     } else if (key.type === 'boolean') {
       setPath(raw, key.path, value === 'true' ? true : value === 'false' ? false : value);
     } else {

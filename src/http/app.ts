@@ -11,12 +11,20 @@ import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { opsRoutes, type HealthCheck } from './routes/ops.js';
 import { distributionRoutes, type Route } from './routes/v2/index.js';
+import type { CatalogFilter } from './routes/v2/listings.js';
+import { tokenRoutes, type TokenRouteOptions } from './routes/token.js';
+import { registerAdminRoutes, type AdminRouteOptions } from './routes/admin.js';
+import type { Authorize } from './middleware/authorize.js';
 
 export interface AppOptions {
   registry: Registry;
   log: Logger;
   manifestMaxBytes: number;
   healthChecks: Record<string, HealthCheck>;
+  authorize: Authorize;
+  catalogFilter: CatalogFilter;
+  tokenEndpoint: TokenRouteOptions;
+  admin: AdminRouteOptions;
 }
 
 function decodeParams(groups: Record<string, string | undefined>): Record<string, string> {
@@ -32,14 +40,26 @@ function decodeParams(groups: Record<string, string | undefined>): Record<string
   return params;
 }
 
-/** Binds a route: records its name, decodes and validates its path parameters, runs the handler. */
-function bind(route: Route): Handler {
+/**
+ * Binds a route: records its name, decodes and validates its path parameters, checks the
+ * caller's token against the route's declared access, runs the handler.
+ */
+function bind(route: Route, authorize: Authorize): Handler {
   return async (ctx: AppContext) => {
     ctx.state.route = route.name;
     ctx.state.params = decodeParams(route.pattern.exec(ctx.path)?.groups ?? {});
     const name = ctx.state.params.name;
     if (name !== undefined) ctx.state.repository = parseName(name);
+    await authorize(ctx, route.access);
     await route.handler(ctx);
+  };
+}
+
+/** Names a non-distribution route for the request log. */
+export function named(name: string, handler: Handler): Handler {
+  return async (ctx) => {
+    ctx.state.route = name;
+    await handler(ctx);
   };
 }
 
@@ -54,11 +74,16 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   const router = new Router<RequestState>();
   const routes = distributionRoutes(options.registry, options);
   for (const route of routes) {
-    router.register(route.pattern, [route.method], bind(route), { name: route.name, pathAsRegExp: true });
+    router.register(route.pattern, [route.method], bind(route, options.authorize), { name: route.name, pathAsRegExp: true });
   }
+  const token = tokenRoutes(options.tokenEndpoint);
+  router.get('/auth/token', named('token.get', token.get));
+  router.post('/auth/token', named('token.post', token.post));
+  router.get('/auth/jwks', named('token.jwks', token.jwks));
+  registerAdminRoutes(router, options.admin);
   const ops = opsRoutes(options.healthChecks);
-  router.get('/healthz', ops.live);
-  router.get('/readyz', ops.ready);
+  router.get('/healthz', named('ops.live', ops.live));
+  router.get('/readyz', named('ops.ready', ops.ready));
 
   app.use(requestLog(options.log));
   app.use(async (ctx, next) => {

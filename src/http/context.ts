@@ -1,6 +1,7 @@
 // What the HTTP layer keeps per request.
 import type Koa from 'koa';
 import type { Logger } from 'pino';
+import type { ResourceAccess } from '../auth/tokens/access.js';
 
 export interface RequestState {
   requestId: string;
@@ -13,6 +14,8 @@ export interface RequestState {
   params: Record<string, string>;
   /** request body bytes consumed by the handler */
   bytesIn?: number;
+  /** the verified bearer token's subject and access claim */
+  auth?: { subject: string; access: readonly ResourceAccess[] };
 }
 
 export type AppContext = Koa.ParameterizedContext<RequestState>;

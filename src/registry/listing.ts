@@ -28,8 +28,31 @@ export class ListingService {
     });
   }
 
-  async repositories(query: PageQuery): Promise<Page> {
-    return this.page(query, (limit, last) => this.metadata.listRepositories({ limit, last }));
+  /**
+   * Repositories in lexical order; with `visible`, only those it accepts (the caller's pull
+   * rights), read in bounded batches so a caller who sees little cannot make one request scan
+   * the whole table: after `maxEntries * 10` rows the page ends early with a Link to go on.
+   */
+  async repositories(query: PageQuery, visible?: (repository: string) => boolean): Promise<Page> {
+    if (!visible) return this.page(query, (limit, last) => this.metadata.listRepositories({ limit, last }));
+    const accept = visible;
+    return this.page(query, async (limit, last) => {
+      const found: string[] = [];
+      let cursor = last;
+      let scanned = 0;
+      while (found.length < limit && scanned < this.maxEntries * 10) {
+        const batch = await this.metadata.listRepositories({ limit: this.maxEntries, last: cursor });
+        if (batch.length === 0) break;
+        scanned += batch.length;
+        for (const name of batch) {
+          cursor = name;
+          if (accept(name)) found.push(name);
+          if (found.length === limit) break;
+        }
+        if (batch.length < this.maxEntries) break;
+      }
+      return found;
+    });
   }
 
   private async page(query: PageQuery, fetch: (limit: number, last?: string) => Promise<string[]>): Promise<Page> {

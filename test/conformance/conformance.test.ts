@@ -18,7 +18,7 @@ after(async () => {
 for (const workflow of WORKFLOWS) {
   test(`OCI conformance: ${workflow} workflow`, async (t) => {
     assert.ok(registry, 'Portcullis did not start');
-    const results = await runConformance({ url: registry.url, workflows: [workflow] });
+    const results = await runConformance({ url: registry.url, workflows: [workflow], ...registry.admin });
     assert.ok(results.length > 0, 'no checks ran');
     const failed = results.filter((r) => !r.passed);
     if (failed.length > 0) t.diagnostic(`registry output (tail):\n${registry.output().slice(-4000)}`);

@@ -45,6 +45,15 @@ describe('docker against the registry', { timeout: E2E_TEST_TIMEOUT_MS }, () => 
   );
 
   it(
+    'logs in to the registry',
+    e2e.step(async () => {
+      const { username, password } = e2e.registry.admin;
+      const { stdout } = await docker('login', '--username', username, '--password', password, e2e.host);
+      assert.match(stdout, /Login Succeeded/);
+    }),
+  );
+
+  it(
     'pushes it to the registry as a Docker schema 2 manifest',
     e2e.step(async () => {
       await docker('tag', `${LOCAL_NAME}:${image.tag}`, ref());

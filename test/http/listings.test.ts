@@ -3,14 +3,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
-import { expectError, OCI_INDEX, OCI_MANIFEST, randomName, TestRegistry } from '../support/registry-client.js';
+import { adminClient, expectError, OCI_INDEX, OCI_MANIFEST, randomName, type TestRegistry } from '../support/registry-client.js';
 
 let server: RunningRegistry;
 let registry: TestRegistry;
 
 before(async () => {
   server = await startPortcullis({ env: { PORTCULLIS_LIMITS_PAGE_MAX_ENTRIES: '5' } });
-  registry = new TestRegistry(server.url);
+  registry = adminClient(server);
 });
 after(() => server.stop());
 

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import {
+  adminClient,
   DOCKER_LIST,
   DOCKER_MANIFEST,
   expectError,
@@ -11,7 +12,7 @@ import {
   OCI_MANIFEST,
   randomName,
   sha256,
-  TestRegistry,
+  type TestRegistry,
 } from '../support/registry-client.js';
 
 let server: RunningRegistry;
@@ -19,7 +20,7 @@ let registry: TestRegistry;
 
 before(async () => {
   server = await startPortcullis();
-  registry = new TestRegistry(server.url);
+  registry = adminClient(server);
 });
 after(() => server.stop());
 

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import knex from 'knex';
 import { CLI, startPortcullis } from '../support/server.js';
-import { expectError, randomName, sha256, TestRegistry } from '../support/registry-client.js';
+import { adminClient, expectError, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
 
 const run = promisify(execFile);
 
@@ -59,7 +59,7 @@ describe('serving', () => {
   it('answers /v2/, health, unknown endpoints and wrong methods', async () => {
     const server = await startPortcullis();
     try {
-      const registry = new TestRegistry(server.url);
+      const registry = adminClient(server);
       const base = await registry.fetch('/v2/');
       assert.equal(base.status, 200);
       assert.equal(base.headers.get('Docker-Distribution-API-Version'), 'registry/2.0');
@@ -78,7 +78,7 @@ describe('serving', () => {
   it('logs one JSON line per request without credentials', async () => {
     const server = await startPortcullis();
     try {
-      const registry = new TestRegistry(server.url);
+      const registry = adminClient(server);
       const repository = randomName();
       await registry.pushBlob(repository, randomBytes(100));
       await registry.fetch('/v2/', { headers: { Authorization: 'Basic c2VjcmV0OnBhc3N3b3Jk' } });
@@ -109,7 +109,7 @@ describe('serving', () => {
     try {
       const first = await startPortcullis({ dataDir });
       t.after(() => first.stop());
-      let registry = new TestRegistry(first.url);
+      let registry = adminClient(first);
       const start = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
       const location = start.headers.get('Location') ?? '';
       const chunk = await registry.fetch(location, { method: 'PATCH', headers: { 'Content-Range': '0-99999' }, body: bytes.subarray(0, 100_000) });
@@ -118,7 +118,7 @@ describe('serving', () => {
 
       const second = await startPortcullis({ dataDir });
       t.after(() => second.stop());
-      registry = new TestRegistry(second.url);
+      registry = adminClient(second);
       const status = await registry.fetch(location);
       assert.equal(status.headers.get('Range'), '0-99999');
       const put = await registry.fetch(`${location}?digest=${sha256(bytes)}`, {
@@ -139,7 +139,7 @@ describe('serving', () => {
     try {
       const seeding = await startPortcullis({ dataDir });
       const repository = randomName();
-      const { descriptor } = await new TestRegistry(seeding.url).pushImage(repository, 'seed').finally(() => seeding.stop());
+      const { descriptor } = await adminClient(seeding).pushImage(repository, 'seed').finally(() => seeding.stop());
 
       // Seed the tags straight into the database: pushing 100k manifests is a benchmark, not a test.
       const db = knex({ client: 'better-sqlite3', connection: { filename: join(dataDir, 'portcullis.db') }, useNullAsDefault: true });
@@ -156,7 +156,7 @@ describe('serving', () => {
 
       const server = await startPortcullis({ dataDir });
       t.after(() => server.stop());
-      const registry = new TestRegistry(server.url);
+      const registry = adminClient(server);
       const page = await registry.fetch(`/v2/${repository}/tags/list?n=3&last=t099990`);
       assert.deepEqual(((await page.json()) as { tags: string[] }).tags, ['t099991', 't099992', 't099993']);
       const capped = await registry.fetch(`/v2/${repository}/tags/list`);

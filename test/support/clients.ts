@@ -1,5 +1,6 @@
 // Helpers shared by the end-to-end tests: skopeo calls against a plain-HTTP registry on
 // 127.0.0.1, and reading back an OCI layout or a registry manifest to compare digests.
+import type { TestRegistry } from './registry-client.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -181,10 +182,10 @@ export function parseLocalImage(stdout: string, what: string): LocalImage {
  * each blob's digest and size, and returns the sha256 of each decompressed layer: for clients
  * that recompress layers (podman, docker), these must still equal the original diff_ids.
  */
-export async function layerDiffIds(registryUrl: string, repository: string, manifest: ManifestLike): Promise<string[]> {
+export async function layerDiffIds(registry: TestRegistry, repository: string, manifest: ManifestLike): Promise<string[]> {
   const diffIds: string[] = [];
   for (const layer of manifest.layers) {
-    const response = await fetch(`${registryUrl}/v2/${repository}/blobs/${layer.digest}`);
+    const response = await registry.fetch(`/v2/${repository}/blobs/${layer.digest}`);
     if (response.status !== 200) throw new Error(`GET blob ${layer.digest} from ${repository}: HTTP ${response.status}`);
     const body = Buffer.from(await response.arrayBuffer());
     if (sha256Digest(body) !== layer.digest || body.length !== layer.size) {

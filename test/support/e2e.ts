@@ -16,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCommands } from './packages.js';
 import { startReferenceRegistry } from './reference-registry.js';
+import { run } from './run.js';
+import { adminClient, TestRegistry } from './registry-client.js';
 import { startPortcullis, type RunningRegistry } from './server.js';
 
 export type RegistryKind = 'portcullis' | 'reference';
@@ -86,6 +88,24 @@ export class E2E {
     this.defer(() => registry.stop());
     this.defer(() => this.saveLog('registry', registry.output()));
     if (!registry.host.startsWith('127.0.0.1:')) throw new Error(`registry under test is not on loopback: ${registry.host}`);
+    await this.login();
+  }
+
+  /**
+   * `skopeo login` as the registry's administrator into an auth file of this test file's own,
+   * which skopeo and podman then read through REGISTRY_AUTH_FILE (docker logs in by itself).
+   */
+  private async login(): Promise<void> {
+    const authFile = join(this.tmp, 'auth.json');
+    process.env.REGISTRY_AUTH_FILE = authFile;
+    const { username, password } = this.registry.admin;
+    if (registryKind() === 'reference') return; // it has no auth
+    await run('skopeo', ['login', '--tls-verify=false', '--authfile', authFile, '--username', username, '--password', password, this.host]);
+  }
+
+  /** An HTTP client for the registry under test, logged in as its administrator (anonymous on the reference). */
+  client(): TestRegistry {
+    return registryKind() === 'reference' ? new TestRegistry(this.registry.url, false) : adminClient(this.registry);
   }
 
   /** Registers a clean-up; stop() runs them last-registered first. */

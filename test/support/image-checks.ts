@@ -26,7 +26,7 @@ export async function assertRegistryServes(e2e: E2E, pushed: PushedImage, origin
   assert.equal(served.manifest.layers.length, original.layerDigests.length);
   assert.deepEqual((await inspectConfig(ref)).rootfs.diff_ids, original.diffIds);
   assert.deepEqual(
-    await layerDiffIds(e2e.registry.url, pushed.repository, served.manifest),
+    await layerDiffIds(e2e.client(), pushed.repository, served.manifest),
     original.diffIds,
     'the layer blobs do not decompress to the original layers',
   );

@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCommands } from './packages.js';
-import { freePort, type RunningRegistry } from './server.js';
+import { freePort, TEST_ADMIN, type RunningRegistry } from './server.js';
 
 export async function startReferenceRegistry(): Promise<RunningRegistry> {
   const { 'docker-registry': binary } = await ensureCommands({ 'docker-registry': 'docker-registry' });
@@ -65,5 +65,6 @@ export async function startReferenceRegistry(): Promise<RunningRegistry> {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  return { url, host, dataDir, output: () => output, stop };
+  // The reference registry runs without auth; the credentials are never asked for.
+  return { url, admin: { ...TEST_ADMIN }, host, dataDir, output: () => output, stop };
 }

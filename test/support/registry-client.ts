@@ -1,6 +1,10 @@
-// Small helpers for talking to a registry over HTTP in tests.
+// Small helpers for talking to a registry over HTTP in tests, with Docker token auth: each
+// request carries a bearer token for exactly the scope its route needs, fetched with Basic
+// credentials (or anonymously) from the registry's token endpoint and cached per scope.
 import { createHash, randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
+import { patterns } from '../../src/http/routes/v2/index.js';
+import { isValidName } from '../../src/registry/reference.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -18,11 +22,59 @@ export interface Descriptor {
   annotations?: Record<string, string>;
 }
 
-export class TestRegistry {
-  constructor(readonly url: string) {}
+export interface Credentials {
+  username: string;
+  password: string;
+}
 
-  fetch(path: string, init: RequestInit = {}): Promise<Response> {
-    return fetch(new URL(path, this.url), init);
+/** The scope a distribution API request needs, from its path and method. */
+export function scopeFor(path: string, method = 'GET'): string | undefined {
+  const pathname = new URL(path, 'http://x').pathname;
+  if (patterns.catalog.test(pathname)) return 'registry:catalog:*';
+  const name = [patterns.tags, patterns.referrers, patterns.manifest, patterns.uploads, patterns.upload, patterns.blob]
+    .map((pattern) => pattern.exec(pathname)?.groups?.name)
+    .find((found) => found !== undefined);
+  // An invalid name gets no scope: the registry refuses the name before it looks at the token.
+  if (name === undefined || !isValidName(decodeURIComponent(name))) return undefined;
+  const action = method === 'DELETE' && !patterns.upload.test(pathname) ? 'delete' : ['GET', 'HEAD'].includes(method) && !patterns.upload.test(pathname) ? 'pull' : 'pull,push';
+  return `repository:${decodeURIComponent(name)}:${action}`;
+}
+
+export class TestRegistry {
+  private readonly tokens = new Map<string, string>();
+
+  /** `credentials` undefined: anonymous; `false`: send no token at all. */
+  constructor(
+    readonly url: string,
+    readonly credentials?: Credentials | false,
+  ) {}
+
+  /** A token for these scopes, from the token endpoint; throws when the login itself fails. */
+  async token(scopes: string[]): Promise<string> {
+    const key = scopes.join(' ');
+    const cached = this.tokens.get(key);
+    if (cached) return cached;
+    const query = new URLSearchParams({ service: 'portcullis' });
+    for (const scope of scopes) query.append('scope', scope);
+    const headers: Record<string, string> = {};
+    if (this.credentials) {
+      headers.Authorization = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
+    }
+    const response = await fetch(new URL(`/auth/token?${query.toString()}`, this.url), { headers });
+    assert.equal(response.status, 200, `token request failed: ${response.status} ${await response.clone().text()}`);
+    const { token } = (await response.json()) as { token: string };
+    this.tokens.set(key, token);
+    return token;
+  }
+
+  /** A request with a token for the scope its route needs, plus `extraScopes` (e.g. pull on a mount's source). */
+  async fetch(path: string, init: RequestInit = {}, extraScopes: string[] = []): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.credentials !== false && !headers.has('Authorization') && new URL(path, this.url).pathname.startsWith('/v2')) {
+      const scope = scopeFor(path, init.method ?? 'GET');
+      headers.set('Authorization', `Bearer ${await this.token([...(scope ? [scope] : []), ...extraScopes])}`);
+    }
+    return fetch(new URL(path, this.url), { ...init, headers });
   }
 
   async pushBlob(repository: string, bytes: Uint8Array, mediaType = 'application/octet-stream'): Promise<Descriptor> {
@@ -68,6 +120,11 @@ export class TestRegistry {
     const descriptor = await this.pushManifest(repository, tag, manifest, mediaType);
     return { manifest, descriptor, config, layers };
   }
+}
+
+/** A client logged in as the test registry's administrator. */
+export function adminClient(server: { url: string; admin: Credentials }): TestRegistry {
+  return new TestRegistry(server.url, server.admin);
 }
 
 export async function expectError(response: Response, status: number, code: string): Promise<void> {

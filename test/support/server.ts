@@ -9,9 +9,14 @@ import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
+/** The bootstrap administrator every test registry starts with. */
+export const TEST_ADMIN = { username: 'admin', password: 'test-admin-password' } as const;
+
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:41234 */
   url: string;
+  /** Credentials of the bootstrap administrator. */
+  admin: { username: string; password: string };
   /** host:port, as container clients want it */
   host: string;
   dataDir: string;
@@ -57,6 +62,7 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
       PORTCULLIS_LISTEN: host,
       PORTCULLIS_DATA_DIR: dataDir,
       PORTCULLIS_LOG_LEVEL: process.env.PORTCULLIS_LOG_LEVEL ?? 'info',
+      PORTCULLIS_ADMIN_PASSWORD: TEST_ADMIN.password,
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -85,6 +91,7 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
 
   return {
     url,
+    admin: { ...TEST_ADMIN },
     host,
     dataDir,
     output: () => output,

@@ -3,9 +3,10 @@
 // groups become ctx.state.params.
 import type { Registry } from '../../../registry/index.js';
 import type { Handler } from '../../context.js';
+import type { RouteAccess } from '../../middleware/authorize.js';
 import { apiVersionCheck } from './base.js';
 import { blobRoutes } from './blobs.js';
-import { listingRoutes } from './listings.js';
+import { listingRoutes, type CatalogFilter } from './listings.js';
 import { manifestRoutes } from './manifests.js';
 import { uploadRoutes } from './uploads.js';
 
@@ -15,8 +16,14 @@ export interface Route {
   name: string;
   method: Method;
   pattern: RegExp;
+  /** What the caller's token must grant; checked before the handler runs. */
+  access: RouteAccess;
   handler: Handler;
 }
+
+const pull: RouteAccess = { kind: 'repository', action: 'pull' };
+const push: RouteAccess = { kind: 'repository', action: 'push' };
+const remove: RouteAccess = { kind: 'repository', action: 'delete' };
 
 const NAME = '(?<name>.+)';
 const SEGMENT = '[^/]+';
@@ -32,28 +39,28 @@ export const patterns = {
   blob: new RegExp(`^/v2/${NAME}/blobs/(?<digest>${SEGMENT})$`),
 };
 
-export function distributionRoutes(registry: Registry, options: { manifestMaxBytes: number }): Route[] {
+export function distributionRoutes(registry: Registry, options: { manifestMaxBytes: number; catalogFilter: CatalogFilter }): Route[] {
   const blobs = blobRoutes(registry);
   const uploads = uploadRoutes(registry);
   const manifests = manifestRoutes(registry, options.manifestMaxBytes);
-  const listings = listingRoutes(registry);
+  const listings = listingRoutes(registry, options.catalogFilter);
   return [
-    { name: 'base', method: 'GET', pattern: patterns.base, handler: apiVersionCheck },
-    { name: 'catalog', method: 'GET', pattern: patterns.catalog, handler: listings.catalog },
-    { name: 'tags.list', method: 'GET', pattern: patterns.tags, handler: listings.tags },
-    { name: 'referrers.list', method: 'GET', pattern: patterns.referrers, handler: listings.referrers },
+    { name: 'base', method: 'GET', pattern: patterns.base, access: { kind: 'authenticated' }, handler: apiVersionCheck },
+    { name: 'catalog', method: 'GET', pattern: patterns.catalog, access: { kind: 'catalog' }, handler: listings.catalog },
+    { name: 'tags.list', method: 'GET', pattern: patterns.tags, access: pull, handler: listings.tags },
+    { name: 'referrers.list', method: 'GET', pattern: patterns.referrers, access: pull, handler: listings.referrers },
     // HEAD before GET: the router also answers HEAD with a GET route, and the first match names the request.
-    { name: 'manifest.head', method: 'HEAD', pattern: patterns.manifest, handler: manifests.get },
-    { name: 'manifest.get', method: 'GET', pattern: patterns.manifest, handler: manifests.get },
-    { name: 'manifest.put', method: 'PUT', pattern: patterns.manifest, handler: manifests.put },
-    { name: 'manifest.delete', method: 'DELETE', pattern: patterns.manifest, handler: manifests.delete },
-    { name: 'upload.start', method: 'POST', pattern: patterns.uploads, handler: uploads.start },
-    { name: 'upload.status', method: 'GET', pattern: patterns.upload, handler: uploads.status },
-    { name: 'upload.append', method: 'PATCH', pattern: patterns.upload, handler: uploads.append },
-    { name: 'upload.finish', method: 'PUT', pattern: patterns.upload, handler: uploads.finish },
-    { name: 'upload.cancel', method: 'DELETE', pattern: patterns.upload, handler: uploads.cancel },
-    { name: 'blob.head', method: 'HEAD', pattern: patterns.blob, handler: blobs.get },
-    { name: 'blob.get', method: 'GET', pattern: patterns.blob, handler: blobs.get },
-    { name: 'blob.delete', method: 'DELETE', pattern: patterns.blob, handler: blobs.delete },
+    { name: 'manifest.head', method: 'HEAD', pattern: patterns.manifest, access: pull, handler: manifests.get },
+    { name: 'manifest.get', method: 'GET', pattern: patterns.manifest, access: pull, handler: manifests.get },
+    { name: 'manifest.put', method: 'PUT', pattern: patterns.manifest, access: push, handler: manifests.put },
+    { name: 'manifest.delete', method: 'DELETE', pattern: patterns.manifest, access: remove, handler: manifests.delete },
+    { name: 'upload.start', method: 'POST', pattern: patterns.uploads, access: push, handler: uploads.start },
+    { name: 'upload.status', method: 'GET', pattern: patterns.upload, access: push, handler: uploads.status },
+    { name: 'upload.append', method: 'PATCH', pattern: patterns.upload, access: push, handler: uploads.append },
+    { name: 'upload.finish', method: 'PUT', pattern: patterns.upload, access: push, handler: uploads.finish },
+    { name: 'upload.cancel', method: 'DELETE', pattern: patterns.upload, access: push, handler: uploads.cancel },
+    { name: 'blob.head', method: 'HEAD', pattern: patterns.blob, access: pull, handler: blobs.get },
+    { name: 'blob.get', method: 'GET', pattern: patterns.blob, access: pull, handler: blobs.get },
+    { name: 'blob.delete', method: 'DELETE', pattern: patterns.blob, access: remove, handler: blobs.delete },
   ];
 }

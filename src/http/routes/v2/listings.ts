@@ -16,7 +16,10 @@ function pageQuery(ctx: AppContext) {
   return { n: queryValue(ctx, 'n'), last: queryValue(ctx, 'last') };
 }
 
-export function listingRoutes(registry: Registry) {
+/** Builds, for one request, the test of which repositories its caller may see in the catalog. */
+export type CatalogFilter = (ctx: AppContext) => Promise<(repository: string) => boolean>;
+
+export function listingRoutes(registry: Registry, catalogFilter: CatalogFilter) {
   return {
     async tags(ctx: AppContext): Promise<void> {
       const repository = repositoryOf(ctx);
@@ -25,7 +28,7 @@ export function listingRoutes(registry: Registry) {
     },
 
     async catalog(ctx: AppContext): Promise<void> {
-      const page = await registry.listing.repositories(pageQuery(ctx));
+      const page = await registry.listing.repositories(pageQuery(ctx), await catalogFilter(ctx));
       replyJson(ctx, 200, { repositories: page.items }, nextLink('/v2/_catalog', page));
     },
 

@@ -5,6 +5,7 @@ import type { Registry } from '../../../registry/index.js';
 import type { BlobRecord } from '../../../metadata/store.js';
 import { uploadProgressHeaders } from '../../../registry/uploads.js';
 import { reply, type AppContext } from '../../context.js';
+import { tokenAllows } from '../../middleware/authorize.js';
 import { chunkRange, hasBody, param, queryValue, repositoryOf, requiredDigestQuery } from './request.js';
 
 function created(ctx: AppContext, repository: string, blob: BlobRecord): void {
@@ -22,7 +23,8 @@ export function uploadRoutes(registry: Registry) {
       const repository = repositoryOf(ctx);
       const mount = queryValue(ctx, 'mount');
       const from = queryValue(ctx, 'from');
-      if (mount !== undefined && from !== undefined) {
+      // Mounting reads from `from`: only with pull rights there (else an ordinary upload starts).
+      if (mount !== undefined && from !== undefined && tokenAllows(ctx, parseName(from), 'pull')) {
         const mounted = await blobs.mount(repository, parseName(from), parseDigest(mount));
         if (mounted) return created(ctx, repository, mounted);
         // Not in `from` (or not visible there): fall back to a normal upload, as the spec says.

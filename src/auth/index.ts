@@ -1,0 +1,88 @@
+// Assembles token auth from the configuration: identity providers, access policy, robots,
+// refresh tokens, token service, and the HTTP-facing pieces built on them.
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import { AuditLog } from '../audit/events.js';
+import type { Config } from '../config/config.js';
+import { createAuthorizer, type Authorize } from '../http/middleware/authorize.js';
+import type { AdminRouteOptions } from '../http/routes/admin.js';
+import type { TokenRouteOptions } from '../http/routes/token.js';
+import type { CatalogFilter } from '../http/routes/v2/listings.js';
+import { Authenticator } from './authenticator.js';
+import { LdapIdentityProvider } from './identity/ldap.js';
+import { LocalUsers } from './identity/local.js';
+import { generateSecret } from './identity/passwords.js';
+import { LoginThrottle } from './login-throttle.js';
+import { AccessPolicy } from './policy/access-policy.js';
+import { allowedActions } from './policy/rules.js';
+import { AccessRuleStore } from './policy/store.js';
+import { RefreshTokens } from './refresh-tokens.js';
+import { RobotAccounts } from './robots.js';
+import { loadSigningKeys } from './tokens/keys.js';
+import { TokenService } from './tokens/token-service.js';
+
+export interface Auth {
+  authorize: Authorize;
+  catalogFilter: CatalogFilter;
+  tokenEndpoint: TokenRouteOptions;
+  admin: AdminRouteOptions;
+  close(): Promise<void>;
+}
+
+export const BOOTSTRAP_ADMIN = 'admin';
+
+/** Creates the `admin` user at first start: with the configured password, or a generated one printed once. */
+async function bootstrapAdmin(users: LocalUsers, config: Config, log: Logger): Promise<void> {
+  if ((await users.count()) > 0) return;
+  const password = config.adminPassword ?? generateSecret();
+  await users.add(BOOTSTRAP_ADMIN, password, { admin: true });
+  if (config.adminPassword) {
+    log.info({ user: BOOTSTRAP_ADMIN }, 'created the bootstrap administrator with the configured password');
+  } else {
+    // On stderr, outside the JSON log stream, so log shipping does not carry it.
+    process.stderr.write(
+      `\nportcullis: created the bootstrap administrator "${BOOTSTRAP_ADMIN}" with password:\n\n    ${password}\n\n` +
+        'It is shown only this once. Change it with `portcullis user passwd admin`.\n\n',
+    );
+  }
+}
+
+export async function createAuth(config: Config, db: Knex, log: Logger): Promise<Auth> {
+  const users = new LocalUsers(db);
+  await bootstrapAdmin(users, config, log);
+  const directory = config.auth.ldap ? new LdapIdentityProvider(config.auth.ldap, log) : undefined;
+  const robots = new RobotAccounts(db);
+  const audit = new AuditLog(db, log);
+  const rules = new AccessRuleStore(db);
+  const policy = new AccessPolicy(rules, config.auth.rulesCacheSeconds * 1000);
+  const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
+  const authenticator = new Authenticator({
+    local: users,
+    directory,
+    robots,
+    throttle: new LoginThrottle(),
+    audit,
+    adminGroups: config.auth.adminGroups,
+    log,
+  });
+  const keys = await loadSigningKeys({ keyFile: config.auth.token.keyFile, dataDir: config.dataDir });
+  log.info({ kid: keys.current.kid, source: keys.source }, 'token signing key loaded');
+  const { service, issuer, ttlSeconds, realm } = config.auth.token;
+  const tokens = new TokenService(keys, { issuer, service, ttlSeconds });
+
+  const catalogFilter: CatalogFilter = async (ctx) => {
+    const principal = (await authenticator.resolve(ctx.state.auth?.subject ?? '')) ?? { kind: 'anonymous' as const };
+    const current = await policy.rules();
+    return (repository) => allowedActions(current, principal, repository).has('pull');
+  };
+
+  return {
+    authorize: createAuthorizer({ tokens, service, realm }),
+    catalogFilter,
+    tokenEndpoint: { authenticator, policy, tokens, refreshTokens, service },
+    admin: { tokens, rules, policy, robots, refreshTokens, authenticator, audit, service, realm },
+    async close() {
+      await directory?.close();
+    },
+  };
+}

@@ -1,0 +1,96 @@
+// Access rules live in the metadata database so every replica enforces the same set. Applying
+// a rule file replaces the whole set in one transaction and reports the difference.
+import type { Knex } from 'knex';
+import { formatSubject, parseSubject, validateActions, validatePattern, type AccessRule } from './rules.js';
+
+export interface StoredRule extends AccessRule {
+  id: number;
+}
+
+export interface RuleDiff {
+  added: AccessRule[];
+  removed: AccessRule[];
+  changed: { before: AccessRule; after: AccessRule }[];
+}
+
+interface RuleRow {
+  id: number;
+  subject: string;
+  repositories: string;
+  actions: string;
+}
+
+const toRule = (row: RuleRow): StoredRule => ({
+  id: row.id,
+  subject: parseSubject(row.subject),
+  repositories: row.repositories,
+  actions: validateActions(row.actions.split(',')),
+});
+
+const keyOf = (rule: AccessRule): string => `${formatSubject(rule.subject)}\u0000${rule.repositories}`;
+const sameActions = (a: AccessRule, b: AccessRule): boolean => [...a.actions].sort().join() === [...b.actions].sort().join();
+
+export function diffRules(current: readonly AccessRule[], wanted: readonly AccessRule[]): RuleDiff {
+  const before = new Map(current.map((rule) => [keyOf(rule), rule]));
+  const after = new Map(wanted.map((rule) => [keyOf(rule), rule]));
+  const diff: RuleDiff = { added: [], removed: [], changed: [] };
+  for (const [key, rule] of after) {
+    const old = before.get(key);
+    if (!old) diff.added.push(rule);
+    else if (!sameActions(old, rule)) diff.changed.push({ before: old, after: rule });
+  }
+  for (const [key, rule] of before) if (!after.has(key)) diff.removed.push(rule);
+  return diff;
+}
+
+export class AccessRuleStore {
+  constructor(private readonly db: Knex) {}
+
+  async list(): Promise<StoredRule[]> {
+    return ((await this.db('access_rules').orderBy('id')) as RuleRow[]).map(toRule);
+  }
+
+  async add(rule: AccessRule): Promise<StoredRule> {
+    validatePattern(rule.repositories);
+    validateActions(rule.actions);
+    const row = { subject: formatSubject(rule.subject), repositories: rule.repositories, actions: rule.actions.join(','), created_at: Date.now() };
+    await this.db('access_rules').insert(row).onConflict(['subject', 'repositories']).merge(['actions']);
+    const stored = (await this.db('access_rules').where({ subject: row.subject, repositories: row.repositories }).first()) as RuleRow;
+    return toRule(stored);
+  }
+
+  async remove(id: number): Promise<boolean> {
+    return (await this.db('access_rules').where({ id }).delete()) > 0;
+  }
+
+  /** Removes every rule for a subject (e.g. when its robot account is deleted). */
+  async removeSubject(subject: string): Promise<number> {
+    return this.db('access_rules').where({ subject }).delete();
+  }
+
+  /** Makes the stored set equal to `wanted`; with dryRun only computes the difference. */
+  async replaceAll(wanted: readonly AccessRule[], options: { dryRun?: boolean } = {}): Promise<RuleDiff> {
+    return this.db.transaction(async (trx) => {
+      const current = ((await trx('access_rules').orderBy('id')) as RuleRow[]).map(toRule);
+      const diff = diffRules(current, wanted);
+      if (options.dryRun) return diff;
+      for (const rule of diff.removed) {
+        await trx('access_rules').where({ subject: formatSubject(rule.subject), repositories: rule.repositories }).delete();
+      }
+      for (const { after } of diff.changed) {
+        await trx('access_rules')
+          .where({ subject: formatSubject(after.subject), repositories: after.repositories })
+          .update({ actions: after.actions.join(',') });
+      }
+      for (const rule of diff.added) {
+        await trx('access_rules').insert({
+          subject: formatSubject(rule.subject),
+          repositories: rule.repositories,
+          actions: rule.actions.join(','),
+          created_at: Date.now(),
+        });
+      }
+      return diff;
+    });
+  }
+}

@@ -1,0 +1,79 @@
+// Bearer token checks for the distribution API, driven by each route's declared access. A
+// missing, invalid or insufficient token gets 401 with the challenge that tells the client
+// where to get a better one (Docker token auth).
+import type { ResourceAccess } from '../../auth/tokens/access.js';
+import { grants } from '../../auth/tokens/access.js';
+import { InvalidTokenError, type TokenService } from '../../auth/tokens/token-service.js';
+import { RegistryError } from '../../registry/errors.js';
+import type { AppContext } from '../context.js';
+
+/** What a route needs: any valid token, or an action on the route's repository, or the catalog. */
+export type RouteAccess =
+  | { kind: 'authenticated' }
+  | { kind: 'repository'; action: 'pull' | 'push' | 'delete' }
+  | { kind: 'catalog' };
+
+export interface AuthorizerOptions {
+  tokens: TokenService;
+  service: string;
+  /** Absolute token endpoint URL; by default derived from the request's own origin. */
+  realm?: string | undefined;
+}
+
+/** The scope a client should ask for to be allowed through. */
+function scopeFor(ctx: AppContext, need: RouteAccess): string | undefined {
+  if (need.kind === 'catalog') return 'registry:catalog:*';
+  if (need.kind === 'authenticated') return undefined;
+  const repository = ctx.state.repository as string;
+  // Docker asks pull,push for a push; answer in the words it expects.
+  const actions = need.action === 'push' ? 'pull,push' : need.action;
+  return `repository:${repository}:${actions}`;
+}
+
+function challenge(ctx: AppContext, options: AuthorizerOptions, need: RouteAccess, error?: 'invalid_token' | 'insufficient_scope'): string {
+  const realm = options.realm ?? `${ctx.protocol}://${ctx.host}/auth/token`;
+  const parts = [`realm="${realm}"`, `service="${options.service}"`];
+  const scope = scopeFor(ctx, need);
+  if (scope) parts.push(`scope="${scope}"`);
+  if (error) parts.push(`error="${error}"`);
+  return `Bearer ${parts.join(',')}`;
+}
+
+function satisfied(access: readonly ResourceAccess[], ctx: AppContext, need: RouteAccess): boolean {
+  if (need.kind === 'authenticated') return true;
+  if (need.kind === 'catalog') return grants(access, 'registry', 'catalog', '*');
+  return grants(access, 'repository', ctx.state.repository as string, need.action);
+}
+
+export function createAuthorizer(options: AuthorizerOptions) {
+  return async function authorize(ctx: AppContext, need: RouteAccess): Promise<void> {
+    const header = ctx.get('Authorization');
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) {
+      throw new RegistryError('UNAUTHORIZED', 'authentication required', null, 401, {
+        'WWW-Authenticate': challenge(ctx, options, need),
+      });
+    }
+    let claims;
+    try {
+      claims = await options.tokens.verify(match[1] as string);
+    } catch (error) {
+      if (!(error instanceof InvalidTokenError)) throw error;
+      const reason = error.message;
+      throw new RegistryError('UNAUTHORIZED', reason, null, 401, { 'WWW-Authenticate': challenge(ctx, options, need, 'invalid_token') });
+    }
+    ctx.state.auth = { subject: claims.subject, access: claims.access };
+    if (!satisfied(claims.access, ctx, need)) {
+      throw new RegistryError('UNAUTHORIZED', 'access to the resource is denied', null, 401, {
+        'WWW-Authenticate': challenge(ctx, options, need, 'insufficient_scope'),
+      });
+    }
+  };
+}
+
+export type Authorize = ReturnType<typeof createAuthorizer>;
+
+/** Whether the request's verified token grants `action` on a repository other than the route's own. */
+export function tokenAllows(ctx: AppContext, repository: string, action: 'pull' | 'push' | 'delete'): boolean {
+  return ctx.state.auth !== undefined && grants(ctx.state.auth.access, 'repository', repository, action);
+}

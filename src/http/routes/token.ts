@@ -1,0 +1,107 @@
+// The Docker token endpoint: GET /auth/token (Basic credentials or anonymous) and
+// POST /auth/token (OAuth2 password and refresh_token grants), plus GET /auth/jwks.
+import getRawBody from 'raw-body';
+import type { Authenticator } from '../../auth/authenticator.js';
+import { subjectOf, providerOf } from '../../auth/authenticator.js';
+import type { AccessPolicy } from '../../auth/policy/access-policy.js';
+import type { Principal } from '../../auth/policy/rules.js';
+import type { RefreshTokens } from '../../auth/refresh-tokens.js';
+import { parseScopes, type ResourceAccess } from '../../auth/tokens/access.js';
+import type { TokenService } from '../../auth/tokens/token-service.js';
+import { RegistryError } from '../../registry/errors.js';
+import { replyJson, type AppContext } from '../context.js';
+
+export interface TokenRouteOptions {
+  authenticator: Authenticator;
+  policy: AccessPolicy;
+  tokens: TokenService;
+  refreshTokens: RefreshTokens;
+  service: string;
+}
+
+const FORM_LIMIT = 64 * 1024;
+
+function basicCredentials(header: string): { username: string; password: string } | undefined {
+  const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!match) return undefined;
+  const decoded = Buffer.from(match[1] as string, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) throw new RegistryError('UNAUTHORIZED', 'malformed Basic credentials');
+  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+function checkService(service: string | null | undefined, expected: string): void {
+  if (service && service !== expected) {
+    throw new RegistryError('UNSUPPORTED', `unknown service ${JSON.stringify(service.slice(0, 100))}`, null, 400);
+  }
+}
+
+/** Scopes arrive as repeated parameters, each possibly holding several space-separated scopes. */
+function requestedScopes(values: string[]): ResourceAccess[] {
+  return parseScopes(values.flatMap((value) => value.split(' ')).filter((scope) => scope.length > 0));
+}
+
+const asList = (value: string | string[] | undefined): string[] => (value === undefined ? [] : Array.isArray(value) ? value : [value]);
+
+export function tokenRoutes(options: TokenRouteOptions) {
+  const { authenticator, policy, tokens, refreshTokens, service } = options;
+
+  async function respond(ctx: AppContext, principal: Principal, scopes: ResourceAccess[], offline: boolean): Promise<void> {
+    const access = await policy.grant(principal, scopes);
+    const issued = await tokens.issue({ subject: subjectOf(principal), access });
+    const body: Record<string, unknown> = {
+      token: issued.token,
+      access_token: issued.token,
+      expires_in: issued.expiresIn,
+      issued_at: issued.issuedAt,
+    };
+    if (offline && principal.kind !== 'anonymous') {
+      body.refresh_token = await refreshTokens.issue({
+        kind: principal.kind,
+        name: principal.kind === 'robot' ? principal.name : principal.identity.username,
+        provider: providerOf(principal) as 'local' | 'ldap' | 'robot',
+      });
+    }
+    ctx.set('Cache-Control', 'no-store');
+    replyJson(ctx, 200, body);
+  }
+
+  return {
+    /** GET: Basic credentials (docker login, every pull/push) or none (anonymous). */
+    async get(ctx: AppContext): Promise<void> {
+      checkService(ctx.query.service as string | undefined, service);
+      const scopes = requestedScopes(asList(ctx.query.scope));
+      const credentials = basicCredentials(ctx.get('Authorization'));
+      const principal: Principal = credentials
+        ? await authenticator.login(credentials.username, credentials.password, ctx.request.ip)
+        : { kind: 'anonymous' };
+      await respond(ctx, principal, scopes, ctx.query.offline_token === 'true');
+    },
+
+    /** POST: OAuth2 form, grant_type password or refresh_token. */
+    async post(ctx: AppContext): Promise<void> {
+      if (!ctx.is('application/x-www-form-urlencoded')) {
+        throw new RegistryError('UNSUPPORTED', 'expected an application/x-www-form-urlencoded body', null, 400);
+      }
+      const form = new URLSearchParams((await getRawBody(ctx.req, { limit: FORM_LIMIT, encoding: 'utf8' })) as string);
+      checkService(form.get('service'), service);
+      const scopes = requestedScopes(form.getAll('scope'));
+      const grant = form.get('grant_type');
+      if (grant === 'password') {
+        const principal = await authenticator.login(form.get('username') ?? '', form.get('password') ?? '', ctx.request.ip);
+        await respond(ctx, principal, scopes, form.get('access_type') === 'offline');
+      } else if (grant === 'refresh_token') {
+        const held = await refreshTokens.redeem(form.get('refresh_token') ?? '');
+        const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `robot$${held.name}` : held.name));
+        if (!principal) throw new RegistryError('UNAUTHORIZED', 'invalid or revoked refresh token');
+        await respond(ctx, principal, scopes, false);
+      } else {
+        throw new RegistryError('UNSUPPORTED', 'grant_type must be password or refresh_token', null, 400);
+      }
+    },
+
+    async jwks(ctx: AppContext): Promise<void> {
+      replyJson(ctx, 200, await tokens.jwks(), {}, 'application/jwk-set+json');
+    },
+  };
+}
