@@ -47,15 +47,25 @@ async function bootstrapAdmin(users: LocalUsers, config: Config, log: Logger): P
   }
 }
 
-export async function createAuth(config: Config, db: Knex, log: Logger): Promise<Auth> {
+export interface Identities {
+  users: LocalUsers;
+  directory?: LdapIdentityProvider | undefined;
+  robots: RobotAccounts;
+  audit: AuditLog;
+  rules: AccessRuleStore;
+  policy: AccessPolicy;
+  authenticator: Authenticator;
+  close(): Promise<void>;
+}
+
+/** Who people are and what rules apply to them: shared by the server and the CLI. */
+export function createIdentities(config: Config, db: Knex, log: Logger): Identities {
   const users = new LocalUsers(db);
-  await bootstrapAdmin(users, config, log);
   const directory = config.auth.ldap ? new LdapIdentityProvider(config.auth.ldap, log) : undefined;
   const robots = new RobotAccounts(db);
   const audit = new AuditLog(db, log);
   const rules = new AccessRuleStore(db);
   const policy = new AccessPolicy(rules, config.auth.rulesCacheSeconds * 1000);
-  const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
   const authenticator = new Authenticator({
     local: users,
     directory,
@@ -65,6 +75,25 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
     adminGroups: config.auth.adminGroups,
     log,
   });
+  return {
+    users,
+    directory,
+    robots,
+    audit,
+    rules,
+    policy,
+    authenticator,
+    async close() {
+      await directory?.close();
+    },
+  };
+}
+
+export async function createAuth(config: Config, db: Knex, log: Logger): Promise<Auth> {
+  const identities = createIdentities(config, db, log);
+  const { users, robots, audit, rules, policy, authenticator } = identities;
+  await bootstrapAdmin(users, config, log);
+  const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
   const keys = await loadSigningKeys({ keyFile: config.auth.token.keyFile, dataDir: config.dataDir });
   log.info({ kid: keys.current.kid, source: keys.source }, 'token signing key loaded');
   const { service, issuer, ttlSeconds, realm } = config.auth.token;
@@ -81,8 +110,6 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
     catalogFilter,
     tokenEndpoint: { authenticator, policy, tokens, refreshTokens, service },
     admin: { tokens, rules, policy, robots, refreshTokens, authenticator, audit, service, realm },
-    async close() {
-      await directory?.close();
-    },
+    close: () => identities.close(),
   };
 }

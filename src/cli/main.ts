@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// portcullis serve | migrate | user …
+// portcullis serve | migrate | user … | policy apply/export | access check
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { createLogger } from '../log.js';
@@ -7,6 +7,9 @@ import { migrateToLatest, openDatabase } from '../metadata/database.js';
 import { databaseConfig, startServer } from '../server.js';
 import { UserError } from '../auth/identity/local.js';
 import { registerUserCommands } from './users.js';
+import { registerPolicyCommands } from './policy.js';
+import { RuleError } from '../auth/policy/rules.js';
+import { RegistryError } from '../registry/errors.js';
 
 const program = new Command()
   .name('portcullis')
@@ -55,9 +58,10 @@ program
   });
 
 registerUserCommands(program, config);
+registerPolicyCommands(program, config);
 
 program.parseAsync().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof UserError) {
+  if (error instanceof ConfigError || error instanceof UserError || error instanceof RuleError || error instanceof RegistryError) {
     console.error(`portcullis: ${error.message}`);
     process.exit(2);
   }
