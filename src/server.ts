@@ -64,12 +64,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     server.listen(port, host, () => resolve());
   });
 
+  let sweeping = false;
   const sweep = async (): Promise<void> => {
+    if (sweeping) return; // a slow sweep is not stacked on by the next tick
+    sweeping = true;
     try {
       const expired = await registry.uploads.expireIdle(config.uploads.expireAfterSeconds * 1000);
       if (expired > 0) log.info({ expired }, 'expired idle uploads');
     } catch (error) {
       log.warn({ err: error }, 'upload sweep failed');
+    } finally {
+      sweeping = false;
     }
   };
   void sweep();

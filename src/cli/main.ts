@@ -26,6 +26,8 @@ program
   .action(async () => {
     const settings = config();
     const log = createLogger(settings.log.level);
+    // A bug that escapes a request must be seen, but must not take every other request down.
+    process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
     const server = await startServer(settings, log);
     let stopping = false;
     const stop = (signal: string) => {

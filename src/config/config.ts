@@ -155,6 +155,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   const config = raw as unknown as Config;
   config.dataDir = resolve(config.dataDir);
+  if (config.uploads.expireAfterSeconds <= config.http.idleBodyTimeoutSeconds) {
+    throw new ConfigError(
+      `uploads.expireAfterSeconds (${config.uploads.expireAfterSeconds}) must be longer than http.idleBodyTimeoutSeconds (${config.http.idleBodyTimeoutSeconds}): an upload still streaming could be swept away`,
+    );
+  }
   if (config.metadata.driver === 'postgres' && !config.metadata.postgres.url) {
     throw new ConfigError(`metadata.postgres.url is required when metadata.driver is postgres (${envName(['metadata', 'postgres', 'url'])})`);
   }

@@ -4,7 +4,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import type { Registry } from '../registry/index.js';
-import { RegistryError } from '../registry/errors.js';
+import { RegistryError, type ErrorCode } from '../registry/errors.js';
 import { parseName } from '../registry/reference.js';
 import type { AppContext, Handler, RequestState } from './context.js';
 import { errorResponses } from './middleware/errors.js';
@@ -27,6 +27,14 @@ export interface AppOptions {
   admin: AdminRouteOptions;
 }
 
+/** The error a malformed value of each path parameter gets. */
+const PARAM_ERRORS: Record<string, ErrorCode> = {
+  name: 'NAME_INVALID',
+  digest: 'DIGEST_INVALID',
+  reference: 'MANIFEST_INVALID',
+  uuid: 'BLOB_UPLOAD_UNKNOWN',
+};
+
 function decodeParams(groups: Record<string, string | undefined>): Record<string, string> {
   const params: Record<string, string> = {};
   for (const [key, value] of Object.entries(groups)) {
@@ -34,7 +42,8 @@ function decodeParams(groups: Record<string, string | undefined>): Record<string
     try {
       params[key] = decodeURIComponent(value);
     } catch {
-      throw new RegistryError('NAME_INVALID', 'malformed percent-encoding in path', { [key]: value });
+      const code = PARAM_ERRORS[key] ?? 'NAME_INVALID';
+      throw new RegistryError(code, 'malformed percent-encoding in path', { [key]: value }, code === 'BLOB_UPLOAD_UNKNOWN' ? 404 : 400);
     }
   }
   return params;

@@ -33,7 +33,8 @@ export function openDatabase(config: DatabaseConfig): Knex {
       afterCreate: (connection: SqliteConnection, done: (error: Error | null) => void) => {
         cacheStatements(connection);
         connection.pragma('journal_mode = WAL');
-        connection.pragma('synchronous = NORMAL');
+        // FULL: a manifest or blob acknowledged with 201 survives a power loss, not just a crash.
+        connection.pragma('synchronous = FULL');
         connection.pragma('foreign_keys = ON');
         connection.pragma('busy_timeout = 5000');
         done(null);

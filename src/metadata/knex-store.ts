@@ -1,6 +1,6 @@
 // MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
 import type { Knex } from 'knex';
-import { BackendUnavailableError } from '../registry/errors.js';
+import { BackendUnavailableError, RegistryError } from '../registry/errors.js';
 import { isDatabaseUnavailable } from './database.js';
 import type {
   BlobRecord,
@@ -62,6 +62,9 @@ const toManifest = (row: ManifestRow): ManifestRecord => ({
   payload: row.payload,
 });
 
+/** The referrers response is one JSON document; past this many entries it is cut (oldest first). */
+const MAX_REFERRERS = 1000;
+
 /** Thrown inside a transaction to roll it back and report why. */
 class RolledBack extends Error {
   constructor(readonly problems: DependencyProblem[]) {
@@ -82,6 +85,11 @@ export class KnexMetadataStore implements MetadataStore {
       return await work(this.db);
     } catch (error) {
       if (isDatabaseUnavailable(error)) throw new BackendUnavailableError('metadata database', error);
+      // PostgreSQL data exceptions (too long, invalid byte sequence) come from request values
+      // the grammar checks let through: the client's mistake, not ours.
+      if (typeof (error as { code?: unknown }).code === 'string' && /^22/.test((error as { code: string }).code)) {
+        throw new RegistryError('UNSUPPORTED', 'a request value cannot be stored', null, 400);
+      }
       throw error;
     }
   }
@@ -393,6 +401,7 @@ export class KnexMetadataStore implements MetadataStore {
         .join('repositories as r', 'r.id', 'm.repository_id')
         .where({ 'r.name': repository, 'm.subject_digest': subject })
         .orderBy('m.id')
+        .limit(MAX_REFERRERS)
         .select('m.digest', 'm.media_type', 'm.artifact_type', 'm.size', 'm.annotations');
       if (artifactType !== undefined) query.where('m.artifact_type', artifactType);
       const rows = (await query) as Pick<ManifestRow, 'digest' | 'media_type' | 'artifact_type' | 'size' | 'annotations'>[];

@@ -1,7 +1,7 @@
 // Content hashing. Blobs are hashed while they stream; nothing here buffers a whole blob.
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { Digest, DigestAlgorithm } from './reference.js';
+import type { DigestAlgorithm } from './reference.js';
 
 export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): string {
   return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
@@ -15,8 +15,4 @@ export async function digestOfStream(stream: Readable, algorithm: DigestAlgorith
   const hash = createHash(algorithm);
   for await (const chunk of stream) hash.update(chunk as Buffer);
   return `${algorithm}:${hash.digest('hex')}`;
-}
-
-export function sameDigest(a: Digest, computed: string): boolean {
-  return a.value === computed;
 }

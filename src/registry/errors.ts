@@ -72,10 +72,6 @@ export class BackendUnavailableError extends RegistryError {
   }
 }
 
-export function statusOf(error: RegistryError): number {
-  return error.status;
-}
-
 // Small constructors for the errors raised in many places, so messages stay consistent.
 export const errors = {
   nameInvalid: (name: string, why = 'invalid repository name') =>
@@ -89,5 +85,4 @@ export const errors = {
   manifestUnknown: (reference: string, message = 'manifest unknown') =>
     new RegistryError('MANIFEST_UNKNOWN', message, { reference }),
   manifestInvalid: (message: string, detail?: unknown) => new RegistryError('MANIFEST_INVALID', message, detail),
-  tagInvalid: (tag: string) => new RegistryError('MANIFEST_INVALID', 'invalid tag', { tag }),
 };

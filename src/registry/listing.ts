@@ -58,7 +58,8 @@ export class ListingService {
   private async page(query: PageQuery, fetch: (limit: number, last?: string) => Promise<string[]>): Promise<Page> {
     const n = this.pageSize(query.n);
     const last = query.last === undefined || query.last === '' ? undefined : query.last;
-    if (last !== undefined && last.length > 255) {
+    // `last` is a name or tag from an earlier page: anything longer, or with control characters, is not.
+    if (last !== undefined && (last.length > 255 || /[\u0000-\u001f\u007f]/.test(last))) {
       throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid last parameter', { last: last.slice(0, 64) });
     }
     if (n === 0) {

@@ -1,7 +1,7 @@
 // Validates a pushed manifest against its declared media type and extracts what the registry
 // needs: what it depends on, its subject (for the referrers API), artifact type and annotations.
 import { errors } from './errors.js';
-import { isManifestMediaType, isNonDistributable, MediaType, type ManifestMediaType } from './media-types.js';
+import { isManifestMediaType, isMediaType, isNonDistributable, MediaType, type ManifestMediaType } from './media-types.js';
 import { parseDigest } from './reference.js';
 import type { ManifestDependency } from '../metadata/store.js';
 
@@ -40,10 +40,17 @@ function optionalString(value: unknown, where: string): string | undefined {
   return value;
 }
 
+function optionalMediaType(value: unknown, where: string): string | undefined {
+  const text = optionalString(value, where);
+  if (text !== undefined && !isMediaType(text)) throw errors.manifestInvalid(`${where} is not a valid media type`);
+  return text;
+}
+
 function descriptor(value: unknown, where: string): Descriptor {
   if (!isObject(value)) throw errors.manifestInvalid(`${where} must be a descriptor object`);
   const { mediaType, digest, size, urls } = value;
   if (typeof mediaType !== 'string' || mediaType.length === 0) throw errors.manifestInvalid(`${where}.mediaType is required`);
+  if (!isMediaType(mediaType)) throw errors.manifestInvalid(`${where}.mediaType is not a valid media type`);
   if (typeof digest !== 'string') throw errors.manifestInvalid(`${where}.digest is required`);
   try {
     parseDigest(digest);
@@ -57,7 +64,7 @@ function descriptor(value: unknown, where: string): Descriptor {
     throw errors.manifestInvalid(`${where}.urls must be a list of strings`);
   }
   const result: Descriptor = { mediaType, digest, size };
-  const artifactType = optionalString(value.artifactType, `${where}.artifactType`);
+  const artifactType = optionalMediaType(value.artifactType, `${where}.artifactType`);
   if (artifactType !== undefined) result.artifactType = artifactType;
   const annotations = stringMap(value.annotations, `${where}.annotations`);
   if (annotations !== undefined) result.annotations = annotations;
@@ -103,12 +110,14 @@ export function parseManifest(payload: Buffer, contentType: string | undefined):
 
   const annotations = stringMap(body.annotations, 'annotations');
   const subject = body.subject === undefined ? undefined : descriptor(body.subject, 'subject');
-  const declaredArtifactType = optionalString(body.artifactType, 'artifactType');
+  const declaredArtifactType = optionalMediaType(body.artifactType, 'artifactType');
   const result: ParsedManifest = { mediaType, dependencies: [] };
   if (annotations) result.annotations = annotations;
   if (subject) result.subject = subject;
 
   if (mediaType === MediaType.OciManifest || mediaType === MediaType.DockerManifest) {
+    // An image manifest that also looks like an index is ambiguous (CVE-2021-41190).
+    if (body.manifests !== undefined) throw errors.manifestInvalid('an image manifest must not have manifests');
     const config = descriptor(body.config, 'config');
     const layers = descriptorList(body.layers, 'layers');
     result.dependencies = [config, ...layers.filter((layer) => !isNonDistributable(layer.mediaType))].map((d) => ({

@@ -3,7 +3,6 @@ export const MediaType = {
   OciIndex: 'application/vnd.oci.image.index.v1+json',
   DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
   DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
-  OciEmpty: 'application/vnd.oci.empty.v1+json',
 } as const;
 
 export type ManifestMediaType =
@@ -30,6 +29,14 @@ const NON_DISTRIBUTABLE_LAYERS = new Set([
   'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
   'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
 ]);
+
+// RFC 6838 type/subtype (with an optional +suffix inside the subtype), bounded so it fits the
+// database column and carries no control characters.
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
+export function isMediaType(value: string): boolean {
+  return MEDIA_TYPE.test(value);
+}
 
 export function isNonDistributable(mediaType: string): boolean {
   return NON_DISTRIBUTABLE_LAYERS.has(mediaType);

@@ -37,11 +37,6 @@ export function isTag(reference: string): boolean {
   return TAG.test(reference);
 }
 
-export function parseTag(tag: string): string {
-  if (!TAG.test(tag)) throw errors.tagInvalid(tag);
-  return tag;
-}
-
 /** Parses `algorithm:hex`; throws DIGEST_INVALID for bad grammar or an unsupported algorithm. */
 export function parseDigest(text: string): Digest {
   const match = DIGEST.exec(text);

@@ -66,6 +66,7 @@ describe('tags/list', () => {
     for (const n of ['-1', 'abc', '1e3']) {
       await expectError(await registry.fetch(`/v2/${repository}/tags/list?n=${n}`), 400, 'PAGINATION_NUMBER_INVALID');
     }
+    await expectError(await registry.fetch(`/v2/${repository}/tags/list?last=%00`), 400, 'PAGINATION_NUMBER_INVALID');
     await expectError(await registry.fetch(`/v2/${randomName()}/tags/list`), 404, 'NAME_UNKNOWN');
   });
 });
@@ -137,5 +138,7 @@ describe('referrers', () => {
     const none = await json<{ manifests: unknown[] }>(`/v2/${repository}/referrers/${sbom.digest}`);
     assert.deepEqual(none.body.manifests, []);
     await expectError(await registry.fetch(`/v2/${repository}/referrers/sha256:nope`), 400, 'DIGEST_INVALID');
+    const badFilter = await registry.fetch(`/v2/${repository}/referrers/${image.descriptor.digest}?artifactType=%00x`);
+    assert.equal(badFilter.status, 400);
   });
 });

@@ -126,6 +126,11 @@ describe('manifest push and pull', () => {
       404,
       'MANIFEST_UNKNOWN',
     );
+    await expectError(
+      await registry.fetch(`/v2/${repository}/manifests/v1`, { headers: { Accept: `${OCI_MANIFEST};q=0, ${DOCKER_MANIFEST}` } }),
+      404,
+      'MANIFEST_UNKNOWN',
+    );
     const wildcard = await registry.fetch(`/v2/${repository}/manifests/v1`, { headers: { Accept: '*/*' } });
     assert.equal(wildcard.status, 200);
     const several = await registry.fetch(`/v2/${repository}/manifests/v1`, {
@@ -140,6 +145,7 @@ describe('manifest validation', () => {
     const repository = randomName();
     const { manifest } = await registry.pushImage(repository, 'v1');
     await expectError(await put(repository, 'x', JSON.stringify(manifest), OCI_INDEX), 400, 'MANIFEST_INVALID');
+    await expectError(await put(repository, 'z', JSON.stringify({ ...manifest, manifests: [] }), OCI_MANIFEST), 400, 'MANIFEST_INVALID');
     const ambiguous = { ...manifest, manifests: [] };
     await expectError(await put(repository, 'y', JSON.stringify({ ...ambiguous, mediaType: OCI_INDEX }), OCI_INDEX), 400, 'MANIFEST_INVALID');
   });
@@ -173,6 +179,9 @@ describe('manifest validation', () => {
       [JSON.stringify({ ...manifest, mediaType: undefined }), 'application/json'],
       [JSON.stringify({ ...manifest, mediaType: undefined }), undefined],
       [JSON.stringify({ ...manifest, mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws' }), undefined],
+      [JSON.stringify({ ...manifest, artifactType: 'not a media type' }), OCI_MANIFEST],
+      [JSON.stringify({ ...manifest, artifactType: `application/${'x'.repeat(300)}` }), OCI_MANIFEST],
+      [JSON.stringify({ ...manifest, config: { ...manifest.config, mediaType: 'bad\u0000type' } }), OCI_MANIFEST],
     ];
     for (const [body, type] of cases) {
       await expectError(await put(repository, 'bad', body, type), 400, 'MANIFEST_INVALID');

@@ -30,6 +30,7 @@ describe('configuration', () => {
     assert.match(await cliFails({ PORTCULLIS_LISTEN: 'nonsense' }), /listen .*PORTCULLIS_LISTEN/);
     assert.match(await cliFails({ PORTCULLIS_LIMITS_PAGE_MAX_ENTRIES: 'many' }), /limits\.pageMaxEntries must be integer/);
     assert.match(await cliFails({ PORTCULLIS_METADATA_DRIVER: 'mysql' }), /metadata\.driver must be one of sqlite, postgres/);
+    assert.match(await cliFails({ PORTCULLIS_UPLOADS_EXPIRE_AFTER_SECONDS: '120' }), /uploads\.expireAfterSeconds \(120\) must be longer than http\.idleBodyTimeoutSeconds/);
     const dir = await mkdtemp(join(tmpdir(), 'portcullis-config-'));
     try {
       const file = join(dir, 'config.yml');

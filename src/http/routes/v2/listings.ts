@@ -1,7 +1,8 @@
 // GET /v2/<name>/tags/list, GET /v2/_catalog and GET /v2/<name>/referrers/<digest>
 import type { Registry } from '../../../registry/index.js';
 import type { Page } from '../../../registry/listing.js';
-import { MediaType } from '../../../registry/media-types.js';
+import { RegistryError } from '../../../registry/errors.js';
+import { isMediaType, MediaType } from '../../../registry/media-types.js';
 import { replyJson, type AppContext } from '../../context.js';
 import { digestParam, queryValue, repositoryOf } from './request.js';
 
@@ -34,6 +35,9 @@ export function listingRoutes(registry: Registry, catalogFilter: CatalogFilter) 
 
     async referrers(ctx: AppContext): Promise<void> {
       const artifactType = queryValue(ctx, 'artifactType') || undefined;
+      if (artifactType !== undefined && !isMediaType(artifactType)) {
+        throw new RegistryError('UNSUPPORTED', 'artifactType is not a valid media type', { artifactType: artifactType.slice(0, 255) }, 400);
+      }
       const index = await registry.manifests.referrers(repositoryOf(ctx), digestParam(ctx), artifactType);
       const headers: Record<string, string> = artifactType ? { 'OCI-Filters-Applied': 'artifactType' } : {};
       replyJson(ctx, 200, index, headers, MediaType.OciIndex);

@@ -58,8 +58,10 @@ export function chunkRange(ctx: AppContext): ChunkRange | undefined {
 export function acceptedTypes(ctx: AppContext): string[] {
   const header = ctx.req.headers.accept;
   if (header === undefined) return [];
+  // A type given with q=0 is explicitly not acceptable.
   return header
     .split(',')
+    .filter((part) => !/;\s*q=0(?:\.0*)?\s*(?:;|$)/i.test(part))
     .map((part) => part.split(';')[0]?.trim().toLowerCase() ?? '')
     .filter((type) => type.length > 0);
 }

@@ -1,6 +1,6 @@
 // /v2/<name>/blobs/uploads/ — starting, continuing, finishing and cancelling blob uploads,
 // and cross-repository mounts.
-import { parseDigest, parseName } from '../../../registry/reference.js';
+import { isValidName, parseDigest } from '../../../registry/reference.js';
 import type { Registry } from '../../../registry/index.js';
 import type { BlobRecord } from '../../../metadata/store.js';
 import { uploadProgressHeaders } from '../../../registry/uploads.js';
@@ -23,9 +23,10 @@ export function uploadRoutes(registry: Registry) {
       const repository = repositoryOf(ctx);
       const mount = queryValue(ctx, 'mount');
       const from = queryValue(ctx, 'from');
-      // Mounting reads from `from`: only with pull rights there (else an ordinary upload starts).
-      if (mount !== undefined && from !== undefined && tokenAllows(ctx, parseName(from), 'pull')) {
-        const mounted = await blobs.mount(repository, parseName(from), parseDigest(mount));
+      // Mounting reads from `from`: only a valid name the caller may pull from, else an
+      // ordinary upload starts (as distribution does).
+      if (mount !== undefined && from !== undefined && isValidName(from) && tokenAllows(ctx, from, 'pull')) {
+        const mounted = await blobs.mount(repository, from, parseDigest(mount));
         if (mounted) return created(ctx, repository, mounted);
         // Not in `from` (or not visible there): fall back to a normal upload, as the spec says.
       }
