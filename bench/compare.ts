@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BenchOptions, parseCli, usageError } from './lib/options.js';
 import { errorLines, formatMetric, formatNumber, table } from './lib/report.js';
-import { portcullisSpec, referenceSpec, type RunningRegistry, startRegistry, syncDisks } from './lib/servers.js';
+import { PORTCULLIS_BENCH_ADMIN, portcullisSpec, referenceSpec, type RunningRegistry, startRegistry, syncDisks } from './lib/servers.js';
 import { type BenchResult, failedResult, metricSpecs, runBenchmark } from './lib/scenarios.js';
 
 const USAGE = 'Usage: node dist/bench/compare.js [options]   (build first: npx tsc -p tsconfig.json)';
@@ -71,7 +71,9 @@ async function benchmark(name: Name, extra: Record<string, string | undefined>, 
   live.add(registry);
   log(`== ${name}: ${registry.url}, data in ${registry.dataDir}`);
   try {
-    const result = await runBenchmark(registry.url, options, (line) => log(`[${name}] ${line}`));
+    // Portcullis always runs with token auth: every request pays for a verified bearer token.
+    const runOptions = name === 'portcullis' ? { ...options, credentials: { ...PORTCULLIS_BENCH_ADMIN } } : options;
+    const result = await runBenchmark(registry.url, runOptions, (line) => log(`[${name}] ${line}`));
     if (result.metrics.some((metric) => metric.error)) log(`[${name}] server output (tail):\n${registry.output().slice(-4000)}`);
     return result;
   } finally {

@@ -57,6 +57,9 @@ export const referenceSpec = (binary: string): ProcessSpec => ({
     ),
 });
 
+/** The bootstrap administrator of the Portcullis under benchmark (token auth is always on). */
+export const PORTCULLIS_BENCH_ADMIN = { username: 'admin', password: 'bench-admin-password' } as const;
+
 /** `node <main.js> serve`, configured through the environment. */
 export const portcullisSpec = (mainJs: string): ProcessSpec => ({
   name: 'portcullis',
@@ -67,6 +70,7 @@ export const portcullisSpec = (mainJs: string): ProcessSpec => ({
     PORTCULLIS_LISTEN: host,
     PORTCULLIS_DATA_DIR: join(dataDir, 'data'),
     PORTCULLIS_LOG_LEVEL: 'warn',
+    PORTCULLIS_ADMIN_PASSWORD: PORTCULLIS_BENCH_ADMIN.password,
   }),
 });
 

@@ -84,6 +84,7 @@ export function createIdentities(config: Config, db: Knex, log: Logger): Identit
     policy,
     authenticator,
     async close() {
+      await audit.flush();
       await directory?.close();
     },
   };

@@ -1,5 +1,6 @@
 // Local users, kept in the metadata database: the embedded default's identity provider and
 // the home of the bootstrap administrator.
+import { createHmac, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Identity, IdentityProvider } from './provider.js';
 import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
@@ -39,8 +40,53 @@ function validatePassword(password: string): string {
   return password;
 }
 
+/**
+ * Recently verified passwords, so a client that fetches a token per request (docker does, per
+ * repository) does not pay for scrypt every time. Keys are HMACs under a per-process random key
+ * over the name, the password and the stored hash — so a password changed anywhere (another
+ * replica, the CLI) stops matching at once; the password itself is never kept. Only successes
+ * are remembered, briefly.
+ */
+class VerifiedPasswords {
+  private readonly key = randomBytes(32);
+  private readonly entries = new Map<string, number>();
+
+  constructor(
+    private readonly ttlMs = 60_000,
+    private readonly maxEntries = 10_000,
+  ) {}
+
+  private id(username: string, password: string, storedHash: string): string {
+    return createHmac('sha256', this.key).update(`${username}\u0000${storedHash}\u0000`).update(password).digest('hex');
+  }
+
+  has(username: string, password: string, storedHash: string): boolean {
+    const id = this.id(username, password, storedHash);
+    const expires = this.entries.get(id);
+    if (expires === undefined) return false;
+    if (expires < Date.now()) {
+      this.entries.delete(id);
+      return false;
+    }
+    return true;
+  }
+
+  add(username: string, password: string, storedHash: string): void {
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+    this.entries.set(this.id(username, password, storedHash), Date.now() + this.ttlMs);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
 export class LocalUsers implements IdentityProvider {
   readonly name = 'local';
+  private readonly verified = new VerifiedPasswords();
 
   constructor(private readonly db: Knex) {}
 
@@ -57,10 +103,12 @@ export class LocalUsers implements IdentityProvider {
   async setPassword(username: string, password: string): Promise<void> {
     const hash = await hashPassword(validatePassword(password));
     const updated = await this.db('users').where({ username }).update({ password_hash: hash, updated_at: Date.now() });
+    this.verified.clear();
     if (updated === 0) throw new UserError(`no user ${username}`);
   }
 
   async remove(username: string): Promise<void> {
+    this.verified.clear();
     if ((await this.db('users').where({ username }).delete()) === 0) throw new UserError(`no user ${username}`);
   }
 
@@ -81,9 +129,12 @@ export class LocalUsers implements IdentityProvider {
   async authenticate(username: string, password: string): Promise<Identity | undefined> {
     if (password.length === 0 || !USERNAME.test(username)) return undefined;
     const row = (await this.db('users').where({ username }).first()) as UserRow | undefined;
+    if (row && this.verified.has(username, password, row.password_hash)) return toIdentity(row);
     // Hash even for unknown users, so response time does not reveal which names exist.
     const matches = await verifyPassword(password, row?.password_hash ?? (await decoyHash()));
-    return row && matches ? toIdentity(row) : undefined;
+    if (!row || !matches) return undefined;
+    this.verified.add(username, password, row.password_hash);
+    return toIdentity(row);
   }
 
   async lookup(username: string): Promise<Identity | undefined> {
