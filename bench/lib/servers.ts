@@ -61,7 +61,7 @@ export const referenceSpec = (binary: string): ProcessSpec => ({
 export const PORTCULLIS_BENCH_ADMIN = { username: 'admin', password: 'bench-admin-password' } as const;
 
 /** `node <main.js> serve`, configured through the environment. */
-export const portcullisSpec = (mainJs: string): ProcessSpec => ({
+export const portcullisSpec = (mainJs: string, env: Record<string, string> = {}): ProcessSpec => ({
   name: 'portcullis',
   command: process.execPath,
   args: () => [mainJs, 'serve'],
@@ -71,6 +71,7 @@ export const portcullisSpec = (mainJs: string): ProcessSpec => ({
     PORTCULLIS_DATA_DIR: join(dataDir, 'data'),
     PORTCULLIS_LOG_LEVEL: 'warn',
     PORTCULLIS_ADMIN_PASSWORD: PORTCULLIS_BENCH_ADMIN.password,
+    ...env,
   }),
 });
 
