@@ -75,7 +75,7 @@ export class AuditLog {
 
   async recent(filter: { type?: AuditEventType; limit?: number } = {}): Promise<(AuditEvent & { at: number })[]> {
     await this.flush();
-    const query = this.db('audit_events').orderBy('id', 'desc').limit(Math.min(filter.limit ?? 100, 1000));
+    const query = this.db('audit_events').orderBy('id', 'desc').limit(Math.max(1, Math.min(filter.limit ?? 100, 1000)));
     if (filter.type) query.where({ type: filter.type });
     return ((await query) as Row[]).map((row) => ({
       at: Number(row.at),

@@ -23,6 +23,8 @@ const normalise = (text: string) => text.toLowerCase().replace(/,\s+/g, ',');
 
 export class Authenticator {
   private readonly adminGroups: Set<string>;
+  /** Logins for one user name run one after another, so parallel guesses cannot outrun the throttle. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
 
   constructor(private readonly options: AuthenticatorOptions) {
     this.adminGroups = new Set(options.adminGroups.map(normalise));
@@ -30,6 +32,18 @@ export class Authenticator {
 
   /** Throws UNAUTHORIZED for wrong credentials, TOOMANYREQUESTS when throttled, UNAVAILABLE when a backend is down. */
   async login(username: string, password: string, clientIp: string): Promise<Principal> {
+    const key = username.toLowerCase();
+    const previous = this.inFlight.get(key) ?? Promise.resolve();
+    const attempt = previous.catch(() => undefined).then(() => this.attempt(username, password, clientIp));
+    this.inFlight.set(key, attempt);
+    try {
+      return await attempt;
+    } finally {
+      if (this.inFlight.get(key) === attempt) this.inFlight.delete(key);
+    }
+  }
+
+  private async attempt(username: string, password: string, clientIp: string): Promise<Principal> {
     const { throttle, audit } = this.options;
     const wait = throttle.retryAfter(username, clientIp);
     if (wait > 0) {
@@ -43,7 +57,7 @@ export class Authenticator {
       await audit.record({ type: 'login.failure', actor: username.slice(0, 255), clientIp });
       throw new RegistryError('UNAUTHORIZED', 'invalid username or password');
     }
-    throttle.recordSuccess(username);
+    throttle.recordSuccess(username, clientIp);
     await audit.record({ type: 'login.success', actor: subjectOf(principal), clientIp, details: { provider: providerOf(principal) } });
     return principal;
   }
@@ -64,9 +78,11 @@ export class Authenticator {
       const name = await this.options.robots.authenticate(username, password);
       return name === undefined ? undefined : { kind: 'robot', name };
     }
-    // A local user shadows a directory user of the same name: the directory is not asked.
+    // A local user shadows a directory user of the same name: the directory is not asked. Without
+    // a directory, unknown names still go through the local check (and its decoy hash), so the
+    // response time does not tell which names exist.
     const local = await this.options.local.exists(username);
-    const provider = local ? this.options.local : this.options.directory;
+    const provider = local ? this.options.local : (this.options.directory ?? this.options.local);
     const identity = await provider?.authenticate(username, password);
     return identity && { kind: 'user', identity: this.withAdmin(identity) };
   }

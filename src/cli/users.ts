@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import type { Config } from '../config/config.js';
 import { LocalUsers } from '../auth/identity/local.js';
 import { generateSecret } from '../auth/identity/passwords.js';
+import { RefreshTokens } from '../auth/refresh-tokens.js';
 import { migrateToLatest, openDatabase } from '../metadata/database.js';
 import { databaseConfig } from '../server.js';
 
@@ -12,11 +13,11 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
-async function withUsers<T>(config: Config, work: (users: LocalUsers) => Promise<T>): Promise<T> {
+async function withUsers<T>(config: Config, work: (users: LocalUsers, refreshTokens: RefreshTokens) => Promise<T>): Promise<T> {
   const db = openDatabase(databaseConfig(config));
   try {
     await migrateToLatest(db);
-    return await work(new LocalUsers(db));
+    return await work(new LocalUsers(db), new RefreshTokens(db, 0));
   } finally {
     await db.destroy();
   }
@@ -48,7 +49,11 @@ export function registerUserCommands(program: Command, config: () => Config): vo
     .option('--password-stdin', 'read the password from standard input')
     .action(async (username: string, options: { passwordStdin?: boolean }) => {
       const { password, generated } = await passwordFor(options);
-      await withUsers(config(), (users) => users.setPassword(username, password));
+      // A new password ends the sessions the old one opened.
+      await withUsers(config(), async (users, refreshTokens) => {
+        await users.setPassword(username, password);
+        await refreshTokens.revokeAll('user', username);
+      });
       console.log(generated ? `password of ${username} changed; new password (shown once): ${password}` : `password of ${username} changed`);
     });
 
@@ -56,7 +61,11 @@ export function registerUserCommands(program: Command, config: () => Config): vo
     .command('rm <username>')
     .description('delete a local user')
     .action(async (username: string) => {
-      await withUsers(config(), (users) => users.remove(username));
+      // Its refresh tokens go too: a later user of the same name must not inherit them.
+      await withUsers(config(), async (users, refreshTokens) => {
+        await users.remove(username);
+        await refreshTokens.revokeAll('user', username);
+      });
       console.log(`deleted ${username}`);
     });
 

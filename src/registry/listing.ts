@@ -30,8 +30,8 @@ export class ListingService {
 
   /**
    * Repositories in lexical order; with `visible`, only those it accepts (the caller's pull
-   * rights), read in bounded batches so a caller who sees little cannot make one request scan
-   * the whole table: after `maxEntries * 10` rows the page ends early with a Link to go on.
+   * rights), read in batches until the page is full or the table ends — a page never stops early
+   * (that would hide what follows), and a Link never names a repository the caller cannot see.
    */
   async repositories(query: PageQuery, visible?: (repository: string) => boolean): Promise<Page> {
     if (!visible) return this.page(query, (limit, last) => this.metadata.listRepositories({ limit, last }));
@@ -39,11 +39,9 @@ export class ListingService {
     return this.page(query, async (limit, last) => {
       const found: string[] = [];
       let cursor = last;
-      let scanned = 0;
-      while (found.length < limit && scanned < this.maxEntries * 10) {
+      while (found.length < limit) {
         const batch = await this.metadata.listRepositories({ limit: this.maxEntries, last: cursor });
         if (batch.length === 0) break;
-        scanned += batch.length;
         for (const name of batch) {
           cursor = name;
           if (accept(name)) found.push(name);

@@ -110,7 +110,8 @@ export function appliesTo(subject: Subject, principal: Principal): boolean {
     case 'anonymous':
       return true; // what anonymous may do, everybody may do
     case 'authenticated':
-      return principal.kind !== 'anonymous';
+      // Logged-in people. Robots get only what names them (and what anonymous may do).
+      return principal.kind === 'user';
     case 'user':
       return principal.kind === 'user' && principal.identity.username === subject.name;
     case 'robot':
@@ -120,10 +121,9 @@ export function appliesTo(subject: Subject, principal: Principal): boolean {
   }
 }
 
+/** Whose `${user}` namespace applies: people only — a robot named like a user must not get theirs. */
 function usernameOf(principal: Principal): string | undefined {
-  if (principal.kind === 'user') return principal.identity.username;
-  if (principal.kind === 'robot') return principal.name;
-  return undefined;
+  return principal.kind === 'user' ? principal.identity.username : undefined;
 }
 
 /** Every action the rules allow this principal on this repository (admin implies all). */

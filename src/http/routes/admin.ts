@@ -163,6 +163,8 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     const name = String(ctx.params.name);
     await robots.revoke(name);
     await refreshTokens.revokeAll('robot', name);
+    await rules.removeSubject(`robot:${name}`);
+    policy.invalidate();
     await audit.record({ type: 'robot.revoked', actor, clientIp: ctx.request.ip, details: { robot: name } });
     reply(ctx, 204);
   }));
@@ -198,6 +200,7 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   router.get('/admin/v1/audit', admin('admin.audit.list', async (ctx) => {
     const type = typeof ctx.query.type === 'string' ? (ctx.query.type as AuditEventType) : undefined;
     const limit = Number(ctx.query.limit ?? 100);
-    replyJson(ctx, 200, { events: await audit.recent({ ...(type ? { type } : {}), limit: Number.isFinite(limit) ? limit : 100 }) });
+    const bounded = Number.isSafeInteger(limit) && limit >= 1 ? limit : 100;
+    replyJson(ctx, 200, { events: await audit.recent({ ...(type ? { type } : {}), limit: bounded }) });
   }));
 }

@@ -6,7 +6,8 @@ import { subjectOf, providerOf } from '../../auth/authenticator.js';
 import type { AccessPolicy } from '../../auth/policy/access-policy.js';
 import type { Principal } from '../../auth/policy/rules.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
-import { parseScopes, type ResourceAccess } from '../../auth/tokens/access.js';
+import { ROBOT_PREFIX } from '../../auth/robots.js';
+import { formatScopes, parseScopes, type ResourceAccess } from '../../auth/tokens/access.js';
 import type { TokenService } from '../../auth/tokens/token-service.js';
 import { RegistryError } from '../../registry/errors.js';
 import { replyJson, type AppContext } from '../context.js';
@@ -21,9 +22,12 @@ export interface TokenRouteOptions {
 
 const FORM_LIMIT = 64 * 1024;
 
+/** Basic credentials; undefined when there is no Authorization header at all (anonymous). */
 function basicCredentials(header: string): { username: string; password: string } | undefined {
-  const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
-  if (!match) return undefined;
+  if (header === '') return undefined;
+  // Anything else that is not well-formed Basic is a failed authentication, never anonymous.
+  const match = /^Basic\s+([A-Za-z0-9+/]+={0,2})$/i.exec(header.trim());
+  if (!match) throw new RegistryError('UNAUTHORIZED', 'malformed Authorization header');
   const decoded = Buffer.from(match[1] as string, 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) throw new RegistryError('UNAUTHORIZED', 'malformed Basic credentials');
@@ -46,7 +50,7 @@ const asList = (value: string | string[] | undefined): string[] => (value === un
 export function tokenRoutes(options: TokenRouteOptions) {
   const { authenticator, policy, tokens, refreshTokens, service } = options;
 
-  async function respond(ctx: AppContext, principal: Principal, scopes: ResourceAccess[], offline: boolean): Promise<void> {
+  async function respond(ctx: AppContext, principal: Principal, scopes: ResourceAccess[], offline: boolean, oauth = false): Promise<void> {
     const access = await policy.grant(principal, scopes);
     const issued = await tokens.issue({ subject: subjectOf(principal), access });
     const body: Record<string, unknown> = {
@@ -55,6 +59,8 @@ export function tokenRoutes(options: TokenRouteOptions) {
       expires_in: issued.expiresIn,
       issued_at: issued.issuedAt,
     };
+    // The OAuth2 form of the endpoint reports what was granted.
+    if (oauth) body.scope = formatScopes(access);
     if (offline && principal.kind !== 'anonymous') {
       body.refresh_token = await refreshTokens.issue({
         kind: principal.kind,
@@ -89,12 +95,12 @@ export function tokenRoutes(options: TokenRouteOptions) {
       const grant = form.get('grant_type');
       if (grant === 'password') {
         const principal = await authenticator.login(form.get('username') ?? '', form.get('password') ?? '', ctx.request.ip);
-        await respond(ctx, principal, scopes, form.get('access_type') === 'offline');
+        await respond(ctx, principal, scopes, form.get('access_type') === 'offline', true);
       } else if (grant === 'refresh_token') {
         const held = await refreshTokens.redeem(form.get('refresh_token') ?? '');
-        const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `robot$${held.name}` : held.name));
+        const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name));
         if (!principal) throw new RegistryError('UNAUTHORIZED', 'invalid or revoked refresh token');
-        await respond(ctx, principal, scopes, false);
+        await respond(ctx, principal, scopes, false, true);
       } else {
         throw new RegistryError('UNSUPPORTED', 'grant_type must be password or refresh_token', null, 400);
       }

@@ -1,0 +1,120 @@
+// Abuse of the token endpoint: failed logins are throttled per user name and per client
+// address with exponential backoff (five free failures, then 1 s after the sixth, doubling),
+// a burst of parallel guesses gets no more tries than a sequence would, and response times do
+// not tell which user names exist. Every request picks its loopback source address (127.x.y.z),
+// which the server sees as the client address, so the two kinds of throttling can be told apart.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startPortcullis, type RunningRegistry } from '../support/server.js';
+import { addUser, basic, errorCode, requestFrom, sleep, type RawResponse } from './support.js';
+
+let server: RunningRegistry;
+const victim = { username: 'victim', password: 'victim-password-123' };
+const racer = { username: 'racer', password: 'racer-password-4567' };
+
+before(async () => {
+  server = await startPortcullis();
+  await addUser(server.dataDir, victim.username, victim.password);
+  await addUser(server.dataDir, racer.username, racer.password);
+});
+after(() => server.stop());
+
+function login(from: string, credentials: { username: string; password: string }, headers: Record<string, string> = {}): Promise<RawResponse> {
+  return requestFrom(from, `${server.url}/auth/token?service=portcullis&scope=repository:x/y:pull`, {
+    headers: { Authorization: basic(credentials), ...headers },
+  });
+}
+
+function postLogin(from: string, credentials: { username: string; password: string }): Promise<RawResponse> {
+  return requestFrom(from, `${server.url}/auth/token`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'password', username: credentials.username, password: credentials.password, client_id: 'tests' }).toString(),
+  });
+}
+
+function expectStatus(response: RawResponse, status: number, what: string): void {
+  assert.equal(response.status, status, `${what}: ${response.status} ${response.body}`);
+}
+
+function expectThrottled(response: RawResponse, what: string, retryAfter?: number): void {
+  expectStatus(response, 429, what);
+  assert.equal(errorCode(response.body), 'TOOMANYREQUESTS', response.body);
+  const header = String(response.headers['retry-after'] ?? '');
+  assert.match(header, /^\d+$/, `${what}: Retry-After ${header}`);
+  if (retryAfter !== undefined) assert.equal(Number(header), retryAfter, `${what}: Retry-After`);
+}
+
+describe('login throttling', () => {
+  it('after five free failures for a user, the sixth starts a 1 s wait for that user from any address, then 2 s', async () => {
+    const wrong = { ...victim, password: 'not-the-password' };
+    // Each failure from another address: only the per-user record grows.
+    for (let i = 1; i <= 6; i++) expectStatus(await login(`127.0.1.${i}`, wrong), 401, `failure ${i}`);
+    const sixth = Date.now();
+    expectThrottled(await login('127.0.1.7', victim), 'the right password while throttled', 1);
+    expectThrottled(await postLogin('127.0.1.8', victim), 'the OAuth2 password grant while throttled', 1);
+
+    await sleep(sixth + 1_050 - Date.now());
+    expectStatus(await login('127.0.1.9', wrong), 401, 'the seventh failure, after the wait');
+    const seventh = Date.now();
+    expectThrottled(await login('127.0.1.10', victim), 'after the seventh failure', 2);
+
+    await sleep(seventh + 2_050 - Date.now());
+    expectStatus(await login('127.0.1.11', victim), 200, 'the right password after the doubled wait');
+    // A success clears the user's record: a new mistake is free again.
+    expectStatus(await login('127.0.1.12', wrong), 401, 'a fresh failure');
+    expectStatus(await login('127.0.1.13', victim), 200, 'the right password after one fresh failure');
+  });
+
+  it('failures from one address throttle every user from that address, and only that address', async () => {
+    // An address gets 50 free failures (many people can share one NAT or proxy), then backoff.
+    const address = '127.0.2.1';
+    const free = 50;
+    for (let i = 1; i <= free + 1; i++) {
+      expectStatus(await login(address, { username: `ghost${i}`, password: 'whatever-password' }), 401, `failure ${i}`);
+    }
+    const sixth = Date.now();
+    expectThrottled(await login(address, server.admin), 'another user from the same address', 1);
+    // X-Forwarded-For is not trusted: it cannot move the caller to a fresh address.
+    expectThrottled(await login(address, server.admin, { 'X-Forwarded-For': '203.0.113.7' }), 'with a forged X-Forwarded-For');
+    expectThrottled(await login(address, server.admin, { 'X-Real-IP': '203.0.113.8', Forwarded: 'for=203.0.113.9' }), 'with X-Real-IP / Forwarded');
+    expectStatus(await login('127.0.2.2', server.admin), 200, 'the same user from another address');
+
+    await sleep(sixth + 1_050 - Date.now());
+    expectStatus(await login(address, server.admin), 200, 'after the wait');
+  });
+
+  it('a burst of parallel guesses gets no more tries than guesses one after another would', async () => {
+    const attempts = 20;
+    const responses = await Promise.all(
+      Array.from({ length: attempts }, (_, i) => login(`127.0.3.${i + 1}`, { ...racer, password: `guess-number-${i}` })),
+    );
+    const statuses = responses.map((response) => response.status);
+    assert.ok(statuses.every((status) => status === 401 || status === 429), statuses.join(' '));
+    const evaluated = statuses.filter((status) => status === 401).length;
+    // Sequentially: five free failures, the sixth starts the wait, everything after is 429.
+    assert.ok(evaluated <= 6, `${evaluated} of ${attempts} parallel guesses were checked against the password (at most 6 should be): ${statuses.join(' ')}`);
+  });
+});
+
+describe('user enumeration', () => {
+  it('a wrong password for an existing user takes about as long as one for a user that does not exist', async () => {
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+    const timed = async (from: string, username: string): Promise<number> => {
+      const started = performance.now();
+      expectStatus(await login(from, { username, password: 'definitely-wrong-password' }), 401, username);
+      return performance.now() - started;
+    };
+    // Warm up both paths (first hash, first query), then measure alternately.
+    await timed('127.0.4.1', 'admin');
+    await timed('127.0.4.2', 'nobody-0');
+    const known: number[] = [];
+    const unknown: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      known.push(await timed(`127.0.4.${10 + i}`, 'admin'));
+      unknown.push(await timed(`127.0.4.${20 + i}`, `nobody-${i + 1}`));
+    }
+    const [k, u] = [median(known), median(unknown)];
+    assert.ok(u >= k * 0.3, `unknown user answered in ${u.toFixed(1)} ms, existing user in ${k.toFixed(1)} ms: the difference tells which names exist`);
+  });
+});
