@@ -18,7 +18,7 @@ import { allowedActions } from './policy/rules.js';
 import { AccessRuleStore } from './policy/store.js';
 import { RefreshTokens } from './refresh-tokens.js';
 import { RobotAccounts } from './robots.js';
-import { loadSigningKeys } from './tokens/keys.js';
+import { jwksOf, loadSigningKeys } from './tokens/keys.js';
 import { TokenService } from './tokens/token-service.js';
 
 export interface Auth {
@@ -95,10 +95,24 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
   const { users, robots, audit, rules, policy, authenticator } = identities;
   await bootstrapAdmin(users, config, log);
   const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
-  const keys = await loadSigningKeys({ keyFile: config.auth.token.keyFile, dataDir: config.dataDir });
+  const keySource = { keyFile: config.auth.token.keyFile, dataDir: config.dataDir };
+  const keys = await loadSigningKeys(keySource);
   log.info({ kid: keys.current.kid, source: keys.source }, 'token signing key loaded');
   const { service, issuer, ttlSeconds, realm } = config.auth.token;
   const tokens = new TokenService(keys, { issuer, service, ttlSeconds });
+  // Pick up a rotation made by the CLI or another replica: new tokens get the new key, and
+  // tokens signed by the previous one keep verifying until they expire.
+  const reload = setInterval(() => {
+    loadSigningKeys(keySource).then(
+      (fresh) => {
+        if (JSON.stringify(jwksOf(fresh)) === JSON.stringify(tokens.jwks())) return;
+        tokens.useKeys(fresh);
+        log.info({ kid: fresh.current.kid }, 'token signing keys reloaded');
+      },
+      (error: unknown) => log.warn({ err: error }, 'could not reload token signing keys'),
+    );
+  }, config.auth.token.keyReloadSeconds * 1000);
+  reload.unref();
 
   const catalogFilter: CatalogFilter = async (ctx) => {
     const principal = (await authenticator.resolve(ctx.state.auth?.subject ?? '')) ?? { kind: 'anonymous' as const };
@@ -111,6 +125,9 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
     catalogFilter,
     tokenEndpoint: { authenticator, policy, tokens, refreshTokens, service },
     admin: { tokens, rules, policy, robots, refreshTokens, authenticator, audit, service, realm },
-    close: () => identities.close(),
+    async close() {
+      clearInterval(reload);
+      await identities.close();
+    },
   };
 }

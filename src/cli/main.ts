@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// portcullis serve | migrate | user … | policy apply/export | access check
+// portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { createLogger } from '../log.js';
@@ -8,6 +8,7 @@ import { databaseConfig, startServer } from '../server.js';
 import { UserError } from '../auth/identity/local.js';
 import { registerUserCommands } from './users.js';
 import { registerPolicyCommands } from './policy.js';
+import { registerKeyCommands } from './keys.js';
 import { RuleError } from '../auth/policy/rules.js';
 import { RegistryError } from '../registry/errors.js';
 
@@ -61,6 +62,7 @@ program
 
 registerUserCommands(program, config);
 registerPolicyCommands(program, config);
+registerKeyCommands(program, config);
 
 program.parseAsync().catch((error: unknown) => {
   if (error instanceof ConfigError || error instanceof UserError || error instanceof RuleError || error instanceof RegistryError) {

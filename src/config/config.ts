@@ -21,7 +21,7 @@ export interface Config {
   http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number };
   adminPassword?: string;
   auth: {
-    token: { service: string; issuer: string; realm?: string; ttlSeconds: number; keyFile?: string };
+    token: { service: string; issuer: string; realm?: string; ttlSeconds: number; keyFile?: string; keyReloadSeconds: number };
     adminGroups: string[];
     refreshTokenTtlSeconds: number;
     rulesCacheSeconds: number;

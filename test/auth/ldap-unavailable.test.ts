@@ -1,0 +1,45 @@
+// A directory that stops answering: directory users get 503 with a clear message (never 401,
+// never 500), local users keep working, and nothing stored is affected.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startSlapd, type RunningSlapd } from '../support/slapd.js';
+import { startPortcullis, type RunningRegistry } from '../support/server.js';
+import { requestToken } from './support.js';
+
+let slapd: RunningSlapd;
+let server: RunningRegistry;
+
+before(async () => {
+  slapd = await startSlapd();
+  server = await startPortcullis({
+    env: {
+      PORTCULLIS_AUTH_LDAP_URL: slapd.url,
+      PORTCULLIS_AUTH_LDAP_BIND_DN: slapd.bindDn,
+      PORTCULLIS_AUTH_LDAP_BIND_PASSWORD: slapd.bindPassword,
+      PORTCULLIS_AUTH_LDAP_USER_BASE_DN: `ou=people,${slapd.baseDn}`,
+      PORTCULLIS_AUTH_LDAP_GROUPS_BASE_DN: `ou=groups,${slapd.baseDn}`,
+      PORTCULLIS_AUTH_LDAP_TIMEOUT_SECONDS: '2',
+    },
+  });
+});
+after(async () => {
+  await server?.stop();
+  await slapd?.stop();
+});
+
+describe('directory unavailable', () => {
+  it('answers 503 for directory users and keeps serving local ones', async () => {
+    const alice = { username: 'alice', password: 'alice-pass' };
+    assert.equal((await requestToken(server.url, { credentials: alice })).status, 200);
+    await slapd.stop();
+
+    const down = await requestToken(server.url, { credentials: alice });
+    assert.equal(down.status, 503);
+    const body = (await down.json()) as { errors: { code: string; message: string }[] };
+    assert.equal(body.errors[0]?.code, 'UNAVAILABLE');
+    assert.match(body.errors[0]?.message ?? '', /LDAP directory is unavailable/);
+
+    assert.equal((await requestToken(server.url, { credentials: server.admin })).status, 200, 'local users are not affected');
+    assert.doesNotMatch(server.output(), /alice-pass/);
+  });
+});
