@@ -43,6 +43,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     registry,
     log,
     manifestMaxBytes: config.limits.manifestMaxBytes,
+    trustProxy: config.http.trustProxy,
     healthChecks: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
     ...auth,
   });

@@ -5,7 +5,7 @@ import type { AuditLog } from '../audit/events.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Identity, IdentityProvider } from './identity/provider.js';
 import type { LoginThrottle } from './login-throttle.js';
-import type { Principal } from './policy/rules.js';
+import { sameGroup, type Principal } from './policy/rules.js';
 import { ROBOT_PREFIX, type RobotAccounts } from './robots.js';
 
 export interface AuthenticatorOptions {
@@ -19,20 +19,16 @@ export interface AuthenticatorOptions {
   log: Logger;
 }
 
-const normalise = (text: string) => text.toLowerCase().replace(/,\s+/g, ',');
 
 export class Authenticator {
-  private readonly adminGroups: Set<string>;
   /** Logins for one user name run one after another, so parallel guesses cannot outrun the throttle. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly options: AuthenticatorOptions) {
-    this.adminGroups = new Set(options.adminGroups.map(normalise));
-  }
+  constructor(private readonly options: AuthenticatorOptions) {}
 
   /** Throws UNAUTHORIZED for wrong credentials, TOOMANYREQUESTS when throttled, UNAVAILABLE when a backend is down. */
   async login(username: string, password: string, clientIp: string): Promise<Principal> {
-    const key = username.toLowerCase();
+    const key = canonicalName(username);
     const previous = this.inFlight.get(key) ?? Promise.resolve();
     const attempt = previous.catch(() => undefined).then(() => this.attempt(username, password, clientIp));
     this.inFlight.set(key, attempt);
@@ -45,31 +41,41 @@ export class Authenticator {
 
   private async attempt(username: string, password: string, clientIp: string): Promise<Principal> {
     const { throttle, audit } = this.options;
-    const wait = throttle.retryAfter(username, clientIp);
+    const wait = throttle.retryAfter(canonicalName(username), clientIp);
     if (wait > 0) {
       throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', undefined, 429, {
         'Retry-After': String(Math.ceil(wait / 1000)),
       });
     }
-    const principal = password.length === 0 ? undefined : await this.check(username, password);
+    let principal: Principal | undefined;
+    const done = throttle.begin(clientIp);
+    try {
+      principal = password.length === 0 ? undefined : await this.check(username, password);
+    } finally {
+      done();
+    }
     if (!principal) {
-      throttle.recordFailure(username, clientIp);
+      throttle.recordFailure(canonicalName(username), clientIp);
       await audit.record({ type: 'login.failure', actor: username.slice(0, 255), clientIp });
       throw new RegistryError('UNAUTHORIZED', 'invalid username or password');
     }
-    throttle.recordSuccess(username, clientIp);
+    throttle.recordSuccess(canonicalName(username), clientIp);
     await audit.record({ type: 'login.success', actor: subjectOf(principal), clientIp, details: { provider: providerOf(principal) } });
     return principal;
   }
 
-  /** Re-creates the principal behind a token subject, with fresh groups; undefined when it is gone. */
-  async resolve(subject: string): Promise<Principal | undefined> {
+  /**
+   * Re-creates the principal behind a token subject, with fresh groups; undefined when it is
+   * gone. `provider` (known for refresh tokens) pins where to look.
+   */
+  async resolve(subject: string, provider?: 'local' | 'ldap' | 'robot'): Promise<Principal | undefined> {
     if (subject === '') return { kind: 'anonymous' };
-    if (subject.startsWith(ROBOT_PREFIX)) {
-      const name = subject.slice(ROBOT_PREFIX.length);
+    if (subject.startsWith(ROBOT_PREFIX) || provider === 'robot') {
+      const name = subject.startsWith(ROBOT_PREFIX) ? subject.slice(ROBOT_PREFIX.length) : subject;
       return (await this.options.robots.isActive(name)) ? { kind: 'robot', name } : undefined;
     }
-    const identity = (await this.options.local.lookup(subject)) ?? (await this.options.directory?.lookup(subject));
+    const local = provider === 'ldap' ? undefined : await this.options.local.lookup(subject);
+    const identity = local ?? (provider === 'local' ? undefined : await this.directoryIdentity(await this.options.directory?.lookup(subject)));
     return identity && { kind: 'user', identity: this.withAdmin(identity) };
   }
 
@@ -78,20 +84,38 @@ export class Authenticator {
       const name = await this.options.robots.authenticate(username, password);
       return name === undefined ? undefined : { kind: 'robot', name };
     }
-    // A local user shadows a directory user of the same name: the directory is not asked. Without
-    // a directory, unknown names still go through the local check (and its decoy hash), so the
-    // response time does not tell which names exist.
-    const local = await this.options.local.exists(username);
-    const provider = local ? this.options.local : (this.options.directory ?? this.options.local);
-    const identity = await provider?.authenticate(username, password);
+    // A local user owns its name in every spelling the directory would accept (case, spaces):
+    // `Admin` must not reach the directory and come back as `admin`. Without a directory,
+    // unknown names still go through the local check (and its decoy hash), so the response
+    // time does not tell which names exist.
+    const owned = await this.options.local.exists(canonicalName(username));
+    const identity = owned || !this.options.directory
+      ? await this.options.local.authenticate(username, password)
+      : await this.directoryIdentity(await this.options.directory.authenticate(username, password));
     return identity && { kind: 'user', identity: this.withAdmin(identity) };
+  }
+
+  /** A directory identity, unless its name belongs to a local user or looks like a robot's. */
+  private async directoryIdentity(identity: Identity | undefined): Promise<Identity | undefined> {
+    if (!identity) return undefined;
+    const name = canonicalName(identity.username);
+    if (name.startsWith(ROBOT_PREFIX) || (await this.options.local.exists(name))) {
+      this.options.log.warn({ username: identity.username }, 'directory user refused: the name belongs to a local user or robot');
+      return undefined;
+    }
+    return identity;
   }
 
   private withAdmin(identity: Identity): Identity {
     if (identity.admin) return identity;
-    const admin = identity.groups.some((group) => this.adminGroups.has(normalise(group.name)) || (group.dn !== undefined && this.adminGroups.has(normalise(group.dn))));
+    const admin = identity.groups.some((group) => this.options.adminGroups.some((wanted) => sameGroup(wanted, group)));
     return admin ? { ...identity, admin: true } : identity;
   }
+}
+
+/** A user name as directories compare it: Unicode-normalised, trimmed, case-folded. */
+export function canonicalName(username: string): string {
+  return username.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
 }
 
 /** The token subject of a principal: the user name, `robot$<name>`, or '' for anonymous (as the token spec asks). */

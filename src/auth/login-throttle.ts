@@ -1,9 +1,13 @@
-// Failed logins are throttled with exponential backoff, on two keys: the user name (from any
-// address: stops guessing one account's password) and the client address (from any name: stops
-// spraying one password over many accounts). The address allows many more failures, since
-// everyone behind a NAT or proxy shares it. After the free failures, each further failure
-// doubles the wait (up to `maxDelayMs`); a success clears the user's record. Per process and
-// bounded: it slows guessing down; it is not a ledger.
+// Failed logins are throttled with exponential backoff on three keys:
+// - the user name from one address (hard: 5 free failures) — one client guessing one password;
+// - the user name from anywhere (20) — guessing spread over many addresses, without letting one
+//   address lock a user (or a CI robot) out for everyone after a handful of typos;
+// - the address (50) — one password sprayed over many names; generous, since everyone behind a
+//   NAT or proxy shares it (IPv6 addresses count per /64).
+// Attempts in flight from one address are bounded too, so a burst of parallel guesses cannot
+// all be checked before the first failure is recorded. After the free failures each further
+// failure doubles the wait (up to `maxDelayMs`); a success clears the user's records. Per
+// process and bounded: it slows guessing down; it is not a ledger. Callers pass canonical names.
 
 interface Record {
   failures: number;
@@ -12,10 +16,11 @@ interface Record {
 }
 
 export interface ThrottleOptions {
-  /** failures per user name before backoff starts */
-  freeFailures: number;
-  /** failures per client address before backoff starts */
-  freeAddressFailures: number;
+  freePerUserAndAddress: number;
+  freePerUser: number;
+  freePerAddress: number;
+  /** logins checked at the same time from one address */
+  maxInFlightPerAddress: number;
   baseDelayMs: number;
   maxDelayMs: number;
   /** failures older than this are forgotten */
@@ -24,31 +29,65 @@ export interface ThrottleOptions {
 }
 
 export const DEFAULT_THROTTLE: ThrottleOptions = {
-  freeFailures: 5,
-  freeAddressFailures: 50,
+  freePerUserAndAddress: 5,
+  freePerUser: 20,
+  freePerAddress: 50,
+  maxInFlightPerAddress: 16,
   baseDelayMs: 1_000,
   maxDelayMs: 5 * 60_000,
   windowMs: 15 * 60_000,
   maxEntries: 100_000,
 };
 
+/** IPv4 as is; IPv6 by its /64, which one subscriber usually has whole. */
+export function addressKey(address: string): string {
+  const plain = address.replace(/^::ffff:/, '');
+  if (!plain.includes(':')) return plain;
+  const [head = '', tail = ''] = plain.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = plain.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
 export class LoginThrottle {
   private readonly records = new Map<string, Record>();
+  private readonly inFlight = new Map<string, number>();
 
   constructor(private readonly options: ThrottleOptions = DEFAULT_THROTTLE) {}
 
   /** Milliseconds to wait before another attempt is allowed for this user from this address; 0 when allowed. */
   retryAfter(username: string, address: string, now = Date.now()): number {
-    return Math.max(this.waitFor(userKey(username), now), this.waitFor(`a:${address}`, now));
+    const where = addressKey(address);
+    if ((this.inFlight.get(where) ?? 0) >= this.options.maxInFlightPerAddress) return this.options.baseDelayMs;
+    return Math.max(
+      this.waitFor(`p:${username}\u0000${where}`, now),
+      this.waitFor(`u:${username}`, now),
+      this.waitFor(`a:${where}`, now),
+    );
+  }
+
+  /** Marks an attempt in flight from an address; call the returned function when it is decided. */
+  begin(address: string): () => void {
+    const where = addressKey(address);
+    this.inFlight.set(where, (this.inFlight.get(where) ?? 0) + 1);
+    return () => {
+      const left = (this.inFlight.get(where) ?? 1) - 1;
+      if (left <= 0) this.inFlight.delete(where);
+      else this.inFlight.set(where, left);
+    };
   }
 
   recordFailure(username: string, address: string, now = Date.now()): void {
-    this.fail(userKey(username), this.options.freeFailures, now);
-    this.fail(`a:${address}`, this.options.freeAddressFailures, now);
+    const where = addressKey(address);
+    this.fail(`p:${username}\u0000${where}`, this.options.freePerUserAndAddress, now);
+    this.fail(`u:${username}`, this.options.freePerUser, now);
+    this.fail(`a:${where}`, this.options.freePerAddress, now);
   }
 
-  recordSuccess(username: string, _address: string): void {
-    this.records.delete(userKey(username));
+  recordSuccess(username: string, address: string): void {
+    this.records.delete(`p:${username}\u0000${addressKey(address)}`);
+    this.records.delete(`u:${username}`);
   }
 
   private waitFor(key: string, now: number): number {
@@ -74,6 +113,3 @@ export class LoginThrottle {
     }
   }
 }
-
-/** Directory names compare case-insensitively: ALICE and alice share one record. */
-const userKey = (username: string) => `u:${username.toLowerCase()}`;

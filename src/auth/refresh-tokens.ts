@@ -5,6 +5,8 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { newSecret, secretDigest, secretMatches } from './secrets.js';
 
+const MAX_PER_PRINCIPAL = 20;
+
 export interface RefreshPrincipal {
   kind: 'user' | 'robot';
   name: string;
@@ -63,6 +65,13 @@ export class RefreshTokens {
       last_used_at: null,
       revoked_at: null,
     });
+    // docker login makes a new one each time: keep a principal's newest few, drop the rest.
+    const keep = (await this.db('refresh_tokens')
+      .where({ principal_kind: principal.kind, principal_name: principal.name })
+      .orderBy('created_at', 'desc')
+      .limit(MAX_PER_PRINCIPAL)
+      .pluck('id')) as string[];
+    await this.db('refresh_tokens').where({ principal_kind: principal.kind, principal_name: principal.name }).whereNotIn('id', keep).delete();
     return `${id}.${secret}`;
   }
 

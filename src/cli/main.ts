@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list
+import './threadpool.js';
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { createLogger } from '../log.js';

@@ -18,7 +18,7 @@ export interface Config {
   };
   limits: { manifestMaxBytes: number; pageMaxEntries: number };
   uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number };
-  http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number };
+  http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number; trustProxy: boolean };
   adminPassword?: string;
   auth: {
     token: { service: string; issuer: string; realm?: string; ttlSeconds: number; keyFile?: string; keyReloadSeconds: number };
@@ -160,10 +160,24 @@ export function loadConfig(options: LoadOptions = {}): Config {
       `uploads.expireAfterSeconds (${config.uploads.expireAfterSeconds}) must be longer than http.idleBodyTimeoutSeconds (${config.http.idleBodyTimeoutSeconds}): an upload still streaming could be swept away`,
     );
   }
+  if (!config.auth.token.realm && !isLoopback(config.listen)) {
+    throw new ConfigError(
+      `auth.token.realm is required when listening on ${config.listen} (${envName(['auth', 'token', 'realm'])}), e.g. https://registry.example.org/auth/token`,
+    );
+  }
+  if (config.auth.ldap?.bindDn && !config.auth.ldap.bindPassword) {
+    throw new ConfigError('auth.ldap.bindPassword is required with auth.ldap.bindDn: without it the bind is anonymous');
+  }
   if (config.metadata.driver === 'postgres' && !config.metadata.postgres.url) {
     throw new ConfigError(`metadata.postgres.url is required when metadata.driver is postgres (${envName(['metadata', 'postgres', 'url'])})`);
   }
   return config;
+}
+
+/** Whether a listen address only accepts connections from this machine. */
+export function isLoopback(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 export const blobRoot = (config: Config): string => resolve(config.storage.filesystem.root ?? `${config.dataDir}/blobs`);

@@ -21,6 +21,8 @@ export interface AppOptions {
   log: Logger;
   manifestMaxBytes: number;
   healthChecks: Record<string, HealthCheck>;
+  /** Take client address, scheme and host from X-Forwarded-* (only behind a trusted proxy). */
+  trustProxy: boolean;
   authorize: Authorize;
   catalogFilter: CatalogFilter;
   tokenEndpoint: TokenRouteOptions;
@@ -74,6 +76,7 @@ export function named(name: string, handler: Handler): Handler {
 
 export function createApp(options: AppOptions): Koa<RequestState> {
   const app = new Koa<RequestState>();
+  app.proxy = options.trustProxy;
   app.on('error', (error: Error & { code?: string }) => {
     // Errors after the response started (client went away mid-stream): nothing to answer.
     if (error.code === 'ECONNRESET' || error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'EPIPE') return;

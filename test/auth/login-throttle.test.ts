@@ -1,5 +1,5 @@
-// Abuse of the token endpoint: failed logins are throttled per user name and per client
-// address with exponential backoff (five free failures, then 1 s after the sixth, doubling),
+// Abuse of the token endpoint: failed logins are throttled per user name and address (five free
+// failures, then 1 s after the sixth, doubling), per user name (twenty) and per address (fifty),
 // a burst of parallel guesses gets no more tries than a sequence would, and response times do
 // not tell which user names exist. Every request picks its loopback source address (127.x.y.z),
 // which the server sees as the client address, so the two kinds of throttling can be told apart.
@@ -46,24 +46,35 @@ function expectThrottled(response: RawResponse, what: string, retryAfter?: numbe
 }
 
 describe('login throttling', () => {
-  it('after five free failures for a user, the sixth starts a 1 s wait for that user from any address, then 2 s', async () => {
+  it('after five free failures for a user from one address, the sixth starts a 1 s wait there, then 2 s', async () => {
     const wrong = { ...victim, password: 'not-the-password' };
-    // Each failure from another address: only the per-user record grows.
-    for (let i = 1; i <= 6; i++) expectStatus(await login(`127.0.1.${i}`, wrong), 401, `failure ${i}`);
+    const from = '127.0.1.1';
+    for (let i = 1; i <= 6; i++) expectStatus(await login(from, wrong), 401, `failure ${i}`);
     const sixth = Date.now();
-    expectThrottled(await login('127.0.1.7', victim), 'the right password while throttled', 1);
-    expectThrottled(await postLogin('127.0.1.8', victim), 'the OAuth2 password grant while throttled', 1);
+    expectThrottled(await login(from, victim), 'the right password while throttled', 1);
+    expectThrottled(await postLogin(from, victim), 'the OAuth2 password grant while throttled', 1);
+    // Someone else's typos do not lock the user out everywhere: another address still works,
+    // while the guessing address stays throttled.
+    expectStatus(await login('127.0.1.2', victim), 200, 'the same user from another address');
+    expectThrottled(await login(from, victim), 'the guessing address after a success elsewhere');
 
     await sleep(sixth + 1_050 - Date.now());
-    expectStatus(await login('127.0.1.9', wrong), 401, 'the seventh failure, after the wait');
+    expectStatus(await login(from, wrong), 401, 'the seventh failure, after the wait');
     const seventh = Date.now();
-    expectThrottled(await login('127.0.1.10', victim), 'after the seventh failure', 2);
+    expectThrottled(await login(from, victim), 'after the seventh failure', 2);
 
     await sleep(seventh + 2_050 - Date.now());
-    expectStatus(await login('127.0.1.11', victim), 200, 'the right password after the doubled wait');
-    // A success clears the user's record: a new mistake is free again.
-    expectStatus(await login('127.0.1.12', wrong), 401, 'a fresh failure');
-    expectStatus(await login('127.0.1.13', victim), 200, 'the right password after one fresh failure');
+    expectStatus(await login(from, victim), 200, 'the right password after the doubled wait');
+  });
+
+  it('failures for one user spread over many addresses throttle that user everywhere after twenty', async () => {
+    const spread = { username: 'spread', password: 'spread-password-123' };
+    await addUser(server.dataDir, spread.username, spread.password);
+    const wrong = { ...spread, password: 'not-the-password' };
+    for (let i = 1; i <= 21; i++) expectStatus(await login(`127.0.5.${i}`, wrong), 401, `failure ${i}`);
+    expectThrottled(await login('127.0.5.99', spread), 'the right password from a fresh address', 1);
+    // Spelling variants are the same user to the throttle.
+    expectThrottled(await login('127.0.5.98', { ...spread, username: ' SPREAD ' }), 'a spelling variant');
   });
 
   it('failures from one address throttle every user from that address, and only that address', async () => {
@@ -87,7 +98,7 @@ describe('login throttling', () => {
   it('a burst of parallel guesses gets no more tries than guesses one after another would', async () => {
     const attempts = 20;
     const responses = await Promise.all(
-      Array.from({ length: attempts }, (_, i) => login(`127.0.3.${i + 1}`, { ...racer, password: `guess-number-${i}` })),
+      Array.from({ length: attempts }, (_, i) => login('127.0.3.1', { ...racer, password: `guess-number-${i}` })),
     );
     const statuses = responses.map((response) => response.status);
     assert.ok(statuses.every((status) => status === 401 || status === 429), statuses.join(' '));

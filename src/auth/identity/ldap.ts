@@ -601,9 +601,22 @@ export class LdapIdentityProvider implements IdentityProvider {
     const key = user.dn.toLowerCase();
     const cached = this.cache.get(key);
     if (cached) return cached;
-    const groups = await this.pool.use((c) => this.resolveGroups(c, user));
+    const groups = this.withinGroupBase(await this.pool.use((c) => this.resolveGroups(c, user)));
     this.cache.set(key, groups); // replaces whatever was cached: never merged
     return groups;
+  }
+
+  /**
+   * With groups.baseDn set, only groups under it count, whatever their source (memberOf and
+   * nesting reach anywhere): a group someone may create in another branch grants nothing.
+   */
+  private withinGroupBase(groups: Group[]): Group[] {
+    const base = this.config.groups.baseDn?.toLowerCase().replace(/,\s+/g, ',');
+    if (!base) return groups;
+    return groups.filter((group) => {
+      const dn = group.dn?.toLowerCase().replace(/,\s+/g, ',');
+      return dn !== undefined && (dn === base || dn.endsWith(`,${base}`));
+    });
   }
 
   private async resolveGroups(c: Client, user: UserEntry): Promise<Group[]> {

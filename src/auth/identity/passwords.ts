@@ -2,10 +2,24 @@
 // self-describing hashes so parameters can be raised later, constant-time comparison.
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
-const scrypt = (password: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> =>
-  new Promise((resolve, reject) => {
-    scryptCallback(password, salt, length, options, (error, key) => (error ? reject(error) : resolve(key)));
-  });
+// At most this many hashes run at once: each takes a libuv thread (shared with file I/O) for
+// tens of milliseconds, so a flood of logins must queue instead of stalling blob reads and writes.
+const MAX_CONCURRENT_HASHES = 2;
+let running = 0;
+const waiting: (() => void)[] = [];
+
+async function scrypt(password: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> {
+  if (running >= MAX_CONCURRENT_HASHES) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await new Promise((resolve, reject) => {
+      scryptCallback(password, salt, length, options, (error, key) => (error ? reject(error) : resolve(key)));
+    });
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
 
 const PARAMETERS = { N: 2 ** 15, r: 8, p: 1 };
 const KEY_LENGTH = 32;

@@ -80,7 +80,18 @@ function escapeRegExp(text: string): string {
  * contributes `/segment`, and `**` any number of segments (so `team-a/**` covers `team-a` too).
  * Undefined when `${user}` cannot stand in a repository name.
  */
+const compiled = new Map<string, RegExp | undefined>();
+
 function patternRegExp(pattern: string, username: string | undefined): RegExp | undefined {
+  const key = `${pattern}\u0000${username ?? ''}`;
+  if (compiled.has(key)) return compiled.get(key);
+  if (compiled.size >= 10_000) compiled.clear();
+  const regexp = compilePattern(pattern, username);
+  compiled.set(key, regexp);
+  return regexp;
+}
+
+function compilePattern(pattern: string, username: string | undefined): RegExp | undefined {
   let source = '';
   for (const segment of pattern.split('/')) {
     if (segment === '**') source += '(?:/[^/]+)*';
@@ -98,11 +109,15 @@ export function matchesRepository(pattern: string, repository: string, username?
   return patternRegExp(pattern, username)?.test(`/${repository}`) ?? false;
 }
 
-function sameGroup(subjectName: string, group: { dn?: string; name: string }): boolean {
-  // DNs compare case-insensitively and without spaces after commas (directories differ in both).
-  const normalise = (text: string) => text.toLowerCase().replace(/,\s+/g, ',');
-  const wanted = normalise(subjectName);
-  return wanted === group.name.toLowerCase() || (group.dn !== undefined && wanted === normalise(group.dn));
+/**
+ * Whether a rule's group (a DN when it contains `=`, else a name) is this group. A DN is only
+ * ever compared with DNs: a group merely *named* like a DN must not pass for it. DNs compare
+ * case-insensitively and without spaces after commas (directories differ in both).
+ */
+export function sameGroup(wanted: string, group: { dn?: string; name: string }): boolean {
+  const normalise = (text: string) => text.trim().toLowerCase().replace(/,\s+/g, ',');
+  if (wanted.includes('=')) return group.dn !== undefined && normalise(group.dn) === normalise(wanted);
+  return group.name.toLowerCase() === wanted.trim().toLowerCase();
 }
 
 export function appliesTo(subject: Subject, principal: Principal): boolean {

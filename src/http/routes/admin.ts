@@ -156,6 +156,7 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     for (const rule of robotRules) await rules.add(rule);
     await audit.record({ type: 'robot.created', actor, clientIp: ctx.request.ip, details: { robot: robot.name, rules: robotRules.map(showRule) } });
     policy.invalidate();
+    ctx.set('Cache-Control', 'no-store');
     replyJson(ctx, 201, { robot, username: `robot$${robot.name}`, secret });
   }));
 

@@ -98,7 +98,7 @@ export function tokenRoutes(options: TokenRouteOptions) {
         await respond(ctx, principal, scopes, form.get('access_type') === 'offline', true);
       } else if (grant === 'refresh_token') {
         const held = await refreshTokens.redeem(form.get('refresh_token') ?? '');
-        const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name));
+        const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name, held.provider));
         if (!principal) throw new RegistryError('UNAUTHORIZED', 'invalid or revoked refresh token');
         await respond(ctx, principal, scopes, false, true);
       } else {
