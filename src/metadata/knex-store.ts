@@ -103,6 +103,14 @@ export class KnexMetadataStore implements MetadataStore {
     return this.isPostgres ? (query.forUpdate() as Q) : query;
   }
 
+  /**
+   * A shared lock: enough to keep a blob from being unlinked while a manifest that needs it is
+   * stored, without making every push that shares a base layer wait for the others.
+   */
+  private shared<Q extends Knex.QueryBuilder>(query: Q): Q {
+    return this.isPostgres ? (query.forShare() as Q) : query;
+  }
+
   private async repositoryId(db: Knex, name: string): Promise<number | undefined> {
     const row = (await db('repositories').where({ name }).first('id')) as { id: number } | undefined;
     return row?.id;
@@ -329,7 +337,7 @@ export class KnexMetadataStore implements MetadataStore {
     const manifests = dependencies.filter((d) => d.kind === 'manifest');
     const sizes = new Map<string, number>();
     for (let i = 0; i < blobs.length; i += 500) {
-      const rows = (await this.locked(
+      const rows = (await this.shared(
         trx('blobs as b')
           .join('repository_blobs as rb', 'rb.digest', 'b.digest')
           .where('rb.repository_id', repositoryId)
