@@ -5,6 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { patterns } from '../../src/http/routes/v2/index.js';
 import { isValidName } from '../../src/registry/reference.js';
+import type { Descriptor } from '../../src/registry/manifest-parser.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -14,13 +15,7 @@ export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2
 export const sha256 = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 export const randomName = (prefix = 'repo'): string => `${prefix}-${randomBytes(4).toString('hex')}`;
 
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  artifactType?: string;
-  annotations?: Record<string, string>;
-}
+export type { Descriptor };
 
 export interface Credentials {
   username: string;
