@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import knex from 'knex';
 import { CLI, startPortcullis } from '../support/server.js';
-import { adminClient, expectError, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
+import { adminClient, expectError, OCI_MANIFEST, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
 
 const run = promisify(execFile);
 
@@ -138,6 +138,67 @@ describe('serving', () => {
       assert.deepEqual(Buffer.from(await get.arrayBuffer()), bytes);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('leaves nothing visible when it crashes in the middle of an upload, and the upload resumes', async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'portcullis-crash-'));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    const repository = randomName();
+    const bytes = randomBytes(3 * 1024 * 1024);
+    const first = await startPortcullis({ dataDir });
+    t.after(() => first.stop());
+    const registry = adminClient(first);
+    const start = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    const location = start.headers.get('Location') ?? '';
+    assert.equal((await registry.fetch(location, { method: 'PATCH', headers: { 'Content-Range': '0-1048575' }, body: bytes.subarray(0, 1048576) })).status, 202);
+
+    // A second chunk starts streaming; the process dies before it ends.
+    const stalled = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.subarray(1048576, 2 * 1048576));
+      },
+    });
+    const hanging = registry.fetch(location, { method: 'PATCH', body: stalled, duplex: 'half' } as RequestInit).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await first.crash();
+    await hanging;
+
+    const second = await startPortcullis({ dataDir });
+    t.after(() => second.stop());
+    const again = adminClient(second);
+    await expectError(await again.fetch(`/v2/${repository}/blobs/${sha256(bytes)}`), 404, 'BLOB_UNKNOWN');
+    const status = await again.fetch(location);
+    assert.equal(status.headers.get('Range'), '0-1048575', 'only the acknowledged chunk counts');
+    // The dead writer's claim expires with its lease; the client can go on after that, or
+    // start over. Starting over must work at once.
+    const restart = await again.pushBlob(repository, bytes);
+    assert.equal(restart.digest, sha256(bytes));
+    const served = await again.fetch(`/v2/${repository}/blobs/${sha256(bytes)}`);
+    assert.deepEqual(Buffer.from(await served.arrayBuffer()), bytes);
+  });
+
+  it('keeps a tag consistent under concurrent pushes of different manifests', async () => {
+    const server = await startPortcullis();
+    try {
+      const registry = adminClient(server);
+      const repository = randomName();
+      const { manifest } = await registry.pushImage(repository, 'seed');
+      const variants = Array.from({ length: 12 }, (_, i) => ({ ...manifest, annotations: { variant: String(i) } }));
+      const responses = await Promise.all(
+        variants.map((variant) =>
+          registry.fetch(`/v2/${repository}/manifests/latest`, { method: 'PUT', headers: { 'Content-Type': OCI_MANIFEST }, body: JSON.stringify(variant) }),
+        ),
+      );
+      for (const response of responses) assert.equal(response.status, 201);
+      const pushed = new Set(responses.map((response) => response.headers.get('Docker-Content-Digest')));
+      const latest = await registry.fetch(`/v2/${repository}/manifests/latest`);
+      const body = Buffer.from(await latest.arrayBuffer());
+      assert.equal(sha256(body), latest.headers.get('Docker-Content-Digest'));
+      assert.ok(pushed.has(sha256(body)), 'the tag points at one of the pushed manifests');
+      for (const digest of pushed) assert.equal((await registry.fetch(`/v2/${repository}/manifests/${digest}`, { method: 'HEAD' })).status, 200);
+    } finally {
+      await server.stop();
     }
   });
 

@@ -66,5 +66,5 @@ export async function startReferenceRegistry(): Promise<RunningRegistry> {
     }
   }
   // The reference registry runs without auth; the credentials are never asked for.
-  return { url, admin: { ...TEST_ADMIN }, host, dataDir, output: () => output, stop };
+  return { url, admin: { ...TEST_ADMIN }, host, dataDir, output: () => output, stop, crash: stop };
 }

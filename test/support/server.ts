@@ -23,6 +23,8 @@ export interface RunningRegistry {
   /** Everything the process printed so far (pino JSON lines on stdout, anything on stderr). */
   output(): string;
   stop(): Promise<void>;
+  /** Kills the process without any chance to clean up (a crash); the data directory stays. */
+  crash(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -95,8 +97,14 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
     host,
     dataDir,
     output: () => output,
+    async crash() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
     async stop() {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
         await exited;
