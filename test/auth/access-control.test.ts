@@ -318,7 +318,7 @@ describe('robot accounts', () => {
     assert.equal(revoked.status, 204, revoked.text);
     await failedLogin('robot$ci', ciSecret, MORE_FAILURES_FROM);
     const refused = await postToken(server.url, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'ci' });
-    assert.equal(refused.status, 401, await refused.text());
+    assert.equal(refused.status, 400, await refused.text()); // OAuth2 invalid_grant
     assert.equal((await api(server.url, admin, 'GET', '/admin/v1/access?subject=robot$ci&repository=team-a/app')).status, 404);
     assert.equal((await api(server.url, admin, 'DELETE', '/admin/v1/robots/ci')).status, 404);
     const listed = await api<{ robots: { name: string; revokedAt?: number }[] }>(server.url, admin, 'GET', '/admin/v1/robots');
@@ -355,14 +355,14 @@ describe('refresh tokens of removed users', () => {
 
     await run(process.execPath, [CLI, 'user', 'rm', 'carol'], { env: { ...process.env, PORTCULLIS_DATA_DIR: server.dataDir } });
     const gone = await postToken(server.url, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'docker' });
-    assert.equal(gone.status, 401, await gone.text());
+    assert.equal(gone.status, 400, await gone.text()); // OAuth2 invalid_grant
 
     // Someone else gets the name later: the old refresh token must not open the new account.
     await addUser(server.dataDir, 'carol', 'a-different-carol-password');
     secrets.push('a-different-carol-password');
     const reused = await postToken(server.url, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'docker', scope: 'repository:carol/x:pull,push' });
     const text = await reused.text();
-    assert.equal(reused.status, 401, `the removed user's refresh token works for the new carol: ${text.slice(0, 120)}`);
+    assert.equal(reused.status, 400, `the removed user's refresh token works for the new carol: ${text.slice(0, 120)}`);
   });
 });
 

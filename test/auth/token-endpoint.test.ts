@@ -79,6 +79,16 @@ async function expectChallenge(response: Response, scope: string | undefined, er
   }
 }
 
+
+/** An OAuth2 error response (RFC 6749 §5.2): 400 with the given `error` and a description. */
+async function expectOAuthError(response: Response, error: string): Promise<void> {
+  const text = await response.text();
+  assert.equal(response.status, 400, text);
+  const body = JSON.parse(text) as { error?: string; error_description?: string };
+  assert.equal(body.error, error, text);
+  assert.equal(typeof body.error_description, 'string');
+}
+
 describe('challenges', () => {
   it('every protected route without a token answers 401 with the scope it needs', async () => {
     for (const route of ROUTES) {
@@ -351,30 +361,30 @@ describe('POST /auth/token', () => {
     const revoked = await api(server.url, admin, 'DELETE', `/admin/v1/refresh-tokens/${id}`);
     assert.equal(revoked.status, 204, revoked.text);
     const refused = await postToken(server.url, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'tests', scope: 'repository:refresh/one:pull' });
-    await expectStatus(refused, 401, 'UNAUTHORIZED');
+    await expectOAuthError(refused, 'invalid_grant');
     const again = await api(server.url, admin, 'DELETE', `/admin/v1/refresh-tokens/${id}`);
     assert.equal(again.status, 404, again.text);
     const after = await api<{ refreshTokens: RefreshTokenInfo[] }>(server.url, admin, 'GET', '/admin/v1/refresh-tokens?user=admin');
     assert.equal(typeof after.body.refreshTokens.find((candidate) => candidate.id === id)?.revokedAt, 'number');
   });
 
-  it('refuses a garbled or tampered refresh token with 401', async () => {
+  it('refuses a garbled or tampered refresh token with OAuth2 invalid_grant', async () => {
     const offline = await getToken(server.url, server.admin, [], { offline_token: 'true', client_id: 'docker' });
     const [id, secret] = (offline.refresh_token ?? '').split('.');
     for (const bad of ['', 'nonsense', `${id}.${secret}x`, `${id}.${'A'.repeat(secret?.length ?? 43)}`, `${id}.${secret}.${secret}`, `${'0'.repeat(24)}.${secret}`]) {
       const response = await postToken(server.url, { grant_type: 'refresh_token', refresh_token: bad, client_id: 'tests' });
-      await expectStatus(response, 401, 'UNAUTHORIZED');
+      await expectOAuthError(response, 'invalid_grant');
     }
   });
 
-  it('refuses a wrong password with 401', async () => {
+  it('refuses a wrong password with OAuth2 invalid_grant', async () => {
     const response = await requestFrom(FAILURES_FROM, `${server.url}/auth/token`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'password', username: 'admin', password: 'not-the-password', client_id: 'tests' }).toString(),
     });
-    assert.equal(response.status, 401, response.body);
-    assert.equal(errorCode(response.body), 'UNAUTHORIZED');
+    assert.equal(response.status, 400, response.body);
+    assert.equal((JSON.parse(response.body) as { error: string }).error, 'invalid_grant');
   });
 
   it('refuses unknown grant types, other content types and a foreign service with 400', async () => {

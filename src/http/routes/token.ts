@@ -7,7 +7,7 @@ import type { AccessPolicy } from '../../auth/policy/access-policy.js';
 import type { Principal } from '../../auth/policy/rules.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
 import { ROBOT_PREFIX } from '../../auth/robots.js';
-import { formatScopes, parseScopes, type ResourceAccess } from '../../auth/tokens/access.js';
+import { formatScopes, InvalidScopeError, parseScopes, type ResourceAccess } from '../../auth/tokens/access.js';
 import type { TokenService } from '../../auth/tokens/token-service.js';
 import { RegistryError } from '../../registry/errors.js';
 import { replyJson, type AppContext } from '../context.js';
@@ -84,25 +84,18 @@ export function tokenRoutes(options: TokenRouteOptions) {
       await respond(ctx, principal, scopes, ctx.query.offline_token === 'true');
     },
 
-    /** POST: OAuth2 form, grant_type password or refresh_token. */
+    /**
+     * POST: OAuth2 form, grant_type password or refresh_token. Client mistakes are answered as
+     * OAuth2 errors (RFC 6749 §5.2: 400 with `error`); throttling and outages keep 429 / 503.
+     */
     async post(ctx: AppContext): Promise<void> {
-      if (!ctx.is('application/x-www-form-urlencoded')) {
-        throw new RegistryError('UNSUPPORTED', 'expected an application/x-www-form-urlencoded body', null, 400);
-      }
-      const form = new URLSearchParams((await getRawBody(ctx.req, { limit: FORM_LIMIT, encoding: 'utf8' })) as string);
-      checkService(form.get('service'), service);
-      const scopes = requestedScopes(form.getAll('scope'));
-      const grant = form.get('grant_type');
-      if (grant === 'password') {
-        const principal = await authenticator.login(form.get('username') ?? '', form.get('password') ?? '', ctx.request.ip);
-        await respond(ctx, principal, scopes, form.get('access_type') === 'offline', true);
-      } else if (grant === 'refresh_token') {
-        const held = await refreshTokens.redeem(form.get('refresh_token') ?? '');
-        const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name, held.provider));
-        if (!principal) throw new RegistryError('UNAUTHORIZED', 'invalid or revoked refresh token');
-        await respond(ctx, principal, scopes, false, true);
-      } else {
-        throw new RegistryError('UNSUPPORTED', 'grant_type must be password or refresh_token', null, 400);
+      try {
+        await grantToken(ctx);
+      } catch (error) {
+        const oauth = oauthError(error);
+        if (!oauth) throw error;
+        ctx.set('Cache-Control', 'no-store');
+        replyJson(ctx, 400, oauth);
       }
     },
 
@@ -110,4 +103,43 @@ export function tokenRoutes(options: TokenRouteOptions) {
       replyJson(ctx, 200, await tokens.jwks(), {}, 'application/jwk-set+json');
     },
   };
+
+  /** The OAuth2 grants: password (with access_type=offline for a refresh token) and refresh_token. */
+  async function grantToken(ctx: AppContext): Promise<void> {
+    if (!ctx.is('application/x-www-form-urlencoded')) {
+      throw new RegistryError('UNSUPPORTED', 'expected an application/x-www-form-urlencoded body', null, 400);
+    }
+    const form = new URLSearchParams((await getRawBody(ctx.req, { limit: FORM_LIMIT, encoding: 'utf8' })) as string);
+    checkService(form.get('service'), service);
+    const scopes = requestedScopes(form.getAll('scope'));
+    const grant = form.get('grant_type');
+    if (grant === 'password') {
+      const principal = await authenticator.login(form.get('username') ?? '', form.get('password') ?? '', ctx.request.ip);
+      await respond(ctx, principal, scopes, form.get('access_type') === 'offline', true);
+    } else if (grant === 'refresh_token') {
+      const held = await refreshTokens.redeem(form.get('refresh_token') ?? '');
+      const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name, held.provider));
+      if (!principal) throw new RegistryError('UNAUTHORIZED', 'invalid or revoked refresh token');
+      await respond(ctx, principal, scopes, false, true);
+    } else {
+      throw new UnsupportedGrantError();
+    }
+  }
+}
+
+class UnsupportedGrantError extends RegistryError {
+  constructor() {
+    super('UNSUPPORTED', 'grant_type must be password or refresh_token', null, 400);
+  }
+}
+
+/** The OAuth2 error for a failed token request, or undefined when it is not the client's mistake. */
+function oauthError(error: unknown): { error: string; error_description: string } | undefined {
+  if (!(error instanceof RegistryError)) return undefined;
+  const description = error.message;
+  if (error instanceof InvalidScopeError) return { error: 'invalid_scope', error_description: description };
+  if (error instanceof UnsupportedGrantError) return { error: 'unsupported_grant_type', error_description: description };
+  if (error.code === 'UNAUTHORIZED') return { error: 'invalid_grant', error_description: description };
+  if (error.status === 400 || error.status === 413) return { error: 'invalid_request', error_description: description };
+  return undefined;
 }
