@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import knex from 'knex';
 import { CLI, startPortcullis } from '../support/server.js';
-import { adminClient, expectError, OCI_MANIFEST, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
+import { adminClient, expectError, OCI_MANIFEST, randomName, sha256 } from '../support/registry-client.js';
 
 const run = promisify(execFile);
 
