@@ -8,30 +8,33 @@ import { join } from 'node:path';
 import { ensureCommands } from './packages.js';
 import { freePort, TEST_ADMIN, type RunningRegistry } from './server.js';
 
+/** docker-registry's config.yml: filesystem storage with deletes enabled, on `host`. */
+export function referenceConfig(options: { storageDir: string; host: string; logLevel: string; accessLog: boolean }): string {
+  return [
+    'version: 0.1',
+    'log:',
+    `  level: ${options.logLevel}`,
+    '  accesslog:',
+    `    disabled: ${!options.accessLog}`,
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${options.storageDir}`,
+    '  delete:',
+    '    enabled: true',
+    'http:',
+    `  addr: ${options.host}`,
+    '',
+  ].join('\n');
+}
+
 export async function startReferenceRegistry(): Promise<RunningRegistry> {
   const { 'docker-registry': binary } = await ensureCommands({ 'docker-registry': 'docker-registry' });
   const dataDir = await mkdtemp(join(tmpdir(), 'reference-registry-'));
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   const configPath = join(dataDir, 'config.yml');
-  await writeFile(
-    configPath,
-    [
-      'version: 0.1',
-      'log:',
-      '  level: warn', // the access log below still shows every request
-      '  accesslog:',
-      '    disabled: false',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${join(dataDir, 'storage')}`,
-      '  delete:',
-      '    enabled: true',
-      'http:',
-      `  addr: ${host}`,
-      '',
-    ].join('\n'),
-  );
+  // warn: the access log still shows every request
+  await writeFile(configPath, referenceConfig({ storageDir: join(dataDir, 'storage'), host, logLevel: 'warn', accessLog: true }));
   let output = '';
   const child = spawn(binary ?? 'docker-registry', ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
