@@ -3,6 +3,7 @@
 import type { Knex } from 'knex';
 import * as registryCore from './20261126_001_registry_core.js';
 import * as auth from './20261126_002_auth.js';
+import * as uploadParts from './20261130_003_upload_parts.js';
 
 interface Migration {
   name: string;
@@ -10,7 +11,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth];
+const migrations: Migration[] = [registryCore, auth, uploadParts];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -37,7 +37,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const store = new FilesystemBlobStore(blobRoot(config));
   await store.init();
 
-  const registry = createRegistry({ metadata, store, log, pageMaxEntries: config.limits.pageMaxEntries });
+  const registry = createRegistry({
+    metadata,
+    store,
+    log,
+    pageMaxEntries: config.limits.pageMaxEntries,
+    uploads: { maxOpenPerOwner: config.uploads.maxOpenPerPrincipal },
+  });
   const auth = await createAuth(config, db, log);
   const app = createApp({
     registry,

@@ -17,7 +17,7 @@ export interface Config {
     postgres: { url?: string; poolMax: number };
   };
   limits: { manifestMaxBytes: number; pageMaxEntries: number };
-  uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number };
+  uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number; maxOpenPerPrincipal: number };
   http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number; trustProxy: boolean };
   adminPassword?: string;
   auth: {

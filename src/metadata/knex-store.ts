@@ -2,8 +2,10 @@
 import type { Knex } from 'knex';
 import { BackendUnavailableError, RegistryError } from '../registry/errors.js';
 import { isDatabaseUnavailable } from './database.js';
+import type { UploadPart } from '../storage/blob-store.js';
 import type {
   BlobRecord,
+  FinishedUpload,
   DependencyProblem,
   ManifestDependency,
   ManifestLookup,
@@ -18,6 +20,7 @@ interface BlobRow {
   digest: string;
   size: number | string;
   storage_key: string;
+  sealed?: number | boolean;
 }
 
 interface ManifestRow {
@@ -35,16 +38,25 @@ interface UploadRow {
   id: string;
   repository: string;
   size: number | string;
+  parts: string | null;
+  owner: string | null;
   created_at: number | string;
   updated_at: number | string;
 }
 
-const toBlob = (row: BlobRow): BlobRecord => ({ digest: row.digest, size: Number(row.size), storageKey: row.storage_key });
+const toBlob = (row: BlobRow): BlobRecord => ({
+  digest: row.digest,
+  size: Number(row.size),
+  storageKey: row.storage_key,
+  sealed: Boolean(row.sealed),
+});
 
 const toUpload = (row: UploadRow): UploadRecord => ({
   id: row.id,
   repository: row.repository,
   size: Number(row.size),
+  parts: row.parts ? (JSON.parse(row.parts) as UploadPart[]) : [],
+  owner: row.owner ?? '',
   createdAt: Number(row.created_at),
   updatedAt: Number(row.updated_at),
 });
@@ -138,8 +150,9 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  commitBlob(repository: string, blob: BlobRecord): Promise<BlobRecord> {
+  commitBlob(repository: string, blob: BlobRecord, finished?: FinishedUpload): Promise<BlobRecord> {
     return this.transaction(async (trx) => {
+      if (finished) await trx('uploads').where({ id: finished.id }).delete();
       const repositoryId = await this.ensureRepository(trx, repository);
       // Lock the digest's row (or create it): a concurrent unlink that removes it either ran
       // before (we insert anew) or waits for us (and then sees our link).
@@ -148,7 +161,7 @@ export class KnexMetadataStore implements MetadataStore {
         row = (await this.locked(trx('blobs').where({ digest: blob.digest }).first())) as BlobRow | undefined;
         if (!row) {
           await trx('blobs')
-            .insert({ digest: blob.digest, size: blob.size, storage_key: blob.storageKey, created_at: Date.now() })
+            .insert({ digest: blob.digest, size: blob.size, storage_key: blob.storageKey, sealed: true, created_at: Date.now() })
             .onConflict('digest')
             .ignore();
         }
@@ -159,6 +172,19 @@ export class KnexMetadataStore implements MetadataStore {
         .onConflict(['repository_id', 'digest'])
         .ignore();
       return toBlob(row);
+    });
+  }
+
+  replaceBlobCopy(digest: string, from: string, to: string): Promise<boolean> {
+    return this.run(async (db) => {
+      const updated = await db('blobs').where({ digest, storage_key: from }).update({ storage_key: to, sealed: true });
+      return updated === 1;
+    });
+  }
+
+  markBlobSealed(digest: string, storageKey: string): Promise<void> {
+    return this.run(async (db) => {
+      await db('blobs').where({ digest, storage_key: storageKey }).update({ sealed: true });
     });
   }
 
@@ -196,15 +222,22 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  createUpload(upload: UploadRecord): Promise<void> {
-    return this.run(async (db) => {
-      await db('uploads').insert({
+  createUpload(upload: UploadRecord, maxOpen: number): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      // Serialise session starts per owner across replicas; SQLite has one writer anyway.
+      if (this.isPostgres) await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`uploads:${upload.owner}`]);
+      const row = (await trx('uploads').where({ owner: upload.owner }).count({ open: '*' }).first()) as { open: number | string } | undefined;
+      if (Number(row?.open ?? 0) >= maxOpen) return false;
+      await trx('uploads').insert({
         id: upload.id,
         repository: upload.repository,
         size: upload.size,
+        parts: JSON.stringify(upload.parts),
+        owner: upload.owner,
         created_at: upload.createdAt,
         updated_at: upload.updatedAt,
       });
+      return true;
     });
   }
 
@@ -231,11 +264,17 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  advanceUpload(id: string, writer: string, from: number, to: number): Promise<boolean> {
-    return this.run(async (db) => {
-      const updated = await db('uploads')
+  advanceUpload(id: string, writer: string, from: number, part: UploadPart, keepClaim = false): Promise<boolean> {
+    return this.transaction(async (trx) => {
+      const row = (await this.locked(trx('uploads').where({ id, writer, size: from }).first('parts'))) as
+        | Pick<UploadRow, 'parts'>
+        | undefined;
+      if (!row) return false;
+      const parts = [...(row.parts ? (JSON.parse(row.parts) as UploadPart[]) : []), part];
+      const release = keepClaim ? {} : { writer: null, writer_until: null };
+      const updated = await trx('uploads')
         .where({ id, writer, size: from })
-        .update({ size: to, updated_at: Date.now(), writer: null, writer_until: null });
+        .update({ size: from + part.size, parts: JSON.stringify(parts), updated_at: Date.now(), ...release });
       return updated === 1;
     });
   }
@@ -250,12 +289,13 @@ export class KnexMetadataStore implements MetadataStore {
     return this.run(async (db) => (await db('uploads').where({ id }).delete()) > 0);
   }
 
-  listUploadsIdleSince(before: number): Promise<UploadRecord[]> {
+  listUploadsIdleSince(before: number, limit: number): Promise<UploadRecord[]> {
     return this.run(async (db) => {
       const rows = (await db('uploads')
         .where('updated_at', '<', before)
         .andWhere((idle) => idle.whereNull('writer').orWhere('writer_until', '<', Date.now()))
-        .limit(1000)) as UploadRow[];
+        .orderBy('updated_at')
+        .limit(limit)) as UploadRow[];
       return rows.map(toUpload);
     });
   }

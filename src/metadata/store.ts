@@ -1,3 +1,5 @@
+import type { UploadPart } from '../storage/blob-store.js';
+
 // The metadata seam: the truth about what exists where. Implementations must make every method
 // atomic (one transaction), so a crash or a concurrent request never exposes half a change.
 
@@ -5,6 +7,11 @@ export interface BlobRecord {
   digest: string;
   size: number;
   storageKey: string;
+  /**
+   * The stored copy was assembled from sealed upload parts, so it holds exactly `size` bytes of
+   * verified content. Copies written before that (false) are checked before they are reused.
+   */
+  sealed?: boolean;
 }
 
 export interface ManifestRecord {
@@ -43,9 +50,19 @@ export interface Referrer {
 export interface UploadRecord {
   id: string;
   repository: string;
+  /** bytes received so far: the sum of the parts' sizes */
   size: number;
+  /** the finished parts, in byte order */
+  parts: UploadPart[];
+  /** who opened the session (token subject, or `anonymous@<address>`), for the per-principal cap */
+  owner: string;
   createdAt: number;
   updatedAt: number;
+}
+
+/** The session a blob commit finishes: its row goes in the same transaction as the blob's link. */
+export interface FinishedUpload {
+  id: string;
 }
 
 export interface PageRequest {
@@ -65,7 +82,14 @@ export interface MetadataStore {
    * Records freshly stored bytes and links them to the repository. When the digest was already
    * known, the existing record wins and is returned: the caller then discards its own copy.
    */
-  commitBlob(repository: string, blob: BlobRecord): Promise<BlobRecord>;
+  commitBlob(repository: string, blob: BlobRecord, finished?: FinishedUpload): Promise<BlobRecord>;
+  /**
+   * Points a digest's record at another stored copy, provided it still points at `from` (a copy
+   * found damaged is replaced by a fresh verified one); false when the record changed meanwhile.
+   */
+  replaceBlobCopy(digest: string, from: string, to: string): Promise<boolean>;
+  /** Records that a copy written before sealed parts was checked whole and is exact. */
+  markBlobSealed(digest: string, storageKey: string): Promise<void>;
   /** Links a blob already linked in `from` into `repository`; undefined when `from` does not have it. */
   mountBlob(repository: string, from: string, digest: string): Promise<BlobRecord | undefined>;
   /**
@@ -74,7 +98,11 @@ export interface MetadataStore {
    */
   unlinkBlob(repository: string, digest: string): Promise<{ unlinked: boolean; orphan?: BlobRecord }>;
 
-  createUpload(upload: UploadRecord): Promise<void>;
+  /**
+   * Records a new session unless its owner already has `maxOpen` sessions open (false then);
+   * the check and the insert are one atomic step, also between replicas.
+   */
+  createUpload(upload: UploadRecord, maxOpen: number): Promise<boolean>;
   getUpload(repository: string, id: string): Promise<UploadRecord | undefined>;
   /**
    * Claims the session for one writer until `until` (epoch ms), provided its size is still `size`
@@ -83,12 +111,15 @@ export interface MetadataStore {
   claimUpload(id: string, size: number, writer: string, until: number): Promise<boolean>;
   /** Extends a claim while a long write goes on. */
   renewUploadClaim(id: string, writer: string, until: number): Promise<void>;
-  /** Moves the committed size from `from` to `to` and releases the claim; false when the claim was lost. */
-  advanceUpload(id: string, writer: string, from: number, to: number): Promise<boolean>;
+  /**
+   * Appends a finished part to a session still at size `from` and still claimed by `writer`, and
+   * releases the claim unless `keepClaim`; false when the claim was lost.
+   */
+  advanceUpload(id: string, writer: string, from: number, part: UploadPart, keepClaim?: boolean): Promise<boolean>;
   releaseUploadClaim(id: string, writer: string): Promise<void>;
   deleteUpload(id: string): Promise<boolean>;
   /** Sessions untouched since `before` and not being written to. */
-  listUploadsIdleSince(before: number): Promise<UploadRecord[]>;
+  listUploadsIdleSince(before: number, limit: number): Promise<UploadRecord[]>;
   uploadExists(id: string): Promise<boolean>;
 
   getManifest(repository: string, lookup: ManifestLookup): Promise<ManifestRecord | undefined>;

@@ -25,8 +25,11 @@ export class BlobService {
     return blob;
   }
 
+  /** Opens a blob's bytes: the range asked for, else all of them, never past the recorded size. */
   async open(blob: BlobRecord, range?: ByteRange): Promise<Readable> {
-    const stream = await this.store.read(blob.storageKey, range);
+    const end = blob.size - 1;
+    const bounded = range ? { start: range.start, end: Math.min(range.end, end) } : { start: 0, end };
+    const stream = await this.store.read(blob.storageKey, bounded);
     if (!stream) {
       // The metadata says it exists but the bytes are gone: storage was damaged behind our back.
       this.log.error({ digest: blob.digest, key: blob.storageKey }, 'blob bytes missing from storage');

@@ -65,8 +65,8 @@ export class RegistryError extends Error {
 
 /** A backend (database, storage, directory) could not be reached: 503, nothing was changed. */
 export class BackendUnavailableError extends RegistryError {
-  constructor(backend: string, cause: unknown) {
-    super('UNAVAILABLE', `${backend} is unavailable; try again later`);
+  constructor(backend: string, cause: unknown, reason?: string) {
+    super('UNAVAILABLE', reason ? `${backend} is unavailable (${reason}); try again later` : `${backend} is unavailable; try again later`);
     this.name = 'BackendUnavailableError';
     this.cause = cause;
   }

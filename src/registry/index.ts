@@ -5,7 +5,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { BlobService } from './blobs.js';
 import { ListingService } from './listing.js';
 import { ManifestService } from './manifests.js';
-import { UploadService } from './uploads.js';
+import { UploadService, type UploadLimits } from './uploads.js';
 
 export interface Registry {
   blobs: BlobService;
@@ -19,12 +19,13 @@ export interface RegistryOptions {
   store: BlobStore;
   log: Logger;
   pageMaxEntries: number;
+  uploads: UploadLimits;
 }
 
-export function createRegistry({ metadata, store, log, pageMaxEntries }: RegistryOptions): Registry {
+export function createRegistry({ metadata, store, log, pageMaxEntries, uploads }: RegistryOptions): Registry {
   return {
     blobs: new BlobService(metadata, store, log),
-    uploads: new UploadService(metadata, store, log),
+    uploads: new UploadService(metadata, store, log, uploads),
     manifests: new ManifestService(metadata),
     listing: new ListingService(metadata, pageMaxEntries),
   };

@@ -1,12 +1,18 @@
 // Blob upload sessions: monolithic, chunked (Content-Range) and streamed. Bytes go straight to
 // storage while being hashed; a blob becomes visible only after its digest is verified, its
 // bytes are durable, and one metadata transaction links it.
+//
+// Every request that changes a session (PATCH, PUT, DELETE, the sweeper) first claims it in the
+// metadata store, so exactly one request at a time acts on a session, whichever replica serves it:
+// a second one is refused with BLOB_UPLOAD_INVALID and changes nothing. Each write goes into a new
+// part that is recorded only after the write finished under a live claim, so a request that lost
+// its claim (a stalled replica) can never change bytes that a commit uses.
 import { randomUUID } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobRecord, MetadataStore, UploadRecord } from '../metadata/store.js';
-import { UploadAreaMissingError, type BlobStore } from '../storage/blob-store.js';
+import { isStorageFull, UploadAreaMissingError, type BlobStore, type UploadPart } from '../storage/blob-store.js';
 import { blobKey } from './blobs.js';
 import { digestOfStream, newHash } from './digest.js';
 import { BackendUnavailableError, errors, RegistryError } from './errors.js';
@@ -15,8 +21,10 @@ import type { Digest } from './reference.js';
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 /** Hash states kept for in-flight uploads; beyond this the oldest is dropped and rebuilt if needed. */
 const MAX_HASH_STATES = 10_000;
-/** How long a writer's claim on a session lasts without renewal (renewed while the body streams). */
+/** How long a claim on a session lasts without renewal (renewed while the request goes on). */
 const CLAIM_MS = 60_000;
+/** Sessions the sweeper reads per query; it keeps going until none is left. */
+const SWEEP_BATCH = 1000;
 
 export interface ChunkRange {
   start: number;
@@ -28,27 +36,51 @@ export interface WriteResult {
   written: number;
 }
 
+export interface UploadLimits {
+  /** Open sessions one principal may hold at once. */
+  maxOpenPerOwner: number;
+}
+
 interface HashState {
   hash: Hash;
   /** how many bytes of the upload the hash has seen */
   size: number;
 }
 
+/** This request's hold on a session. */
+interface Claim {
+  writer: string;
+  /** Stops renewing; the claim itself ends with the request's last metadata write. */
+  stop(): void;
+}
+
 export class UploadService {
   private readonly hashes = new Map<string, HashState>();
-  private readonly locks = new Map<string, Promise<void>>();
 
   constructor(
     private readonly metadata: MetadataStore,
     private readonly store: BlobStore,
     private readonly log: Logger,
+    private readonly limits: UploadLimits,
   ) {}
 
-  async start(repository: string): Promise<UploadRecord> {
+  /** Opens a session for `owner` (a token subject, or `anonymous@<address>`). */
+  async start(repository: string, owner: string): Promise<UploadRecord> {
     const now = Date.now();
-    const upload: UploadRecord = { id: randomUUID(), repository, size: 0, createdAt: now, updatedAt: now };
-    await this.store.createUpload(upload.id);
-    await this.metadata.createUpload(upload);
+    const upload: UploadRecord = { id: randomUUID(), repository, size: 0, parts: [], owner, createdAt: now, updatedAt: now };
+    await storage(() => this.store.createUpload(upload.id));
+    let created = false;
+    try {
+      created = await this.metadata.createUpload(upload, this.limits.maxOpenPerOwner);
+    } finally {
+      if (!created) await this.store.deleteUpload(upload.id).catch(() => undefined);
+    }
+    if (!created) {
+      throw new RegistryError(
+        'TOOMANYREQUESTS',
+        `too many open upload sessions (at most ${this.limits.maxOpenPerOwner}); finish or cancel some, or wait for them to expire`,
+      );
+    }
     this.remember(upload.id, { hash: newHash(), size: 0 });
     return upload;
   }
@@ -59,23 +91,37 @@ export class UploadService {
 
   /** PATCH: appends a chunk. With a range, it must start exactly where the upload ends (else 416). */
   async append(repository: string, id: string, body: Readable, range?: ChunkRange): Promise<WriteResult> {
-    return this.exclusive(id, async () => this.write(await this.require(repository, id), body, range));
+    const upload = await this.require(repository, id);
+    checkRange(upload, range);
+    const claim = await this.claim(upload);
+    try {
+      return await this.write(upload, claim, body, range, false);
+    } finally {
+      claim.stop();
+    }
   }
 
   /** PUT: optionally appends a last chunk, verifies the digest and commits the blob. */
   async complete(repository: string, id: string, digest: Digest, body?: Readable, range?: ChunkRange): Promise<BlobRecord> {
-    return this.exclusive(id, async () => {
-      let upload = await this.require(repository, id);
-      if (body) upload = (await this.write(upload, body, range)).upload;
+    let upload = await this.require(repository, id);
+    if (body) checkRange(upload, range);
+    const claim = await this.claim(upload);
+    try {
+      if (body) upload = (await this.write(upload, claim, body, range, true)).upload;
       const computed = await this.withArea(upload.id, () => this.computeDigest(upload, digest));
       if (computed !== digest.value) {
         await this.discard(upload.id); // nothing of a wrong upload is kept
         throw errors.digestInvalid({ expected: digest.value, computed });
       }
-      const blob = await this.withArea(upload.id, () => this.commit(repository, upload.id, upload.size, digest));
-      await this.discard(upload.id);
+      const blob = await this.withArea(upload.id, () => this.commit(repository, upload.id, upload.parts, upload.size, digest, true));
+      this.hashes.delete(upload.id);
       return blob;
-    });
+    } catch (error) {
+      await this.metadata.releaseUploadClaim(upload.id, claim.writer).catch(() => undefined);
+      throw error;
+    } finally {
+      claim.stop();
+    }
   }
 
   /**
@@ -84,18 +130,19 @@ export class UploadService {
    */
   async monolithic(repository: string, digest: Digest, body: Readable): Promise<BlobRecord> {
     const id = randomUUID();
-    await this.store.createUpload(id);
+    await storage(() => this.store.createUpload(id));
     try {
       const hash = newHash(digest.algorithm);
+      const name = 'whole';
       let size: number;
       try {
-        size = await this.store.writeUpload(id, 0, body, (chunk) => hash.update(chunk));
+        size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk));
       } catch (error) {
         throw interruptedUpload(error);
       }
       const computed = `${digest.algorithm}:${hash.digest('hex')}`;
       if (computed !== digest.value) throw errors.digestInvalid({ expected: digest.value, computed });
-      return await this.commit(repository, id, size, digest);
+      return await this.commit(repository, id, [{ name, size }], size, digest, false);
     } finally {
       await this.store.deleteUpload(id).catch(() => undefined);
     }
@@ -103,41 +150,79 @@ export class UploadService {
 
   /**
    * Makes verified bytes durable under their generation key, then links the blob in one
-   * transaction. If the link fails the bytes are removed again: nothing half-done stays.
+   * transaction (which also ends the session). If the link fails the bytes are removed again:
+   * nothing half-done stays.
    */
-  private async commit(repository: string, id: string, size: number, digest: Digest): Promise<BlobRecord> {
+  private async commit(repository: string, id: string, parts: UploadPart[], size: number, digest: Digest, session: boolean): Promise<BlobRecord> {
     const key = blobKey(digest, id);
-    await this.store.commitUpload(id, size, key);
+    await storage(() => this.store.commitUpload(id, parts, key));
     let blob: BlobRecord;
     try {
-      blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key });
+      blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key }, session ? { id } : undefined);
     } catch (error) {
       await this.store.delete(key).catch(() => undefined);
       throw error;
     }
-    if (blob.storageKey !== key) await this.store.delete(key); // the digest was already stored: keep one copy
-    return blob;
+    return blob.storageKey === key ? blob : this.reuse(blob, key, digest);
+  }
+
+  /**
+   * The digest was already stored: keep one copy. The existing copy is reused only when it is
+   * exactly what its record says (its size, and for copies from before sealed parts, its digest);
+   * otherwise the fresh, verified copy replaces it. Either way the client sees the same answer.
+   */
+  private async reuse(existing: BlobRecord, fresh: string, digest: Digest): Promise<BlobRecord> {
+    if (await this.isExact(existing, digest)) {
+      await this.store.delete(fresh);
+      return existing;
+    }
+    if (!(await this.metadata.replaceBlobCopy(existing.digest, existing.storageKey, fresh))) {
+      await this.store.delete(fresh); // another request already replaced it
+      return existing;
+    }
+    this.log.warn({ digest: existing.digest, damaged: existing.storageKey, replacement: fresh }, 'replaced a damaged stored blob copy');
+    await this.store.delete(existing.storageKey).catch(() => undefined);
+    return { ...existing, storageKey: fresh, sealed: true };
+  }
+
+  private async isExact(blob: BlobRecord, digest: Digest): Promise<boolean> {
+    if ((await this.store.size(blob.storageKey)) !== blob.size) return false;
+    if (blob.sealed) return true;
+    const stream = await this.store.read(blob.storageKey, { start: 0, end: blob.size - 1 });
+    if (!stream || (await digestOfStream(stream, digest.algorithm)) !== digest.value) return false;
+    await this.metadata.markBlobSealed(blob.digest, blob.storageKey);
+    return true;
   }
 
   async cancel(repository: string, id: string): Promise<void> {
-    await this.exclusive(id, async () => {
-      await this.require(repository, id);
-      await this.discard(id);
-    });
+    const upload = await this.require(repository, id);
+    const claim = await this.claim(upload);
+    try {
+      await this.discard(upload.id);
+    } finally {
+      claim.stop();
+    }
   }
 
-  /** Deletes sessions idle for longer than `maxIdleMs`, and upload areas no session owns. */
+  /**
+   * Deletes sessions idle for longer than `maxIdleMs` (however many there are), and upload areas
+   * no session owns. A session in use is claimed and therefore skipped.
+   */
   async expireIdle(maxIdleMs: number): Promise<number> {
     const cutoff = Date.now() - maxIdleMs;
     let expired = 0;
-    for (const candidate of await this.metadata.listUploadsIdleSince(cutoff)) {
-      await this.exclusive(candidate.id, async () => {
-        // Look again under the lock: a request may have used the session meanwhile.
-        const current = await this.metadata.getUpload(candidate.repository, candidate.id);
-        if (!current || current.updatedAt >= cutoff) return;
-        await this.discard(current.id);
+    for (;;) {
+      const batch = await this.metadata.listUploadsIdleSince(cutoff, SWEEP_BATCH);
+      let progress = 0;
+      for (const candidate of batch) {
+        const writer = randomUUID();
+        // The claim fails when a request took the session meanwhile (or moved it on).
+        if (!(await this.metadata.claimUpload(candidate.id, candidate.size, writer, Date.now() + CLAIM_MS))) continue;
+        await this.discard(candidate.id);
         expired++;
-      });
+        progress++;
+      }
+      if (batch.length < SWEEP_BATCH || progress === 0) break;
     }
     for await (const area of this.store.listUploads()) {
       if (area.lastModified.getTime() < cutoff && !(await this.metadata.uploadExists(area.id))) {
@@ -146,6 +231,19 @@ export class UploadService {
       }
     }
     return expired;
+  }
+
+  /** Claims a session for this request, or refuses: another request is acting on it. */
+  private async claim(upload: UploadRecord): Promise<Claim> {
+    const writer = randomUUID();
+    if (!(await this.metadata.claimUpload(upload.id, upload.size, writer, Date.now() + CLAIM_MS))) {
+      throw errors.uploadInvalid('another request is using this upload session; check its status and retry');
+    }
+    const renewal = setInterval(() => {
+      this.metadata.renewUploadClaim(upload.id, writer, Date.now() + CLAIM_MS).catch(() => undefined);
+    }, CLAIM_MS / 3);
+    renewal.unref();
+    return { writer, stop: () => clearInterval(renewal) };
   }
 
   /** Runs work on an upload's bytes; if they are gone, the session goes too and the client hears so. */
@@ -166,59 +264,41 @@ export class UploadService {
     return upload;
   }
 
-  private async write(upload: UploadRecord, body: Readable, range?: ChunkRange): Promise<WriteResult> {
-    if (range && range.start !== upload.size) {
-      throw new RegistryError(
-        'RANGE_INVALID',
-        `chunk starts at ${range.start} but the upload has ${upload.size} bytes`,
-        { expectedStart: upload.size, start: range.start },
-        416,
-        uploadProgressHeaders(upload),
-      );
-    }
-    // One writer at a time, across processes: a retried PATCH on another replica cannot
-    // overwrite bytes that this one is writing (they share the upload area).
-    const writer = randomUUID();
-    if (!(await this.metadata.claimUpload(upload.id, upload.size, writer, Date.now() + CLAIM_MS))) {
-      throw errors.uploadInvalid('another request is writing to this upload; check its status and retry');
-    }
-    const renewal = setInterval(() => {
-      this.metadata.renewUploadClaim(upload.id, writer, Date.now() + CLAIM_MS).catch(() => undefined);
-    }, CLAIM_MS / 3);
-    renewal.unref();
-    let written: number;
+  /** Writes one part under `claim` and records it; the claim is released unless `keepClaim`. */
+  private async write(upload: UploadRecord, claim: Claim, body: Readable, range: ChunkRange | undefined, keepClaim: boolean): Promise<WriteResult> {
+    const part = `${upload.size}-${claim.writer}`;
+    // Taken out of the shared map while this request owns it: were the claim lost, a stalled
+    // write could otherwise feed bytes into the hash that the next claimant uses.
+    const state = await this.withArea(upload.id, () => this.hashState(upload));
+    this.hashes.delete(upload.id);
     try {
-      const state = await this.withArea(upload.id, () => this.hashState(upload));
-      written = await this.withArea(upload.id, () =>
-        this.store.writeUpload(upload.id, upload.size, body, (chunk) => state.hash.update(chunk)),
+      const written = await this.withArea(upload.id, () =>
+        this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk)),
       );
       if (range && written !== range.end - range.start + 1) {
         throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });
       }
-      const size = upload.size + written;
-      if (!(await this.metadata.advanceUpload(upload.id, writer, upload.size, size))) {
+      const recorded: UploadPart = { name: part, size: written };
+      if (!(await this.metadata.advanceUpload(upload.id, claim.writer, upload.size, recorded, keepClaim))) {
         throw errors.uploadInvalid('upload was modified concurrently; check its status and retry');
       }
-      state.size = size;
-      return { upload: { ...upload, size, updatedAt: Date.now() }, written };
+      state.size = upload.size + written;
+      this.remember(upload.id, state);
+      const parts = [...upload.parts, recorded];
+      return { upload: { ...upload, size: state.size, parts, updatedAt: Date.now() }, written };
     } catch (error) {
-      this.hashes.delete(upload.id); // it may have seen bytes that were not committed
-      await this.metadata.releaseUploadClaim(upload.id, writer).catch(() => undefined);
+      if (!keepClaim) await this.metadata.releaseUploadClaim(upload.id, claim.writer).catch(() => undefined);
       throw interruptedUpload(error);
-    } finally {
-      clearInterval(renewal);
     }
   }
 
   private async hashState(upload: UploadRecord): Promise<HashState> {
     const known = this.hashes.get(upload.id);
     if (known && known.size === upload.size) return known;
-    // Started on another process or before a restart: re-read what was committed so far.
+    // Started on another process or before a restart: re-read what was recorded so far.
     const hash = newHash();
-    for await (const chunk of await this.store.readUpload(upload.id, upload.size)) hash.update(chunk as Buffer);
-    const state = { hash, size: upload.size };
-    this.remember(upload.id, state);
-    return state;
+    for await (const chunk of await this.store.readParts(upload.id, upload.parts)) hash.update(chunk as Buffer);
+    return { hash, size: upload.size };
   }
 
   /** Keeps a hash state, dropping the oldest beyond the bound (it can be rebuilt from storage). */
@@ -235,7 +315,7 @@ export class UploadService {
       const state = await this.hashState(upload);
       return `sha256:${state.hash.copy().digest('hex')}`;
     }
-    return digestOfStream(await this.store.readUpload(upload.id, upload.size), digest.algorithm);
+    return digestOfStream(await this.store.readParts(upload.id, upload.parts), digest.algorithm);
   }
 
   private async discard(id: string): Promise<void> {
@@ -243,21 +323,17 @@ export class UploadService {
     await this.metadata.deleteUpload(id);
     await this.store.deleteUpload(id).catch((error: unknown) => this.log.warn({ err: error, upload: id }, 'could not delete upload area'));
   }
+}
 
-  /** Serialises work on one upload within this process. */
-  private async exclusive<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(id) ?? Promise.resolve();
-    let release = (): void => undefined;
-    const current = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => current);
-    this.locks.set(id, tail);
-    await previous;
-    try {
-      return await work();
-    } finally {
-      release();
-      if (this.locks.get(id) === tail) this.locks.delete(id);
-    }
+function checkRange(upload: UploadRecord, range: ChunkRange | undefined): void {
+  if (range && range.start !== upload.size) {
+    throw new RegistryError(
+      'RANGE_INVALID',
+      `chunk starts at ${range.start} but the upload has ${upload.size} bytes`,
+      { expectedStart: upload.size, start: range.start },
+      416,
+      uploadProgressHeaders(upload),
+    );
   }
 }
 
@@ -272,11 +348,29 @@ export function uploadProgressHeaders(upload: UploadRecord): Record<string, stri
 
 const STORAGE_FAULTS = new Set(['ENOSPC', 'EIO', 'EROFS', 'EDQUOT', 'EMFILE', 'ENFILE']);
 
-function interruptedUpload(error: unknown): RegistryError {
-  if (error instanceof RegistryError) return error;
+/** A storage fault as the client should hear it (503), or undefined for anything else. */
+function storageFault(error: unknown): RegistryError | undefined {
+  if (isStorageFull(error)) return new BackendUnavailableError('blob storage', error, 'it is full');
   const code = (error as { code?: unknown } | undefined)?.code;
   if (typeof code === 'string' && STORAGE_FAULTS.has(code)) return new BackendUnavailableError('blob storage', error);
-  return errors.uploadInvalid('upload body was interrupted before it was complete', {
-    reason: error instanceof Error ? error.message : String(error),
-  });
+  return undefined;
+}
+
+/** Runs a storage operation, turning its faults into 503s. */
+async function storage<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw storageFault(error) ?? error;
+  }
+}
+
+function interruptedUpload(error: unknown): RegistryError {
+  if (error instanceof RegistryError) return error;
+  return (
+    storageFault(error) ??
+    errors.uploadInvalid('upload body was interrupted before it was complete', {
+      reason: error instanceof Error ? error.message : String(error),
+    })
+  );
 }

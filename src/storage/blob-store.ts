@@ -1,6 +1,11 @@
 // The storage seam. A BlobStore keeps bytes and nothing else: it does not know digests,
 // repositories or manifests (the metadata store is the truth about what exists where).
 // Keys are chosen by the registry and are opaque here; upload ids are server-generated UUIDs.
+//
+// An upload is a set of parts, each written whole by one request and never touched again once its
+// write returned. The metadata store records which parts make up a session; a request that lost its
+// claim on the session can therefore only write into a part that no commit will ever use, and a
+// committed object is assembled from finished parts only: nothing can write into it afterwards.
 import type { Readable } from 'node:stream';
 
 export interface ByteRange {
@@ -15,25 +20,40 @@ export interface UploadArea {
   lastModified: Date;
 }
 
+/** One finished part of an upload, as the metadata store records it. */
+export interface UploadPart {
+  /** chosen by the registry: letters, digits, `-` and `.` */
+  name: string;
+  size: number;
+}
+
 export interface BlobStore {
   /** Creates an empty upload area for a new upload session. */
   createUpload(uploadId: string): Promise<void>;
   /**
-   * Streams `source` into the upload starting at byte `offset`, handing every chunk to `observe`
-   * (e.g. a hash) before it is written. Resolves with the number of bytes written. Bytes past
-   * the committed length of a failed write are ignored later, so a failed write needs no undo.
+   * Streams `source` into a new part of the upload, handing every chunk to `observe` (e.g. a hash)
+   * before it is written. Resolves with the part's length once its bytes are written and the part
+   * is closed; a part name is written at most once.
    */
-  writeUpload(uploadId: string, offset: number, source: Readable, observe: (chunk: Buffer) => void): Promise<number>;
-  /** Reads the first `length` bytes of an upload back (to rebuild a hash after a restart). */
-  readUpload(uploadId: string, length: number): Promise<Readable>;
-  /** Makes the first `length` bytes of the upload durable and immutable under `key`; the upload area is gone afterwards. */
-  commitUpload(uploadId: string, length: number, key: string): Promise<void>;
+  writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number>;
+  /** Reads finished parts back in order (to rebuild a hash on another replica or after a restart). */
+  readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable>;
+  /**
+   * Makes the parts, in order, one durable and immutable object under `key`; the upload area is
+   * gone afterwards. Fails with UploadAreaMissingError when a part is missing.
+   */
+  commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void>;
   deleteUpload(uploadId: string): Promise<void>;
   /** Every upload area present, for sweeping abandoned ones. */
   listUploads(): AsyncIterable<UploadArea>;
 
-  /** Opens a committed object for reading; undefined when it is not there. */
-  read(key: string, range?: ByteRange): Promise<Readable | undefined>;
+  /**
+   * Opens exactly `range` of a committed object for reading; undefined when it is not there. Reads
+   * are always bounded by the caller (by the size the metadata records), never by the object's end.
+   */
+  read(key: string, range: ByteRange): Promise<Readable | undefined>;
+  /** The stored size of a committed object; undefined when it is not there. */
+  size(key: string): Promise<number | undefined>;
   delete(key: string): Promise<void>;
   /** Throws when the backend cannot serve requests (readiness). */
   checkHealth(): Promise<void>;
@@ -45,4 +65,10 @@ export class UploadAreaMissingError extends Error {
     super(`upload area ${uploadId} does not exist`);
     this.name = 'UploadAreaMissingError';
   }
+}
+
+/** The backend has no room left (disk full, quota): a 503 for the client, nothing half-written. */
+export function isStorageFull(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }

@@ -1,12 +1,17 @@
-// Filesystem BlobStore: uploads are files under <root>/_uploads, committed blobs are made durable
-// (fsync) and moved into place with an atomic rename, so a crash never leaves a partial object
-// under a blob key.
-import { access, constants, mkdir, open, opendir, rename, rm, stat } from 'node:fs/promises';
+// Filesystem BlobStore: an upload is a directory of part files under <root>/_uploads/<id>/; a
+// committed blob is made durable (fsync) and moved into place with an atomic rename, so a crash
+// never leaves a partial object under a blob key, and no open file handle of an upload can reach it.
+import { createReadStream } from 'node:fs';
+import { access, chmod, constants, mkdir, open, opendir, readdir, rename, rm, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { UploadAreaMissingError, type BlobStore, type ByteRange, type UploadArea } from './blob-store.js';
+import { UploadAreaMissingError, type BlobStore, type ByteRange, type UploadArea, type UploadPart } from './blob-store.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
+/** Where several parts are joined before the rename; not a valid part name. */
+const ASSEMBLY = '_assembly';
 // Keys are made by the registry, but never trust a string that becomes a path.
 const KEY = /^[a-z0-9]+(?:\/[a-zA-Z0-9_.-]+)*$/;
 const READ_CHUNK = 1024 * 1024;
@@ -21,11 +26,20 @@ export class FilesystemBlobStore implements BlobStore {
 
   async init(): Promise<void> {
     await mkdir(this.uploadsDir, { recursive: true });
+    // Upload areas of the single-file layout (before parts): their sessions are gone with them.
+    for (const entry of await readdir(this.uploadsDir, { withFileTypes: true })) {
+      if (entry.isFile() && UPLOAD_ID.test(entry.name)) await rm(join(this.uploadsDir, entry.name), { force: true });
+    }
   }
 
   private uploadPath(id: string): string {
     if (!UPLOAD_ID.test(id)) throw new Error(`invalid upload id ${JSON.stringify(id)}`);
     return join(this.uploadsDir, id);
+  }
+
+  private partPath(id: string, part: string): string {
+    if (!PART_NAME.test(part)) throw new Error(`invalid part name ${JSON.stringify(part)}`);
+    return join(this.uploadPath(id), part);
   }
 
   private keyPath(key: string): string {
@@ -36,17 +50,16 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   async createUpload(uploadId: string): Promise<void> {
-    const handle = await open(this.uploadPath(uploadId), 'wx');
-    await handle.close();
+    await mkdir(this.uploadPath(uploadId));
   }
 
-  async writeUpload(uploadId: string, offset: number, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
-    // 'r+' writes at `offset` without truncating: a retried chunk overwrites what a failed one left.
-    const handle = await this.openUpload(uploadId, 'r+');
+  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
+    // 'wx': a part is created by exactly one request, and a name is never written twice.
+    const handle = await openOrMissing(uploadId, this.partPath(uploadId, part), 'wx');
     // Socket chunks are small (64 KiB); gathering them into large vectored writes, with one write
     // in flight while the next batch is received and hashed, keeps the disk and the CPU both busy.
     // A failed write is recorded at once (never left as an unhandled rejection) and ends the loop.
-    let position = offset;
+    let position = 0;
     let batch: Buffer[] = [];
     let batched = 0;
     let failure: unknown;
@@ -84,59 +97,86 @@ export class FilesystemBlobStore implements BlobStore {
       await inFlight;
       await handle.close();
     }
-    return position - offset;
+    return position;
   }
 
-  /** Opens an upload area; a missing one is reported as such, not as a storage fault. */
-  private async openUpload(uploadId: string, flags: string) {
-    try {
-      return await open(this.uploadPath(uploadId), flags);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new UploadAreaMissingError(uploadId);
+  async readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable> {
+    // Check every part is there before the first byte is handed out.
+    for (const part of parts) await this.checkPart(uploadId, part);
+    const paths = parts.map((part) => ({ path: this.partPath(uploadId, part.name), size: part.size }));
+    return Readable.from(concatenated(paths));
+  }
+
+  /** A recorded part must exist with exactly its recorded size: anything else is a damaged upload. */
+  private async checkPart(uploadId: string, part: UploadPart): Promise<void> {
+    const info = await stat(this.partPath(uploadId, part.name)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
       throw error;
-    }
+    });
+    if (!info || info.size !== part.size) throw new UploadAreaMissingError(uploadId);
   }
 
-  async readUpload(uploadId: string, length: number): Promise<Readable> {
-    const handle = await this.openUpload(uploadId, 'r');
-    if (length === 0) {
-      await handle.close();
-      return Readable.from([]);
-    }
-    return handle.createReadStream({ start: 0, end: length - 1, highWaterMark: READ_CHUNK });
-  }
-
-  async commitUpload(uploadId: string, length: number, key: string): Promise<void> {
+  async commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void> {
     const target = this.keyPath(key);
-    const handle = await this.openUpload(uploadId, 'r+');
-    try {
-      await handle.truncate(length);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    for (const part of parts) await this.checkPart(uploadId, part);
+    const source = parts.length === 1 ? this.partPath(uploadId, (parts[0] as UploadPart).name) : join(this.uploadPath(uploadId), ASSEMBLY);
+    if (parts.length !== 1) await this.assemble(uploadId, parts, source);
+    await syncFile(source);
+    await chmod(source, 0o444); // committed bytes are read-only, to us as to anyone
     // Make the new directory entries durable too, from the blob's directory up to the root.
     const created = await mkdir(dirname(target), { recursive: true });
-    await rename(this.uploadPath(uploadId), target);
+    await rename(source, target);
     for (let dir = dirname(target); ; dir = dirname(dir)) {
       await syncDirectory(dir);
       if (created === undefined || dir === this.root || !dir.startsWith(dirname(created))) break;
     }
+    await this.deleteUpload(uploadId);
+  }
+
+  /** Copies finished parts, each bounded by its recorded size, into one new file. */
+  private async assemble(uploadId: string, parts: readonly UploadPart[], path: string): Promise<void> {
+    await rm(path, { force: true }); // a crashed earlier attempt
+    const handle = await open(path, 'wx');
+    try {
+      let position = 0;
+      for (const part of parts) {
+        if (part.size === 0) continue;
+        for await (const chunk of createReadStream(this.partPath(uploadId, part.name), { start: 0, end: part.size - 1, highWaterMark: WRITE_BATCH })) {
+          const buffer = chunk as Buffer;
+          await writeAll(handle, buffer, position);
+          position += buffer.length;
+        }
+      }
+    } finally {
+      await handle.close();
+    }
   }
 
   async deleteUpload(uploadId: string): Promise<void> {
-    await rm(this.uploadPath(uploadId), { force: true });
+    await rm(this.uploadPath(uploadId), { recursive: true, force: true });
   }
 
   async *listUploads(): AsyncIterable<UploadArea> {
     for await (const entry of await opendir(this.uploadsDir)) {
-      if (!entry.isFile() || !UPLOAD_ID.test(entry.name)) continue;
-      const info = await stat(join(this.uploadsDir, entry.name)).catch(() => undefined);
-      if (info) yield { id: entry.name, lastModified: info.mtime };
+      if (!entry.isDirectory() || !UPLOAD_ID.test(entry.name)) continue;
+      const lastModified = await this.lastWrite(join(this.uploadsDir, entry.name));
+      if (lastModified) yield { id: entry.name, lastModified };
     }
   }
 
-  async read(key: string, range?: ByteRange): Promise<Readable | undefined> {
+  /** The latest change to an upload area: a part being streamed into keeps it fresh. */
+  private async lastWrite(dir: string): Promise<Date | undefined> {
+    const info = await stat(dir).catch(() => undefined);
+    if (!info) return undefined;
+    let latest = info.mtimeMs;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const part = await stat(join(dir, name)).catch(() => undefined);
+      if (part && part.mtimeMs > latest) latest = part.mtimeMs;
+    }
+    return new Date(latest);
+  }
+
+  async read(key: string, range: ByteRange): Promise<Readable | undefined> {
     const path = this.keyPath(key);
     // Open first so a missing file is reported before any response header is sent.
     const handle = await open(path, 'r').catch((error: NodeJS.ErrnoException) => {
@@ -144,7 +184,19 @@ export class FilesystemBlobStore implements BlobStore {
       throw error;
     });
     if (!handle) return undefined;
-    return handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+    if (range.end < range.start) {
+      await handle.close();
+      return Readable.from([]);
+    }
+    return handle.createReadStream({ start: range.start, end: range.end, highWaterMark: READ_CHUNK });
+  }
+
+  async size(key: string): Promise<number | undefined> {
+    const info = await stat(this.keyPath(key)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    return info?.size;
   }
 
   async delete(key: string): Promise<void> {
@@ -155,6 +207,42 @@ export class FilesystemBlobStore implements BlobStore {
 
   async checkHealth(): Promise<void> {
     await access(this.uploadsDir, constants.W_OK);
+  }
+}
+
+/** Opens a file in an upload area; a missing area is reported as such, not as a storage fault. */
+async function openOrMissing(uploadId: string, path: string, flags: string): Promise<FileHandle> {
+  try {
+    return await open(path, flags);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new UploadAreaMissingError(uploadId);
+    throw error;
+  }
+}
+
+async function* concatenated(parts: { path: string; size: number }[]): AsyncGenerator<Buffer> {
+  for (const part of parts) {
+    if (part.size === 0) continue;
+    for await (const chunk of createReadStream(part.path, { start: 0, end: part.size - 1, highWaterMark: READ_CHUNK })) {
+      yield chunk as Buffer;
+    }
+  }
+}
+
+async function writeAll(handle: FileHandle, buffer: Buffer, position: number): Promise<void> {
+  let offset = 0;
+  while (offset < buffer.length) {
+    const { bytesWritten } = await handle.write(buffer, offset, buffer.length - offset, position + offset);
+    offset += bytesWritten;
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

@@ -15,6 +15,12 @@ function created(ctx: AppContext, repository: string, blob: BlobRecord): void {
   });
 }
 
+/** Whose session this is, for the per-principal cap: the token's subject, or the address of an anonymous pusher. */
+function uploadOwner(ctx: AppContext): string {
+  const subject = ctx.state.auth?.subject;
+  return subject ? `user:${subject}` : `anonymous@${ctx.request.ip}`;
+}
+
 export function uploadRoutes(registry: Registry) {
   const { uploads, blobs } = registry;
   return {
@@ -35,7 +41,7 @@ export function uploadRoutes(registry: Registry) {
         ctx.state.bytesIn = blob.size;
         return created(ctx, repository, blob);
       }
-      const upload = await uploads.start(repository);
+      const upload = await uploads.start(repository, uploadOwner(ctx));
       reply(ctx, 202, uploadProgressHeaders(upload));
     },
 
