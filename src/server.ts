@@ -1,11 +1,12 @@
 // Assembles Portcullis from its configuration: metadata store, blob store, registry domain,
 // HTTP app; starts listening and the background upload sweeper; stops cleanly.
 import { mkdir } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { blobRoot, sqlitePath, type Config } from './config/config.js';
 import { createAuth } from './auth/index.js';
 import { createApp } from './http/app.js';
+import { clientAddressResolver } from './http/client-address.js';
+import { createListener } from './http/listener.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
 import { createRegistry } from './registry/index.js';
@@ -49,21 +50,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     registry,
     log,
     manifestMaxBytes: config.limits.manifestMaxBytes,
-    trustProxy: config.http.trustProxy,
+    clientAddress: clientAddressResolver(config.http.trustProxy),
+    authRequestTimeoutMs: config.http.authRequestTimeoutSeconds * 1000,
     healthChecks: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
     ...auth,
   });
 
-  const server: Server = createServer(
-    {
-      headersTimeout: config.http.headersTimeoutSeconds * 1000,
-      // Large blobs take as long as they take; a stalled body is caught by the idle timeout instead.
-      requestTimeout: 0,
-      keepAliveTimeout: config.http.keepAliveTimeoutSeconds * 1000,
-    },
-    app.callback(),
-  );
-  server.setTimeout(config.http.idleBodyTimeoutSeconds * 1000);
+  const { server, stopWatching } = createListener(config, app.callback(), log);
 
   const { host, port } = splitListen(config.listen);
   await new Promise<void>((resolve, reject) => {
@@ -93,6 +86,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     address: config.listen,
     async close() {
       clearInterval(sweeper);
+      stopWatching();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

@@ -1,6 +1,7 @@
 // Configuration: one YAML file plus environment overrides, validated against
 // schemas/config.schema.json. A bad value stops startup with a message naming the key.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import AjvModule from 'ajv';
 import { parse as parseYaml } from 'yaml';
@@ -18,16 +19,28 @@ export interface Config {
   };
   limits: { manifestMaxBytes: number; pageMaxEntries: number };
   uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number; maxOpenPerPrincipal: number };
-  http: { headersTimeoutSeconds: number; idleBodyTimeoutSeconds: number; keepAliveTimeoutSeconds: number; trustProxy: boolean };
+  tls: { certificate?: string; key?: string };
+  http: {
+    headersTimeoutSeconds: number;
+    authRequestTimeoutSeconds: number;
+    idleBodyTimeoutSeconds: number;
+    keepAliveTimeoutSeconds: number;
+    maxConnections: number;
+    maxConnectionsPerAddress: number;
+    /** addresses and CIDRs of trusted reverse proxies */
+    trustProxy: string[];
+  };
   adminPassword?: string;
   auth: {
-    token: { service: string; issuer: string; realm?: string; ttlSeconds: number; keyFile?: string; keyReloadSeconds: number };
+    // realm: always set after loading (derived from `listen` where that is safe)
+    token: { service: string; issuer: string; realm: string; ttlSeconds: number; keyFile?: string; keyReloadSeconds: number };
     adminGroups: string[];
     refreshTokenTtlSeconds: number;
     rulesCacheSeconds: number;
     ldap?: LdapConfig;
   };
 }
+
 
 export interface LdapConfig {
   url: string;
@@ -59,6 +72,8 @@ export class ConfigError extends Error {
 interface SchemaNode {
   type?: string;
   properties?: Record<string, SchemaNode>;
+  /** How a list is split in an environment variable (default `;`: group DNs contain commas). */
+  envSeparator?: string;
 }
 
 const ENV_PREFIX = 'PORTCULLIS_';
@@ -69,11 +84,18 @@ export function envName(path: string[]): string {
 }
 
 /** Every leaf key of the schema with its environment variable name. */
-function leaves(node: SchemaNode, path: string[] = []): { path: string[]; type: string; env: string }[] {
+interface Leaf {
+  path: string[];
+  type: string;
+  env: string;
+  separator: string;
+}
+
+function leaves(node: SchemaNode, path: string[] = []): Leaf[] {
   if (node.properties) {
     return Object.entries(node.properties).flatMap(([key, child]) => leaves(child, [...path, key]));
   }
-  return [{ path, type: node.type ?? 'string', env: envName(path) }];
+  return [{ path, type: node.type ?? 'string', env: envName(path), separator: node.envSeparator ?? ';' }];
 }
 
 const KEYS = leaves(schema as SchemaNode);
@@ -98,8 +120,7 @@ function fromEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, sources: 
       const number = Number(value);
       setPath(raw, key.path, Number.isFinite(number) && value.trim() !== '' ? number : value);
     } else if (key.type === 'array') {
-      // Lists are separated by semicolons: group DNs contain commas.
-      setPath(raw, key.path, value.split(';').map((item) => item.trim()).filter(Boolean));
+      setPath(raw, key.path, value.split(key.separator).map((item) => item.trim()).filter(Boolean));
     } else if (key.type === 'boolean') {
       setPath(raw, key.path, value === 'true' ? true : value === 'false' ? false : value);
     } else {
@@ -109,7 +130,7 @@ function fromEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, sources: 
 }
 
 const Ajv = AjvModule.default;
-const validate = new Ajv({ useDefaults: true, allErrors: true }).compile(schema);
+const validate = new Ajv({ useDefaults: true, allErrors: true, keywords: ['envSeparator'] }).compile(schema);
 
 export interface LoadOptions {
   file?: string | undefined;
@@ -137,6 +158,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
     }
   }
   fromEnv(raw, env, sources);
+  refuseTrustEveryone(raw, sources, file);
   if (!validate(raw)) {
     const problems = (validate.errors ?? []).map((error) => {
       const path = error.instancePath.split('/').filter(Boolean);
@@ -160,11 +182,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
       `uploads.expireAfterSeconds (${config.uploads.expireAfterSeconds}) must be longer than http.idleBodyTimeoutSeconds (${config.http.idleBodyTimeoutSeconds}): an upload still streaming could be swept away`,
     );
   }
-  if (!config.auth.token.realm && !isLoopback(config.listen)) {
-    throw new ConfigError(
-      `auth.token.realm is required when listening on ${config.listen} (${envName(['auth', 'token', 'realm'])}), e.g. https://registry.example.org/auth/token`,
-    );
-  }
+  checkTrustedProxies(config.http.trustProxy);
+  checkTls(config.tls);
+  config.auth.token.realm = tokenRealm(config);
   if (config.auth.ldap?.bindDn && !config.auth.ldap.bindPassword) {
     throw new ConfigError('auth.ldap.bindPassword is required with auth.ldap.bindDn: without it the bind is anonymous');
   }
@@ -172,6 +192,58 @@ export function loadConfig(options: LoadOptions = {}): Config {
     throw new ConfigError(`metadata.postgres.url is required when metadata.driver is postgres (${envName(['metadata', 'postgres', 'url'])})`);
   }
   return config;
+}
+
+/**
+ * `trustProxy: true` meant "believe X-Forwarded-For from anyone": any client could then forge its
+ * address. It is refused with the reason rather than read as some list.
+ */
+function refuseTrustEveryone(raw: Record<string, unknown>, sources: Map<string, string>, file: string | undefined): void {
+  const http = raw.http as Record<string, unknown> | undefined;
+  const value = http?.trustProxy;
+  const wholesale = value === true || value === false || (Array.isArray(value) && value.length === 1 && (value[0] === 'true' || value[0] === 'false'));
+  if (!wholesale) return;
+  if (value === false || (Array.isArray(value) && value[0] === 'false')) {
+    delete http?.trustProxy;
+    return;
+  }
+  const where = sources.get('http.trustProxy') ?? (file ? `in ${file}` : 'in the configuration');
+  throw new ConfigError(
+    `http.trustProxy: true is not accepted (${where}): trusting X-Forwarded-For from every peer lets any client forge its address, ` +
+      `slip past the login throttle and write fake addresses into the audit log. List the addresses or CIDRs of your proxies instead, ` +
+      `e.g. [10.0.0.0/8, 192.0.2.7] (${envName(['http', 'trustProxy'])}=10.0.0.0/8,192.0.2.7)`,
+  );
+}
+
+function checkTrustedProxies(entries: string[]): void {
+  for (const entry of entries) {
+    const [address = '', bits, ...rest] = entry.split('/');
+    const family = isIP(address);
+    const maxBits = family === 6 ? 128 : 32;
+    const validBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
+    if (family === 0 || !validBits || rest.length > 0) {
+      throw new ConfigError(`http.trustProxy: ${JSON.stringify(entry)} is not an IP address or CIDR (e.g. 10.0.0.0/8, 192.0.2.7, fd00::/8)`);
+    }
+  }
+}
+
+function checkTls(tls: Config['tls']): void {
+  if ((tls.certificate === undefined) !== (tls.key === undefined)) {
+    throw new ConfigError(`tls.certificate and tls.key go together (${envName(['tls', 'certificate'])}, ${envName(['tls', 'key'])}): one of them is missing`);
+  }
+}
+
+/**
+ * The token endpoint clients are sent to. Never taken from a request's Host or X-Forwarded-Host:
+ * a client could steer another's credentials elsewhere. Derived from the listen address only when
+ * that address is loopback and no proxy is in front.
+ */
+function tokenRealm(config: Config): string {
+  if (config.auth.token.realm) return config.auth.token.realm;
+  const setting = `auth.token.realm is required (${envName(['auth', 'token', 'realm'])}), e.g. https://registry.example.org/auth/token`;
+  if (!isLoopback(config.listen)) throw new ConfigError(`${setting}: the server listens on ${config.listen}, not on loopback`);
+  if (config.http.trustProxy.length > 0) throw new ConfigError(`${setting}: a reverse proxy is in front (http.trustProxy is set)`);
+  return `${config.tls.certificate ? 'https' : 'http'}://${config.listen}/auth/token`;
 }
 
 /** Whether a listen address only accepts connections from this machine. */

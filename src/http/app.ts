@@ -7,6 +7,7 @@ import type { Registry } from '../registry/index.js';
 import { RegistryError, type ErrorCode } from '../registry/errors.js';
 import { parseName } from '../registry/reference.js';
 import type { AppContext, Handler, RequestState } from './context.js';
+import type { ClientAddressOf } from './client-address.js';
 import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { opsRoutes, type HealthCheck } from './routes/ops.js';
@@ -21,8 +22,10 @@ export interface AppOptions {
   log: Logger;
   manifestMaxBytes: number;
   healthChecks: Record<string, HealthCheck>;
-  /** Take client address, scheme and host from X-Forwarded-* (only behind a trusted proxy). */
-  trustProxy: boolean;
+  /** The client's address for a request (trusted proxies' X-Forwarded-For only). */
+  clientAddress: ClientAddressOf;
+  /** Deadline for a whole request to the token and admin routes (small bodies; slow ones are an attack). */
+  authRequestTimeoutMs: number;
   authorize: Authorize;
   catalogFilter: CatalogFilter;
   tokenEndpoint: TokenRouteOptions;
@@ -74,9 +77,25 @@ export function named(name: string, handler: Handler): Handler {
   };
 }
 
+/** Drops the connection of a request to matching paths that is not answered within `ms`. */
+function deadlineFor(paths: RegExp, ms: number) {
+  return async (ctx: AppContext, next: () => Promise<void>): Promise<void> => {
+    if (!paths.test(ctx.path)) return next();
+    const socket = ctx.req.socket;
+    const timer = setTimeout(() => {
+      ctx.state.log.warn({ route: ctx.state.route ?? ctx.path, ms }, 'request deadline passed; connection dropped');
+      socket.destroy();
+    }, ms);
+    timer.unref();
+    ctx.res.once('close', () => clearTimeout(timer));
+    await next();
+  };
+}
+
 export function createApp(options: AppOptions): Koa<RequestState> {
   const app = new Koa<RequestState>();
-  app.proxy = options.trustProxy;
+  // Koa's own X-Forwarded-* handling trusts any peer; the address is resolved below instead.
+  app.proxy = false;
   app.on('error', (error: Error & { code?: string }) => {
     // Errors after the response started (client went away mid-stream): nothing to answer.
     if (error.code === 'ECONNRESET' || error.code === 'ERR_STREAM_PREMATURE_CLOSE' || error.code === 'EPIPE') return;
@@ -97,7 +116,12 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   router.get('/healthz', named('ops.live', ops.live));
   router.get('/readyz', named('ops.ready', ops.ready));
 
+  app.use(async (ctx, next) => {
+    ctx.request.ip = options.clientAddress(ctx.req);
+    await next();
+  });
   app.use(requestLog(options.log));
+  app.use(deadlineFor(/^\/(?:auth|admin)\//, options.authRequestTimeoutMs));
   app.use(async (ctx, next) => {
     ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
     await next();

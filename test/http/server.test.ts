@@ -30,7 +30,7 @@ describe('configuration', () => {
     assert.match(await cliFails({ PORTCULLIS_LISTEN: 'nonsense' }), /listen .*PORTCULLIS_LISTEN/);
     assert.match(await cliFails({ PORTCULLIS_LIMITS_PAGE_MAX_ENTRIES: 'many' }), /limits\.pageMaxEntries must be integer/);
     assert.match(await cliFails({ PORTCULLIS_METADATA_DRIVER: 'mysql' }), /metadata\.driver must be one of sqlite, postgres/);
-    assert.match(await cliFails({ PORTCULLIS_LISTEN: '0.0.0.0:5999' }), /auth\.token\.realm is required when listening on 0\.0\.0\.0:5999/);
+    assert.match(await cliFails({ PORTCULLIS_LISTEN: '0.0.0.0:5999' }), /auth\.token\.realm is required .*listens on 0\.0\.0\.0:5999, not on loopback/);
     assert.match(await cliFails({ PORTCULLIS_AUTH_LDAP_URL: 'ldap://127.0.0.1:1', PORTCULLIS_AUTH_LDAP_USER_BASE_DN: 'dc=x', PORTCULLIS_AUTH_LDAP_BIND_DN: 'cn=svc' }), /bindPassword is required/);
     assert.match(await cliFails({ PORTCULLIS_UPLOADS_EXPIRE_AFTER_SECONDS: '120' }), /uploads\.expireAfterSeconds \(120\) must be longer than http\.idleBodyTimeoutSeconds/);
     const dir = await mkdtemp(join(tmpdir(), 'portcullis-config-'));
@@ -70,9 +70,11 @@ describe('serving', () => {
       const ready = await registry.fetch('/readyz');
       assert.deepEqual(await ready.json(), { status: 'ok', checks: { metadata: 'ok', storage: 'ok' } });
       await expectError(await registry.fetch('/v3/'), 404, 'NOT_FOUND');
-      // Without auth.token.realm (loopback only), the challenge names this server; a forged
-      // X-Forwarded-Host is ignored unless http.trustProxy is set.
-      const challenge = await fetch(`${server.url}/v2/`, { headers: { 'X-Forwarded-Host': 'attacker.example', 'X-Forwarded-Proto': 'https' } });
+      // Without auth.token.realm (loopback only), the challenge names the listen address; neither
+      // Host nor X-Forwarded-Host can change it.
+      const challenge = await fetch(`${server.url}/v2/`, {
+        headers: { Host: 'attacker.example', 'X-Forwarded-Host': 'attacker.example', 'X-Forwarded-Proto': 'https' },
+      });
       assert.equal(challenge.headers.get('WWW-Authenticate'), `Bearer realm="${server.url}/auth/token",service="portcullis"`);
       const wrongMethod = await registry.fetch(`/v2/a/blobs/${sha256(Buffer.from('x'))}`, { method: 'PUT' });
       await expectError(wrongMethod, 405, 'METHOD_NOT_ALLOWED');

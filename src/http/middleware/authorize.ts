@@ -16,8 +16,8 @@ export type RouteAccess =
 export interface AuthorizerOptions {
   tokens: TokenService;
   service: string;
-  /** Absolute token endpoint URL; by default derived from the request's own origin. */
-  realm?: string | undefined;
+  /** Absolute token endpoint URL, from the configuration (never from a request's headers). */
+  realm: string;
 }
 
 /** The scope a client should ask for to be allowed through. */
@@ -31,8 +31,7 @@ function scopeFor(ctx: AppContext, need: RouteAccess): string | undefined {
 }
 
 function challenge(ctx: AppContext, options: AuthorizerOptions, need: RouteAccess, error?: 'invalid_token' | 'insufficient_scope'): string {
-  const realm = options.realm ?? `${ctx.protocol}://${ctx.host}/auth/token`;
-  const parts = [`realm="${realm}"`, `service="${options.service}"`];
+  const parts = [`realm="${options.realm}"`, `service="${options.service}"`];
   const scope = scopeFor(ctx, need);
   if (scope) parts.push(`scope="${scope}"`);
   if (error) parts.push(`error="${error}"`);
