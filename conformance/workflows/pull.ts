@@ -97,14 +97,16 @@ export async function pullWorkflow({ client, namespace, t }: WorkflowContext): P
   await t.check('GET manifest with invalid repository name -> 400 NAME_INVALID', async () => {
     expectError(await getManifest(client, `${namespace}/Not_Lower-Case`, 'latest'), 400, 'NAME_INVALID');
   });
-  await t.check('GET manifest with invalid tag -> 400 MANIFEST_INVALID', async () => {
+  // A reference that is not a valid tag or digest names nothing: reading it finds nothing (404);
+  // only writing to it is a malformed request (see the push workflow).
+  await t.check('GET manifest with invalid tag -> 404 MANIFEST_UNKNOWN', async () => {
     // A tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}; a leading dash never does.
-    expectError(await getManifest(client, repo, '-invalid-tag'), 400, 'MANIFEST_INVALID');
+    expectError(await getManifest(client, repo, '-invalid-tag'), 404, 'MANIFEST_UNKNOWN');
   });
-  await t.check('GET manifest with malformed digest -> 400 DIGEST_INVALID', async () => {
-    expectError(await getManifest(client, repo, MALFORMED_DIGEST), 400, 'DIGEST_INVALID');
+  await t.check('GET manifest with malformed digest -> 404 MANIFEST_UNKNOWN', async () => {
+    expectError(await getManifest(client, repo, MALFORMED_DIGEST), 404, 'MANIFEST_UNKNOWN');
   });
-  await t.check('GET blob with malformed digest -> 400 DIGEST_INVALID', async () => {
-    expectError(await client.request('GET', paths.blob(repo, MALFORMED_DIGEST)), 400, 'DIGEST_INVALID');
+  await t.check('GET blob with malformed digest -> 404 BLOB_UNKNOWN', async () => {
+    expectError(await client.request('GET', paths.blob(repo, MALFORMED_DIGEST)), 404, 'BLOB_UNKNOWN');
   });
 }

@@ -280,6 +280,13 @@ async function manifestChecks({ client, namespace, t }: WorkflowContext): Promis
     expectError(res, 400, 'MANIFEST_INVALID');
   });
 
+  // A reference that is neither a tag nor a digest cannot be written to.
+  await t.check('PUT manifest to an invalid tag -> 400 MANIFEST_INVALID or TAG_INVALID', async () => {
+    const manifest = await imageManifestWithBlobs('oci');
+    const res = await putManifest(client, repo, '-invalid-tag', manifest);
+    expectError(res, 400, ['MANIFEST_INVALID', 'TAG_INVALID']);
+  });
+
   // Spec: a manifest PUT by digest must hash to that digest.
   await t.check('PUT manifest by digest of other content -> 400 DIGEST_INVALID', async () => {
     const manifest = await imageManifestWithBlobs('oci');

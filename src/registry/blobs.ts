@@ -4,12 +4,22 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobRecord, MetadataStore } from '../metadata/store.js';
 import type { BlobStore, ByteRange } from '../storage/blob-store.js';
-import { errors } from './errors.js';
-import type { Digest } from './reference.js';
+import { errors, RegistryError } from './errors.js';
+import { parseDigest, type Digest } from './reference.js';
 
 /** Storage key of one stored copy: the upload id makes each generation of a digest distinct. */
 export function blobKey(digest: Digest, generation: string): string {
   return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}/${generation}`;
+}
+
+/** A digest to read or delete: one that is not a valid digest names no blob. */
+export function readableDigest(text: string): Digest {
+  try {
+    return parseDigest(text);
+  } catch (error) {
+    if (error instanceof RegistryError) throw errors.blobUnknown(text.slice(0, 255));
+    throw error;
+  }
 }
 
 export class BlobService {

@@ -26,7 +26,7 @@ export class ManifestService {
    * manifest of another type is reported unknown, as distribution does, rather than sent.
    */
   async get(repository: string, reference: string, accept: string[] = []): Promise<ManifestRecord> {
-    const parsed = parseManifestReference(reference);
+    const parsed = readableReference(reference);
     const manifest = await this.metadata.getManifest(repository, lookupOf(parsed));
     if (!manifest) {
       if (!(await this.metadata.repositoryExists(repository))) throw errors.nameUnknown(repository);
@@ -68,7 +68,7 @@ export class ManifestService {
   }
 
   async delete(repository: string, reference: string): Promise<void> {
-    const parsed = parseManifestReference(reference);
+    const parsed = readableReference(reference);
     const deleted =
       parsed.kind === 'tag'
         ? await this.metadata.deleteTag(repository, parsed.tag)
@@ -79,6 +79,16 @@ export class ManifestService {
   async referrers(repository: string, subject: Digest, artifactType?: string): Promise<ReferrersIndex> {
     const manifests = await this.metadata.listReferrers(repository, subject.value, artifactType);
     return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  }
+}
+
+/** A reference to read or delete: one that is not a valid tag or digest names no manifest. */
+function readableReference(reference: string): ManifestReference {
+  try {
+    return parseManifestReference(reference);
+  } catch (error) {
+    if (error instanceof RegistryError) throw errors.manifestUnknown(reference.slice(0, 255));
+    throw error;
   }
 }
 

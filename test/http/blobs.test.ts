@@ -144,7 +144,9 @@ describe('blob uploads', () => {
         400,
         'DIGEST_INVALID',
       );
-      await expectError(await registry.fetch(`/v2/${repository}/blobs/${encodeURIComponent(digest)}`), 400, 'DIGEST_INVALID');
+      // Reading or deleting by such a digest finds nothing.
+      await expectError(await registry.fetch(`/v2/${repository}/blobs/${encodeURIComponent(digest)}`), 404, 'BLOB_UNKNOWN');
+      await expectError(await registry.fetch(`/v2/${repository}/blobs/${encodeURIComponent(digest)}`, { method: 'DELETE' }), 404, 'BLOB_UNKNOWN');
     }
     await expectError(await registry.fetch(`/v2/${repository}/blobs/sha256%ZZ`), 400, 'DIGEST_INVALID');
     const location = await startUpload(repository);

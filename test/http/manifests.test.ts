@@ -202,6 +202,13 @@ describe('manifest validation', () => {
     const body = JSON.stringify(manifest);
     await expectError(await put(repository, '-bad', body, OCI_MANIFEST), 400, 'MANIFEST_INVALID');
     await expectError(await put(repository, 'x'.repeat(129), body, OCI_MANIFEST), 400, 'MANIFEST_INVALID');
+    // No manifest can have such a reference: reading or deleting it finds nothing.
+    for (const reference of ['-bad', 'x'.repeat(129), 'sha256:abc', 'md5:d41d8cd98f00b204e9800998ecf8427e']) {
+      await expectError(await registry.fetch(`/v2/${repository}/manifests/${reference}`), 404, 'MANIFEST_UNKNOWN');
+      const head = await registry.fetch(`/v2/${repository}/manifests/${reference}`, { method: 'HEAD' });
+      assert.equal(head.status, 404);
+      await expectError(await registry.fetch(`/v2/${repository}/manifests/${reference}`, { method: 'DELETE' }), 404, 'MANIFEST_UNKNOWN');
+    }
     for (const name of ['UPPER/case', 'a//b', 'trailing-', `${'a'.repeat(256)}`, 'a/%2E%2E%2Fb', '_x']) {
       await expectError(await put(name, 'v1', body, OCI_MANIFEST), 400, 'NAME_INVALID');
     }

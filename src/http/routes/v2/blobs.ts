@@ -4,7 +4,8 @@ import type { Registry } from '../../../registry/index.js';
 import { RegistryError } from '../../../registry/errors.js';
 import type { ByteRange } from '../../../storage/blob-store.js';
 import { reply, type AppContext } from '../../context.js';
-import { digestParam, repositoryOf } from './request.js';
+import { readableDigest } from '../../../registry/blobs.js';
+import { param, repositoryOf } from './request.js';
 
 /** The single satisfiable range asked for, undefined for the whole blob. Multiple ranges: whole blob. */
 function requestedRange(ctx: AppContext, size: number): ByteRange | undefined {
@@ -24,7 +25,7 @@ function requestedRange(ctx: AppContext, size: number): ByteRange | undefined {
 export function blobRoutes(registry: Registry) {
   return {
     async get(ctx: AppContext): Promise<void> {
-      const digest = digestParam(ctx);
+      const digest = readableDigest(param(ctx, 'digest'));
       const blob = await registry.blobs.stat(repositoryOf(ctx), digest);
       const headers = {
         'Docker-Content-Digest': blob.digest,
@@ -51,7 +52,7 @@ export function blobRoutes(registry: Registry) {
     },
 
     async delete(ctx: AppContext): Promise<void> {
-      await registry.blobs.delete(repositoryOf(ctx), digestParam(ctx));
+      await registry.blobs.delete(repositoryOf(ctx), readableDigest(param(ctx, 'digest')));
       reply(ctx, 202);
     },
   };
