@@ -1,5 +1,6 @@
 // The audit trail's writer. For now: logins and administrative changes; the trust and audit
 // issues extend it (hash chaining, tag moves, signatures) on the same table.
+import { isIP } from 'node:net';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 
@@ -31,9 +32,53 @@ interface Row {
 /** Events are written in small batches: one transaction for many logins instead of one each. */
 const FLUSH_DELAY_MS = 20;
 
+/** Column sizes of audit_events (migrations/20261126_002_auth.ts); values are cut to fit. */
+const LIMITS = { actor: 255, client_ip: 64, repository: 255, details: 64 * 1024 } as const;
+
+/**
+ * Makes a value storable in any database: no NUL or other control characters (PostgreSQL refuses
+ * NUL in text; the others would forge lines in whatever shows the log), no lone surrogates,
+ * at most `max` characters. What a client sent is kept recognisable, not dropped.
+ */
+export function storable(value: string, max: number): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = value.replace(/[\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+  return clean.length <= max ? clean : `${clean.slice(0, max - 1)}…`;
+}
+
+/** A client address as stored: an IP address, or nothing. */
+function storableAddress(address: string | undefined): string | null {
+  if (address === undefined) return null;
+  return isIP(address) ? address : null;
+}
+
+interface AuditRow {
+  at: number;
+  type: AuditEventType;
+  actor: string | null;
+  client_ip: string | null;
+  repository: string | null;
+  details: string | null;
+}
+
+function toRow(event: AuditEvent): AuditRow {
+  const details = event.details ? JSON.stringify(event.details) : null;
+  return {
+    at: Date.now(),
+    type: event.type,
+    actor: event.actor === undefined ? null : storable(event.actor, LIMITS.actor),
+    client_ip: storableAddress(event.clientIp),
+    repository: event.repository === undefined ? null : storable(event.repository, LIMITS.repository),
+    // JSON escapes control characters itself; an oversized document is replaced by a note saying so.
+    details: details === null ? null : details.length <= LIMITS.details ? storable(details, LIMITS.details) : JSON.stringify({ truncated: true, length: details.length }),
+  };
+}
+
 export class AuditLog {
-  private queue: Record<string, unknown>[] = [];
+  private queue: AuditRow[] = [];
   private flushing: Promise<void> | undefined;
+  /** Events that could not be written at all since start (each also logged at error level). */
+  lost = 0;
 
   constructor(
     private readonly db: Knex,
@@ -45,14 +90,7 @@ export class AuditLog {
    * A failure to write is logged loudly but does not fail the request.
    */
   async record(event: AuditEvent): Promise<void> {
-    this.queue.push({
-      at: Date.now(),
-      type: event.type,
-      actor: event.actor ?? null,
-      client_ip: event.clientIp ?? null,
-      repository: event.repository ?? null,
-      details: event.details ? JSON.stringify(event.details) : null,
-    });
+    this.queue.push(toRow(event));
     this.flushing ??= new Promise<void>((resolve) => setTimeout(resolve, FLUSH_DELAY_MS)).then(() => this.write());
   }
 
@@ -66,10 +104,23 @@ export class AuditLog {
     const batch = this.queue;
     this.queue = [];
     this.flushing = undefined;
+    for (let i = 0; i < batch.length; i += 100) {
+      const slice = batch.slice(i, i + 100);
+      try {
+        await this.db('audit_events').insert(slice);
+      } catch {
+        // One bad event must not take the others with it: write them one by one.
+        for (const row of slice) await this.writeOne(row);
+      }
+    }
+  }
+
+  private async writeOne(row: AuditRow): Promise<void> {
     try {
-      for (let i = 0; i < batch.length; i += 100) await this.db('audit_events').insert(batch.slice(i, i + 100));
+      await this.db('audit_events').insert(row);
     } catch (error) {
-      this.log.error({ err: error, events: batch.length }, 'could not record audit events');
+      this.lost++;
+      this.log.error({ err: error, event: { type: row.type, at: row.at }, lost: this.lost }, 'could not record an audit event');
     }
   }
 
