@@ -44,6 +44,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     log,
     pageMaxEntries: config.limits.pageMaxEntries,
     uploads: { maxOpenPerOwner: config.uploads.maxOpenPerPrincipal },
+    referrersPageMaxBytes: config.limits.referrersPageMaxBytes,
   });
   const auth = await createAuth(config, db, log);
   const app = createApp({

@@ -17,7 +17,7 @@ export interface Config {
     sqlite: { path?: string };
     postgres: { url?: string; poolMax: number };
   };
-  limits: { manifestMaxBytes: number; pageMaxEntries: number };
+  limits: { manifestMaxBytes: number; pageMaxEntries: number; referrersPageMaxBytes: number };
   uploads: { expireAfterSeconds: number; sweepIntervalSeconds: number; maxOpenPerPrincipal: number };
   tls: { certificate?: string; key?: string };
   http: {

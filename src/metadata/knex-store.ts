@@ -13,6 +13,7 @@ import type {
   MetadataStore,
   PageRequest,
   Referrer,
+  ReferrersPage,
   UploadRecord,
 } from './store.js';
 
@@ -74,8 +75,8 @@ const toManifest = (row: ManifestRow): ManifestRecord => ({
   payload: row.payload,
 });
 
-/** The referrers response is one JSON document; past this many entries it is cut (oldest first). */
-const MAX_REFERRERS = 1000;
+/** JSON of a referrer descriptor besides its variable-length fields, for the page byte budget. */
+const DESCRIPTOR_OVERHEAD = 128;
 
 /** Thrown inside a transaction to roll it back and report why. */
 class RolledBack extends Error {
@@ -443,23 +444,44 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  listReferrers(repository: string, subject: string, artifactType?: string): Promise<Referrer[]> {
+  listReferrers(repository: string, subject: string, page: ReferrersPage): Promise<{ referrers: Referrer[]; next?: number }> {
     return this.run(async (db) => {
+      // First the candidates' sizes only, so a page of huge annotations is never loaded to be cut.
       const query = db('manifests as m')
         .join('repositories as r', 'r.id', 'm.repository_id')
         .where({ 'r.name': repository, 'm.subject_digest': subject })
-        .orderBy('m.id')
-        .limit(MAX_REFERRERS)
-        .select('m.digest', 'm.media_type', 'm.artifact_type', 'm.size', 'm.annotations');
-      if (artifactType !== undefined) query.where('m.artifact_type', artifactType);
-      const rows = (await query) as Pick<ManifestRow, 'digest' | 'media_type' | 'artifact_type' | 'size' | 'annotations'>[];
-      return rows.map((row) => ({
+        .orderBy('m.id', 'desc')
+        .limit(page.maxEntries + 1)
+        .select('m.id', 'm.digest', 'm.media_type', 'm.artifact_type', db.raw('coalesce(length(m.annotations), 0) as annotations_length'));
+      if (page.artifactType !== undefined) query.where('m.artifact_type', page.artifactType);
+      if (page.before !== undefined) query.where('m.id', '<', page.before);
+      const candidates = (await query) as { id: number; digest: string; media_type: string; artifact_type: string | null; annotations_length: number | string }[];
+      let bytes = 0;
+      let taken = 0;
+      for (const candidate of candidates.slice(0, page.maxEntries)) {
+        const cost = DESCRIPTOR_OVERHEAD + candidate.digest.length + candidate.media_type.length + (candidate.artifact_type?.length ?? 0) + Number(candidate.annotations_length);
+        if (taken > 0 && bytes + cost > page.maxBytes) break;
+        bytes += cost;
+        taken++;
+      }
+      const chosen = candidates.slice(0, taken);
+      const rows = (await db('manifests')
+        .whereIn('id', chosen.map((c) => c.id))
+        .orderBy('id', 'desc')
+        .select('id', 'digest', 'media_type', 'artifact_type', 'size', 'annotations')) as Pick<
+        ManifestRow,
+        'id' | 'digest' | 'media_type' | 'artifact_type' | 'size' | 'annotations'
+      >[];
+      const referrers = rows.map((row) => ({
         digest: row.digest,
         mediaType: row.media_type,
         artifactType: row.artifact_type ?? undefined,
         size: row.size,
         annotations: parseAnnotations(row.annotations),
       }));
+      const more = candidates.length > taken;
+      const last = rows[rows.length - 1];
+      return more && last ? { referrers, next: last.id } : { referrers };
     });
   }
 

@@ -65,6 +65,14 @@ export interface FinishedUpload {
   id: string;
 }
 
+export interface ReferrersPage {
+  artifactType?: string | undefined;
+  /** continue with referrers older than this cursor (from a previous page's `next`) */
+  before?: number | undefined;
+  maxEntries: number;
+  maxBytes: number;
+}
+
 export interface PageRequest {
   limit: number;
   /** exclusive lower bound in lexical order */
@@ -140,7 +148,12 @@ export interface MetadataStore {
   /** Tags in lexical order, or undefined when the repository does not exist. */
   listTags(repository: string, page: PageRequest): Promise<string[] | undefined>;
   listRepositories(page: PageRequest): Promise<string[]>;
-  listReferrers(repository: string, subject: string, artifactType?: string): Promise<Referrer[]>;
+  /**
+   * Manifests whose subject is `subject`, newest first, one page at a time: at most `maxEntries`,
+   * and no more than fit in `maxBytes` of descriptor JSON (but always at least one, so every
+   * referrer is reachable). `next` continues after the last one returned.
+   */
+  listReferrers(repository: string, subject: string, page: ReferrersPage): Promise<{ referrers: Referrer[]; next?: number }>;
 
   checkHealth(): Promise<void>;
   close(): Promise<void>;

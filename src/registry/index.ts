@@ -20,13 +20,15 @@ export interface RegistryOptions {
   log: Logger;
   pageMaxEntries: number;
   uploads: UploadLimits;
+  /** Descriptor bytes per referrers page. */
+  referrersPageMaxBytes: number;
 }
 
-export function createRegistry({ metadata, store, log, pageMaxEntries, uploads }: RegistryOptions): Registry {
+export function createRegistry({ metadata, store, log, pageMaxEntries, uploads, referrersPageMaxBytes }: RegistryOptions): Registry {
   return {
     blobs: new BlobService(metadata, store, log),
     uploads: new UploadService(metadata, store, log, uploads),
-    manifests: new ManifestService(metadata),
+    manifests: new ManifestService(metadata, { maxEntries: pageMaxEntries, maxBytes: referrersPageMaxBytes }),
     listing: new ListingService(metadata, pageMaxEntries),
   };
 }

@@ -18,8 +18,17 @@ export interface ReferrersIndex {
   manifests: (Referrer & { artifactType?: string })[];
 }
 
+/** How the referrers list is paged: entries per page and a budget of descriptor bytes. */
+export interface ReferrerPaging {
+  maxEntries: number;
+  maxBytes: number;
+}
+
 export class ManifestService {
-  constructor(private readonly metadata: MetadataStore) {}
+  constructor(
+    private readonly metadata: MetadataStore,
+    private readonly referrerPages: ReferrerPaging,
+  ) {}
 
   /**
    * Resolves a tag or digest. `accept` lists the media types the client takes (empty: any); a
@@ -76,9 +85,15 @@ export class ManifestService {
     if (!deleted) throw errors.manifestUnknown(reference);
   }
 
-  async referrers(repository: string, subject: Digest, artifactType?: string): Promise<ReferrersIndex> {
-    const manifests = await this.metadata.listReferrers(repository, subject.value, artifactType);
-    return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  /**
+   * One page of the referrers of `subject`, newest first (a new signature is never hidden behind
+   * old ones); `next` is the cursor of the following page.
+   */
+  async referrers(repository: string, subject: Digest, query: { artifactType?: string | undefined; cursor?: string | undefined }): Promise<{ index: ReferrersIndex; next?: string }> {
+    const before = parseCursor(query.cursor);
+    const page = await this.metadata.listReferrers(repository, subject.value, { artifactType: query.artifactType, before, ...this.referrerPages });
+    const index: ReferrersIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: page.referrers };
+    return page.next === undefined ? { index } : { index, next: String(page.next) };
   }
 }
 
@@ -90,6 +105,12 @@ function readableReference(reference: string): ManifestReference {
     if (error instanceof RegistryError) throw errors.manifestUnknown(reference.slice(0, 255));
     throw error;
   }
+}
+
+function parseCursor(cursor: string | undefined): number | undefined {
+  if (cursor === undefined || cursor === '') return undefined;
+  if (!/^[1-9][0-9]{0,14}$/.test(cursor)) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid page cursor', { last: cursor.slice(0, 32) });
+  return Number(cursor);
 }
 
 function lookupOf(reference: ManifestReference): { tag: string } | { digest: string } {

@@ -119,14 +119,16 @@ describe('referrers', () => {
     assert.equal(all.body.mediaType, OCI_INDEX);
     assert.deepEqual(
       all.body.manifests.map((m) => [m.digest, m.artifactType]),
+      // newest first
       [
-        [sbom.digest, 'application/spdx+json'],
-        [signature.digest, 'application/vnd.dev.cosign.artifact.sig.v1+json'],
-        [legacy.digest, 'application/vnd.example.legacy.config'],
         [indexReferrer.digest, 'application/vnd.example.bundle'],
+        [legacy.digest, 'application/vnd.example.legacy.config'],
+        [signature.digest, 'application/vnd.dev.cosign.artifact.sig.v1+json'],
+        [sbom.digest, 'application/spdx+json'],
       ],
     );
-    assert.deepEqual(all.body.manifests[0]?.annotations, { 'org.example.kind': 'application/spdx+json' });
+    assert.deepEqual(all.body.manifests[3]?.annotations, { 'org.example.kind': 'application/spdx+json' });
+    assert.equal(all.response.headers.get('Link'), null);
     assert.equal(all.response.headers.get('OCI-Filters-Applied'), null);
 
     const filtered = await json<{ manifests: { digest: string }[] }>(
@@ -140,5 +142,48 @@ describe('referrers', () => {
     await expectError(await registry.fetch(`/v2/${repository}/referrers/sha256:nope`), 400, 'DIGEST_INVALID');
     const badFilter = await registry.fetch(`/v2/${repository}/referrers/${image.descriptor.digest}?artifactType=%00x`);
     assert.equal(badFilter.status, 400);
+  });
+});
+
+describe('referrers paging', () => {
+  it('pages referrers under a byte budget, newest first, so none is hidden behind large ones', async () => {
+    const server = await startPortcullis({ env: { PORTCULLIS_LIMITS_REFERRERS_PAGE_MAX_BYTES: '65536' } });
+    try {
+      const client = adminClient(server);
+      const repository = randomName();
+      const image = await client.pushImage(repository, 'v1');
+      const empty = await client.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.empty.v1+json');
+      const pushed: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const manifest = {
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          artifactType: 'application/vnd.example.signature',
+          config: empty,
+          layers: [empty],
+          subject: image.descriptor,
+          annotations: { 'org.example.padding': 'p'.repeat(40_000), 'org.example.index': String(i) },
+        };
+        pushed.push((await client.pushManifest(repository, `sha256-${randomName()}`, manifest, OCI_MANIFEST)).digest);
+      }
+      const seen: string[] = [];
+      let next: string | null = `/v2/${repository}/referrers/${image.descriptor.digest}`;
+      let pages = 0;
+      while (next) {
+        const response = await client.fetch(next);
+        assert.equal(response.status, 200);
+        const body = (await response.json()) as { manifests: { digest: string }[] };
+        assert.ok(body.manifests.length >= 1, 'every page makes progress');
+        seen.push(...body.manifests.map((m) => m.digest));
+        next = /^<([^>]+)>; rel="next"$/.exec(response.headers.get('Link') ?? '')?.[1] ?? null;
+        pages++;
+        assert.ok(pages <= 10, 'the pages end');
+      }
+      assert.ok(pages >= 3, `large referrers are spread over pages (${pages})`);
+      assert.deepEqual(seen, [...pushed].reverse());
+      await expectError(await client.fetch(`/v2/${repository}/referrers/${image.descriptor.digest}?last=abc`), 400, 'PAGINATION_NUMBER_INVALID');
+    } finally {
+      await server.stop();
+    }
   });
 });

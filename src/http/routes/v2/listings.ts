@@ -38,8 +38,14 @@ export function listingRoutes(registry: Registry, catalogFilter: CatalogFilter) 
       if (artifactType !== undefined && !isMediaType(artifactType)) {
         throw new RegistryError('UNSUPPORTED', 'artifactType is not a valid media type', { artifactType: artifactType.slice(0, 255) }, 400);
       }
-      const index = await registry.manifests.referrers(repositoryOf(ctx), digestParam(ctx), artifactType);
+      const repository = repositoryOf(ctx);
+      const subject = digestParam(ctx);
+      const { index, next } = await registry.manifests.referrers(repository, subject, { artifactType, cursor: queryValue(ctx, 'last') });
       const headers: Record<string, string> = artifactType ? { 'OCI-Filters-Applied': 'artifactType' } : {};
+      if (next !== undefined) {
+        const query = new URLSearchParams({ ...(artifactType ? { artifactType } : {}), last: next });
+        headers.Link = `</v2/${repository}/referrers/${subject.value}?${query.toString()}>; rel="next"`;
+      }
       replyJson(ctx, 200, index, headers, MediaType.OciIndex);
     },
   };
