@@ -2,7 +2,7 @@
 // with a fresh data directory, and stops it again.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,8 @@ export interface StartOptions {
   /** Reuse a data directory (e.g. to test a restart); by default a fresh temp dir is made and removed on stop. */
   dataDir?: string;
   args?: string[];
+  /** 'https' when the test configures tls.*: readiness is then a TCP connect (the CA is the test's). */
+  scheme?: 'http' | 'https';
 }
 
 // A test file that fails or is killed must not leave registries running behind it.
@@ -49,6 +51,16 @@ export async function freePort(): Promise<number> {
       const port = typeof address === 'object' && address ? address.port : 0;
       srv.close(() => resolve(port));
     });
+  });
+}
+
+function tcpConnect(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', reject);
   });
 }
 
@@ -75,12 +87,13 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
-  const url = `http://${host}`;
+  const url = `${options.scheme ?? 'http'}://${host}`;
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`portcullis exited with ${child.exitCode}:\n${output}`);
     try {
-      await fetch(`${url}/v2/`);
+      if (options.scheme === 'https') await tcpConnect(port);
+      else await fetch(`${url}/v2/`);
       break;
     } catch {
       if (Date.now() > deadline) {
