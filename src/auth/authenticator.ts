@@ -20,6 +20,9 @@ export interface AuthenticatorOptions {
 }
 
 
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+
 export class Authenticator {
   /** Logins for one user name run one after another, so parallel guesses cannot outrun the throttle. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
@@ -50,7 +53,8 @@ export class Authenticator {
     let principal: Principal | undefined;
     const done = throttle.begin(clientIp);
     try {
-      principal = password.length === 0 ? undefined : await this.check(username, password);
+      // No account name holds a control character; a NUL would also be refused by PostgreSQL.
+      principal = password.length === 0 || CONTROL_CHARACTER.test(username) ? undefined : await this.check(username, password);
     } finally {
       done();
     }
