@@ -70,6 +70,23 @@ program.parseAsync().catch((error: unknown) => {
     console.error(`portcullis: ${error.message}`);
     process.exit(2);
   }
-  console.error('portcullis:', error instanceof Error ? error.message : error);
+  console.error(`portcullis: ${explainStartupFailure(error)}`);
   process.exit(1);
 });
+
+/** One line an operator can act on, for the failures a start commonly meets; never a stack. */
+function explainStartupFailure(error: unknown): string {
+  const { code, address, port, path } = (error ?? {}) as { code?: string; address?: string; port?: number; path?: string };
+  const where = address !== undefined ? `${address}:${port ?? ''}` : '';
+  switch (code) {
+    case 'EADDRINUSE':
+      return `cannot listen on ${where}: the address is already in use (another Portcullis or another program); choose another with listen / PORTCULLIS_LISTEN`;
+    case 'EADDRNOTAVAIL':
+      return `cannot listen on ${where}: no network interface has that address (listen / PORTCULLIS_LISTEN)`;
+    case 'EACCES':
+      return path ? `permission denied on ${path}` : `cannot listen on ${where}: permission denied (ports below 1024 need privileges)`;
+    case 'ENOENT':
+      return `${path ?? 'a file'} does not exist`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}

@@ -143,3 +143,25 @@ describe('trusted proxies', () => {
     });
   });
 });
+
+describe('startup failures', () => {
+  it('explains a port in use in one line on stderr, with nothing on stdout', async () => {
+    const running = await startPortcullis();
+    try {
+      const failure = await run(process.execPath, [CLI, 'serve'], {
+        env: { ...process.env, PORTCULLIS_DATA_DIR: running.dataDir, PORTCULLIS_LISTEN: running.host, PORTCULLIS_LOG_LEVEL: 'silent' },
+        timeout: 10_000,
+      }).then(
+        () => undefined,
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      assert.ok(failure, 'the second server did not fail');
+      assert.equal(failure.code, 1);
+      assert.equal(failure.stdout, '');
+      assert.equal(failure.stderr.trim().split('\n').length, 1, failure.stderr);
+      assert.match(failure.stderr, new RegExp(`cannot listen on ${running.host.replace(/\./g, '\\.')}: the address is already in use`));
+    } finally {
+      await running.stop();
+    }
+  });
+});
