@@ -1,14 +1,16 @@
 // Assembles Portcullis from its configuration: metadata store, blob store, registry domain,
 // HTTP app; starts listening and the background upload sweeper; stops cleanly.
 import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { blobRoot, sqlitePath, type Config } from './config/config.js';
+import { blobRoot, ConfigError, sqlitePath, type Config } from './config/config.js';
 import { createAuth } from './auth/index.js';
 import { createApp } from './http/app.js';
 import { clientAddressResolver } from './http/client-address.js';
 import { createListener } from './http/listener.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
+import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
 import { createRegistry } from './registry/index.js';
 import { FilesystemBlobStore } from './storage/filesystem.js';
 
@@ -24,6 +26,20 @@ export function databaseConfig(config: Config): DatabaseConfig {
   return { driver: 'sqlite', path: sqlitePath(config) };
 }
 
+/** A database that cannot be reached at start is a configuration problem: say which setting. */
+function unreachableDatabase(url: string, error: unknown): ConfigError {
+  let shown = url;
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    shown = parsed.toString();
+  } catch {
+    shown = '(not a URL)';
+  }
+  const reason = error instanceof Error ? error.message : String(error);
+  return new ConfigError(`metadata.postgres.url: cannot use the database at ${shown}: ${reason}`);
+}
+
 function splitListen(listen: string): { host: string; port: number } {
   const index = listen.lastIndexOf(':');
   return { host: listen.slice(0, index).replace(/^\[|\]$/g, ''), port: Number(listen.slice(index + 1)) };
@@ -31,9 +47,18 @@ function splitListen(listen: string): { host: string; port: number } {
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   await mkdir(config.dataDir, { recursive: true });
-  const db = openDatabase(databaseConfig(config));
-  const applied = await migrateToLatest(db);
-  if (applied.length > 0) log.info({ migrations: applied }, 'database migrated');
+  const database = databaseConfig(config);
+  if (database.driver === 'sqlite') await mkdir(dirname(database.path), { recursive: true });
+  const unlock = database.driver === 'sqlite' ? lockSqliteDatabase(database.path) : () => undefined;
+  const db = openDatabase(database);
+  try {
+    const applied = await migrateToLatest(db);
+    if (applied.length > 0) log.info({ migrations: applied }, 'database migrated');
+  } catch (error) {
+    await db.destroy().catch(() => undefined);
+    unlock();
+    throw database.driver === 'postgres' ? unreachableDatabase(database.url, error) : error;
+  }
   const metadata = new KnexMetadataStore(db);
   const store = new FilesystemBlobStore(blobRoot(config));
   await store.init();
@@ -57,13 +82,28 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     ...auth,
   });
 
-  const { server, stopWatching } = createListener(config, app.callback(), log);
+  // Requests wait until the bootstrap administrator exists (it is created once the port is ours).
+  let bootstrapped = false;
+  let finishBootstrap = (): void => undefined;
+  const bootstrap = new Promise<void>((resolve) => (finishBootstrap = resolve));
+  const handle = app.callback();
+  const { server, stopWatching } = createListener(
+    config,
+    (request, response) => (bootstrapped ? void handle(request, response) : void bootstrap.then(() => handle(request, response))),
+    log,
+  );
 
   const { host, port } = splitListen(config.listen);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
   });
+  try {
+    await auth.bootstrap();
+  } finally {
+    bootstrapped = true;
+    finishBootstrap();
+  }
 
   let sweeping = false;
   const sweep = async (): Promise<void> => {
@@ -94,6 +134,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       });
       await auth.close();
       await metadata.close();
+      unlock();
     },
   };
 }

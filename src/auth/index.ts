@@ -26,6 +26,11 @@ export interface Auth {
   catalogFilter: CatalogFilter;
   tokenEndpoint: TokenRouteOptions;
   admin: AdminRouteOptions;
+  /**
+   * Creates the bootstrap administrator on a fresh database. Called once the server listens, so a
+   * start that fails earlier (a port in use) never prints a password that is then lost.
+   */
+  bootstrap(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -93,7 +98,6 @@ export function createIdentities(config: Config, db: Knex, log: Logger): Identit
 export async function createAuth(config: Config, db: Knex, log: Logger): Promise<Auth> {
   const identities = createIdentities(config, db, log);
   const { users, robots, audit, rules, policy, authenticator } = identities;
-  await bootstrapAdmin(users, config, log);
   const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
   const keySource = { keyFile: config.auth.token.keyFile, dataDir: config.dataDir };
   const keys = await loadSigningKeys(keySource);
@@ -125,6 +129,7 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
     catalogFilter,
     tokenEndpoint: { authenticator, policy, tokens, refreshTokens, service },
     admin: { tokens, rules, policy, robots, refreshTokens, authenticator, audit, service, realm },
+    bootstrap: () => bootstrapAdmin(users, config, log),
     async close() {
       clearInterval(reload);
       await identities.close();

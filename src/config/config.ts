@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import AjvModule from 'ajv';
+import { closest, distance } from 'fastest-levenshtein';
 import { parse as parseYaml } from 'yaml';
 import schema from '../../schemas/config.schema.json' with { type: 'json' };
 
@@ -100,6 +101,37 @@ function leaves(node: SchemaNode, path: string[] = []): Leaf[] {
 
 const KEYS = leaves(schema as SchemaNode);
 
+/** Every setting's dotted path, objects included (auth, auth.ldap, …), for "did you mean". */
+const SETTING_PATHS = [...new Set(KEYS.flatMap((key) => key.path.map((_, i) => key.path.slice(0, i + 1).join('.'))))];
+/** Variables that are not settings but are read too. */
+const OTHER_VARIABLES = new Set(['PORTCULLIS_CONFIG']);
+/** Prefixes left to tools around Portcullis (its test suite), never read as settings. */
+const FOREIGN_PREFIXES = ['PORTCULLIS_E2E_', 'PORTCULLIS_TEST_'];
+
+/** The candidate nearest to `wanted`, when it is near enough to be what was meant. */
+function nearest(wanted: string, candidates: readonly string[]): string | undefined {
+  const found = closest(wanted, candidates as string[]);
+  return found !== undefined && distance(wanted, found) <= Math.max(2, Math.floor(wanted.length / 3)) ? found : undefined;
+}
+
+/**
+ * A misspelled variable would otherwise be ignored in silence, and with it perhaps a security
+ * setting: every PORTCULLIS_* variable must be one the configuration knows.
+ */
+function checkVariableNames(env: NodeJS.ProcessEnv): void {
+  const known = new Set(KEYS.map((key) => key.env));
+  const unknown = Object.keys(env)
+    .filter((name) => name.startsWith(ENV_PREFIX) && !known.has(name) && !OTHER_VARIABLES.has(name))
+    .filter((name) => !FOREIGN_PREFIXES.some((prefix) => name.startsWith(prefix)))
+    .sort();
+  if (unknown.length === 0) return;
+  const lines = unknown.map((name) => {
+    const suggestion = nearest(name, [...known, ...OTHER_VARIABLES]);
+    return `${name} is not a known setting${suggestion ? `; did you mean ${suggestion}?` : ''}`;
+  });
+  throw new ConfigError(`invalid environment:\n  ${lines.join('\n  ')}`);
+}
+
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
   let node = target;
   for (const key of path.slice(0, -1)) {
@@ -132,6 +164,11 @@ function fromEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, sources: 
 const Ajv = AjvModule.default;
 const validate = new Ajv({ useDefaults: true, allErrors: true, keywords: ['envSeparator'] }).compile(schema);
 
+function didYouMean(key: string): string {
+  const suggestion = nearest(key, SETTING_PATHS);
+  return `is not a known setting${suggestion ? `; did you mean ${suggestion}?` : ''}`;
+}
+
 export interface LoadOptions {
   file?: string | undefined;
   env?: NodeJS.ProcessEnv;
@@ -157,6 +194,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       throw new ConfigError(`configuration file ${file} is not valid YAML: ${(error as Error).message}`);
     }
   }
+  checkVariableNames(env);
   fromEnv(raw, env, sources);
   refuseTrustEveryone(raw, sources, file);
   if (!validate(raw)) {
@@ -167,7 +205,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
       const where = sources.get(key) ?? (file ? `in ${file}` : 'in the configuration');
       const message =
         error.keyword === 'additionalProperties'
-          ? 'is not a known setting'
+          ? didYouMean(key)
           : error.keyword === 'enum'
             ? `must be one of ${(error.params.allowedValues as unknown[]).join(', ')}`
             : error.message;

@@ -12,10 +12,17 @@ export type DatabaseConfig =
 // PostgreSQL returns BIGINT as a string; every bigint here (sizes, epoch ms) fits a JS number.
 pg.types.setTypeParser(20, (value: string) => Number(value));
 
+/**
+ * knex writes its own warnings to the console (stdout, where the JSON log goes); every failure
+ * it would mention also reaches us as a rejected query, which is reported where it matters.
+ */
+const QUIET: Knex.Logger = { warn: () => undefined, error: () => undefined, deprecate: () => undefined, debug: () => undefined };
+
 export function openDatabase(config: DatabaseConfig): Knex {
   if (config.driver === 'postgres') {
     return knex({
       client: 'pg',
+      log: QUIET,
       connection: config.url,
       pool: { min: 0, max: config.poolMax },
       acquireConnectionTimeout: 10_000,
@@ -24,6 +31,7 @@ export function openDatabase(config: DatabaseConfig): Knex {
   mkdirSync(dirname(config.path), { recursive: true });
   return knex({
     client: 'better-sqlite3',
+    log: QUIET,
     connection: { filename: config.path },
     useNullAsDefault: true,
     // One connection: SQLite has one writer anyway, and this keeps transactions serialised.

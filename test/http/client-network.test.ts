@@ -3,7 +3,9 @@
 // realm or exhaust the server.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -147,9 +149,10 @@ describe('trusted proxies', () => {
 describe('startup failures', () => {
   it('explains a port in use in one line on stderr, with nothing on stdout', async () => {
     const running = await startPortcullis();
+    const otherDir = await mkdtemp(join(tmpdir(), 'portcullis-second-'));
     try {
       const failure = await run(process.execPath, [CLI, 'serve'], {
-        env: { ...process.env, PORTCULLIS_DATA_DIR: running.dataDir, PORTCULLIS_LISTEN: running.host, PORTCULLIS_LOG_LEVEL: 'silent' },
+        env: { ...process.env, PORTCULLIS_DATA_DIR: otherDir, PORTCULLIS_LISTEN: running.host, PORTCULLIS_LOG_LEVEL: 'silent' },
         timeout: 10_000,
       }).then(
         () => undefined,
@@ -160,8 +163,48 @@ describe('startup failures', () => {
       assert.equal(failure.stdout, '');
       assert.equal(failure.stderr.trim().split('\n').length, 1, failure.stderr);
       assert.match(failure.stderr, new RegExp(`cannot listen on ${running.host.replace(/\./g, '\\.')}: the address is already in use`));
+      // No bootstrap password was printed for a start that failed, so none was lost: the next
+      // start of that data folder creates the administrator and shows its password.
+      const next = await startPortcullis({ dataDir: otherDir, env: { PORTCULLIS_ADMIN_PASSWORD: '' } });
+      try {
+        for (let i = 0; i < 100 && !/with password:\s+\S+/.test(next.output()); i++) await new Promise((r) => setTimeout(r, 50));
+        const password = /with password:\s+(\S+)/.exec(next.output())?.[1];
+        assert.ok(password, next.output());
+        const login = await fetch(`${next.url}/auth/token?service=portcullis`, {
+          headers: { Authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` },
+        });
+        assert.equal(login.status, 200);
+      } finally {
+        await next.stop();
+      }
     } finally {
       await running.stop();
+      await rm(otherDir, { recursive: true, force: true });
     }
+  });
+
+  it('refuses a second server on the same SQLite data folder, and not a restart after a crash', async () => {
+    const running = await startPortcullis();
+    try {
+      const message = await startupError({ PORTCULLIS_DATA_DIR: running.dataDir });
+      assert.match(message, /another Portcullis server is using .*portcullis\.db \(metadata\.sqlite\.path\)/);
+      await running.crash();
+      const restarted = await startPortcullis({ dataDir: running.dataDir });
+      assert.equal((await fetch(`${restarted.url}/healthz`)).status, 200);
+      await restarted.stop();
+    } finally {
+      await running.stop();
+      await rm(running.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the database setting when PostgreSQL cannot be reached, without its password', async () => {
+    const message = await startupError({
+      PORTCULLIS_METADATA_DRIVER: 'postgres',
+      PORTCULLIS_METADATA_POSTGRES_URL: 'postgres://svc:hunter2@127.0.0.1:1/registry',
+    });
+    assert.match(message, /^portcullis: metadata\.postgres\.url: cannot use the database at postgres:\/\/svc:\*\*\*@127\.0\.0\.1:1\/registry: /);
+    assert.doesNotMatch(message, /hunter2/);
+    assert.equal(message.trim().split('\n').length, 1);
   });
 });

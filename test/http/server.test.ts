@@ -32,12 +32,15 @@ describe('configuration', () => {
     assert.match(await cliFails({ PORTCULLIS_METADATA_DRIVER: 'mysql' }), /metadata\.driver must be one of sqlite, postgres/);
     assert.match(await cliFails({ PORTCULLIS_LISTEN: '0.0.0.0:5999' }), /auth\.token\.realm is required .*listens on 0\.0\.0\.0:5999, not on loopback/);
     assert.match(await cliFails({ PORTCULLIS_AUTH_LDAP_URL: 'ldap://127.0.0.1:1', PORTCULLIS_AUTH_LDAP_USER_BASE_DN: 'dc=x', PORTCULLIS_AUTH_LDAP_BIND_DN: 'cn=svc' }), /bindPassword is required/);
+    // A misspelled variable is not ignored in silence.
+    assert.match(await cliFails({ PORTCULLIS_HTTP_TRUST_PROXIES: '10.0.0.0/8' }), /PORTCULLIS_HTTP_TRUST_PROXIES is not a known setting; did you mean PORTCULLIS_HTTP_TRUST_PROXY\?/);
+    assert.match(await cliFails({ PORTCULLIS_FROBNICATE: '1' }), /PORTCULLIS_FROBNICATE is not a known setting\n|PORTCULLIS_FROBNICATE is not a known setting$/m);
     assert.match(await cliFails({ PORTCULLIS_UPLOADS_EXPIRE_AFTER_SECONDS: '120' }), /uploads\.expireAfterSeconds \(120\) must be longer than http\.idleBodyTimeoutSeconds/);
     const dir = await mkdtemp(join(tmpdir(), 'portcullis-config-'));
     try {
       const file = join(dir, 'config.yml');
       await writeFile(file, 'listen: 127.0.0.1:5000\nstorage:\n  drivr: filesystem\n');
-      assert.match(await cliFails({ PORTCULLIS_CONFIG: file }), /storage\.drivr is not a known setting \(in .*config\.yml\)/);
+      assert.match(await cliFails({ PORTCULLIS_CONFIG: file }), /storage\.drivr is not a known setting; did you mean storage\.driver\? \(in .*config\.yml\)/);
       await writeFile(file, 'listen: [unclosed');
       assert.match(await cliFails({ PORTCULLIS_CONFIG: file }), /not valid YAML/);
     } finally {
