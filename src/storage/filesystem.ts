@@ -72,14 +72,9 @@ export class FilesystemBlobStore implements BlobStore {
       batched = 0;
       position += length;
       await inFlight;
-      inFlight = handle.writev(buffers, at).then(
-        ({ bytesWritten }) => {
-          if (bytesWritten !== length) failure ??= new Error(`short write: ${bytesWritten} of ${length} bytes`);
-        },
-        (error: unknown) => {
-          failure ??= error;
-        },
-      );
+      inFlight = writevAll(handle, buffers, at).catch((error: unknown) => {
+        failure ??= error;
+      });
     };
     try {
       for await (const chunk of source) {
@@ -137,6 +132,7 @@ export class FilesystemBlobStore implements BlobStore {
   private async assemble(uploadId: string, parts: readonly UploadPart[], path: string): Promise<void> {
     await rm(path, { force: true }); // a crashed earlier attempt
     const handle = await open(path, 'wx');
+    let complete = false;
     try {
       let position = 0;
       for (const part of parts) {
@@ -147,8 +143,11 @@ export class FilesystemBlobStore implements BlobStore {
           position += buffer.length;
         }
       }
+      complete = true;
     } finally {
       await handle.close();
+      // A copy that did not fit gives its space back at once.
+      if (!complete) await rm(path, { force: true });
     }
   }
 
@@ -226,6 +225,31 @@ async function* concatenated(parts: { path: string; size: number }[]): AsyncGene
     for await (const chunk of createReadStream(part.path, { start: 0, end: part.size - 1, highWaterMark: READ_CHUNK })) {
       yield chunk as Buffer;
     }
+  }
+}
+
+/**
+ * Writes every byte of `buffers` at `position`. A short write (the disk filling up, a signal) is
+ * continued; the next attempt then reports the real cause (ENOSPC) instead of a vague shortfall.
+ */
+async function writevAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  let pending = buffers;
+  let at = position;
+  while (pending.length > 0) {
+    const { bytesWritten } = await handle.writev(pending, at);
+    if (bytesWritten === 0) throw Object.assign(new Error('the disk accepted no bytes'), { code: 'EIO' });
+    at += bytesWritten;
+    let skip = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const buffer of pending) {
+      if (skip >= buffer.length) {
+        skip -= buffer.length;
+        continue;
+      }
+      rest.push(skip > 0 ? buffer.subarray(skip) : buffer);
+      skip = 0;
+    }
+    pending = rest;
   }
 }
 

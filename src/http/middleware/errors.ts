@@ -42,6 +42,9 @@ export function errorResponses(log: Logger) {
         requestLog.error({ err: thrown, cause: (thrown as Error).cause }, error.message);
       }
       if (ctx.headerSent) return; // a stream broke mid-response; nothing more can be said
+      // The body was not read to its end (a failed upload): close the connection after this
+      // answer, so the client stops sending instead of the server draining gigabytes.
+      if (!ctx.req.complete) ctx.set('Connection', 'close');
       const body = { errors: [{ code: error.code, message: error.message, detail: error.detail ?? null }] };
       replyJson(ctx, error.status, body, error.headers);
     }

@@ -1,0 +1,94 @@
+// A full disk answers 503 with a clear error on every write path, never 500, and leaves nothing
+// half-written: no visible blob, no stray upload area, a session still at its last good size.
+// Blob storage is a small tmpfs mounted by the test (root is needed to mount; CI runs as root).
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { startPortcullis, type RunningRegistry } from '../support/server.js';
+import { adminClient, expectError, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
+
+const run = promisify(execFile);
+const root = process.getuid?.() === 0;
+
+describe('blob storage that is full', { skip: root ? false : 'mounting a small tmpfs needs root' }, () => {
+  let mountPoint: string;
+  let server: RunningRegistry;
+  let registry: TestRegistry;
+
+  before(async () => {
+    mountPoint = await mkdtemp(join(tmpdir(), 'portcullis-full-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mountPoint]);
+    server = await startPortcullis({ env: { PORTCULLIS_STORAGE_FILESYSTEM_ROOT: mountPoint } });
+    registry = adminClient(server);
+  });
+  after(async () => {
+    await server?.stop();
+    await run('umount', [mountPoint]).catch(() => undefined);
+    await rm(mountPoint, { recursive: true, force: true });
+  });
+
+  const uploadAreas = async () => readdir(join(mountPoint, '_uploads'));
+
+  it('answers 503 to a monolithic push that does not fit, and keeps nothing of it', async () => {
+    const repository = randomName();
+    const bytes = randomBytes(20 * 1024 * 1024);
+    const response = await registry.fetch(`/v2/${repository}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes });
+    await expectError(response, 503, 'UNAVAILABLE');
+    assert.equal((await registry.fetch(`/v2/${repository}/blobs/${sha256(bytes)}`, { method: 'HEAD' })).status, 404);
+    assert.deepEqual(await uploadAreas(), []);
+  });
+
+  it('answers 503 to a chunk that does not fit, keeping the session at its last good size', async () => {
+    const repository = randomName();
+    const started = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    const location = started.headers.get('Location') ?? '';
+    const first = randomBytes(1024 * 1024);
+    assert.equal((await registry.fetch(location, { method: 'PATCH', body: first })).status, 202);
+    const failed = await registry.fetch(location, { method: 'PATCH', body: randomBytes(20 * 1024 * 1024) });
+    const text = await failed.text();
+    assert.equal(failed.status, 503, text);
+    assert.match(text, /blob storage is unavailable \(it is full\)/);
+    const status = await registry.fetch(location);
+    assert.equal(status.status, 204);
+    assert.equal(status.headers.get('Range'), `0-${first.length - 1}`);
+    // The session is still usable: finishing it with what it holds works.
+    const done = await registry.fetch(`${location}?digest=${sha256(first)}`, { method: 'PUT' });
+    assert.equal(done.status, 201, await done.text());
+  });
+
+  it('answers 503 when joining the parts at commit does not fit, and the blob stays invisible', async () => {
+    const repository = randomName();
+    const started = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    const location = started.headers.get('Location') ?? '';
+    const parts = [randomBytes(2 * 1024 * 1024), randomBytes(2 * 1024 * 1024)];
+    let offset = 0;
+    for (const part of parts) {
+      const response = await registry.fetch(location, {
+        method: 'PATCH',
+        headers: { 'Content-Range': `${offset}-${offset + part.length - 1}`, 'Content-Type': 'application/octet-stream' },
+        body: part,
+      });
+      assert.equal(response.status, 202, await response.text());
+      offset += part.length;
+    }
+    // Fill what is left, so the joined copy cannot be written.
+    const filler = join(mountPoint, 'filler');
+    await writeFile(filler, Buffer.alloc(1)).catch(() => undefined);
+    await run('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null || true`]);
+    const digest = sha256(Buffer.concat(parts));
+    const failed = await registry.fetch(`${location}?digest=${digest}`, { method: 'PUT' });
+    assert.equal(failed.status, 503, await failed.text());
+    assert.equal((await registry.fetch(`/v2/${repository}/blobs/${digest}`, { method: 'HEAD' })).status, 404);
+    // Space freed: the same session commits.
+    await rm(filler);
+    const committed = await registry.fetch(`${location}?digest=${digest}`, { method: 'PUT' });
+    assert.equal(committed.status, 201, await committed.text());
+    const get = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+    assert.deepEqual(Buffer.from(await get.arrayBuffer()), Buffer.concat(parts));
+  });
+});
