@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import * as registryCore from './20261126_001_registry_core.js';
 import * as auth from './20261126_002_auth.js';
 import * as uploadParts from './20261130_003_upload_parts.js';
+import * as adminState from './20261130_004_admin_state.js';
 
 interface Migration {
   name: string;
@@ -11,7 +12,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

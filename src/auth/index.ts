@@ -36,11 +36,19 @@ export interface Auth {
 
 export const BOOTSTRAP_ADMIN = 'admin';
 
-/** Creates the `admin` user at first start: with the configured password, or a generated one printed once. */
+/**
+ * Creates the `admin` user at the first start of a fresh database: with the configured password,
+ * or a generated one printed once. Never again afterwards, even when every local user is gone.
+ */
 async function bootstrapAdmin(users: LocalUsers, config: Config, log: Logger): Promise<void> {
-  if ((await users.count()) > 0) return;
   const password = config.adminPassword ?? generateSecret();
-  await users.add(BOOTSTRAP_ADMIN, password, { admin: true });
+  const outcome = await users.bootstrap(BOOTSTRAP_ADMIN, password);
+  if (outcome !== 'created') {
+    if ((await users.count()) === 0) {
+      log.warn('there are no local users; add an administrator with `portcullis user add NAME --admin`');
+    }
+    return;
+  }
   if (config.adminPassword) {
     log.info({ user: BOOTSTRAP_ADMIN }, 'created the bootstrap administrator with the configured password');
   } else {

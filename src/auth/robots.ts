@@ -7,6 +7,18 @@ import { newSecret, secretDigest, secretMatches } from './secrets.js';
 export const ROBOT_PREFIX = 'robot$';
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
+/** Column widths of `robot_accounts` (migrations/20261126_002_auth.ts), checked before any write. */
+export const MAX_DESCRIPTION_LENGTH = 512;
+const MAX_CREATED_BY_LENGTH = 255;
+
+// Free text may hold tabs and line breaks; other control characters (NUL above all, which
+// PostgreSQL refuses in text) may not.
+const FORBIDDEN_IN_TEXT = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
+
+export function isValidRobotName(name: string): boolean {
+  return NAME.test(name);
+}
+
 export interface RobotAccount {
   name: string;
   description?: string;
@@ -50,8 +62,7 @@ export class RobotAccounts {
 
   /** Creates a robot and returns its secret; the secret is not stored and cannot be shown again. */
   async create(name: string, createdBy: string, options: { description?: string; expiresAt?: number } = {}): Promise<{ robot: RobotAccount; secret: string }> {
-    if (!NAME.test(name)) throw new RobotError(`invalid robot name ${JSON.stringify(name)}: 1-64 of a-z 0-9 . _ -`, 'invalid');
-    if (options.expiresAt !== undefined && options.expiresAt <= Date.now()) throw new RobotError('expiry must be in the future', 'invalid');
+    validateRobot(name, createdBy, options);
     const secret = newSecret();
     const row = {
       name,
@@ -62,10 +73,10 @@ export class RobotAccounts {
       expires_at: options.expiresAt ?? null,
       revoked_at: null,
     };
-    await this.db.transaction(async (trx) => {
-      if (await trx('robot_accounts').where({ name }).first('name')) throw new RobotError(`robot ${name} already exists`, 'exists');
-      await trx('robot_accounts').insert(row);
-    });
+    // One statement decides, so two administrators creating the same name at once get one robot
+    // and one 409 (a check-then-insert would let the second fail on the key instead).
+    const inserted = (await this.db('robot_accounts').insert(row).onConflict('name').ignore().returning('name')) as unknown[];
+    if (inserted.length === 0) throw new RobotError(`robot ${name} already exists`, 'exists');
     return { robot: toRobot(row), secret };
   }
 
@@ -74,11 +85,14 @@ export class RobotAccounts {
   }
 
   async get(name: string): Promise<RobotAccount | undefined> {
+    if (!NAME.test(name)) return undefined;
     const row = (await this.db('robot_accounts').where({ name }).first()) as RobotRow | undefined;
     return row && toRobot(row);
   }
 
   async revoke(name: string): Promise<void> {
+    // A name no robot can have is not looked up (PostgreSQL refuses NUL even in a comparison).
+    if (!NAME.test(name)) throw new RobotError(`no active robot ${JSON.stringify(name.slice(0, 80))}`, 'missing');
     const updated = await this.db('robot_accounts').where({ name }).whereNull('revoked_at').update({ revoked_at: Date.now() });
     if (updated === 0) throw new RobotError(`no active robot ${name}`, 'missing');
   }
@@ -95,8 +109,24 @@ export class RobotAccounts {
 
   /** Whether a robot may still act (refresh tokens re-check this). */
   async isActive(name: string): Promise<boolean> {
+    if (!NAME.test(name)) return false;
     const row = (await this.db('robot_accounts').where({ name }).first()) as RobotRow | undefined;
     return row !== undefined && isActive(row);
+  }
+}
+
+/** Everything `create` stores, checked against the grammar and the columns before the database sees it. */
+function validateRobot(name: string, createdBy: string, options: { description?: string; expiresAt?: number }): void {
+  if (!NAME.test(name)) throw new RobotError(`invalid robot name ${JSON.stringify(name.slice(0, 80))}: 1-64 of a-z 0-9 . _ -, starting with a letter or digit`, 'invalid');
+  const { description, expiresAt } = options;
+  if (description !== undefined) {
+    if (description.length > MAX_DESCRIPTION_LENGTH) throw new RobotError(`description is longer than ${MAX_DESCRIPTION_LENGTH} characters`, 'invalid');
+    if (FORBIDDEN_IN_TEXT.test(description)) throw new RobotError('description contains a control character (only tabs and line breaks are allowed)', 'invalid');
+  }
+  if (expiresAt !== undefined && (!Number.isSafeInteger(expiresAt) || expiresAt <= Date.now())) throw new RobotError('expiry must be in the future', 'invalid');
+  // The creator is the administrator's own name; a directory could hand out a longer one.
+  if (createdBy.length > MAX_CREATED_BY_LENGTH || FORBIDDEN_IN_TEXT.test(createdBy)) {
+    throw new RobotError(`the creating administrator's name cannot be recorded (more than ${MAX_CREATED_BY_LENGTH} characters or control characters)`, 'invalid');
   }
 }
 

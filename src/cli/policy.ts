@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { Knex } from 'knex';
 import { createIdentities, type Identities } from '../auth/index.js';
 import { formatRulesFile, parseRulesFile } from '../auth/policy/file.js';
-import { formatSubject, type AccessRule, type Principal } from '../auth/policy/rules.js';
+import { formatSubject, personalNamespaceWarnings, type AccessRule, type Principal } from '../auth/policy/rules.js';
 import type { RuleDiff } from '../auth/policy/store.js';
 import type { Config } from '../config/config.js';
 import { createLogger } from '../log.js';
@@ -47,6 +47,7 @@ export function registerPolicyCommands(program: Command, config: () => Config): 
     .action(async (options: { file: string; dryRun?: boolean }) => {
       // Parse first: a bad file changes nothing.
       const wanted = parseRulesFile(await readFile(options.file, 'utf8'), options.file);
+      for (const warning of personalNamespaceWarnings(wanted)) console.error(`portcullis: warning: ${warning}`);
       const diff = await withIdentities(config(), async ({ rules, audit }) => {
         const result = await rules.replaceAll(wanted, { dryRun: options.dryRun ?? false });
         if (!options.dryRun) await audit.record({ type: 'rules.changed', actor: 'cli', details: { file: options.file, added: result.added.length, removed: result.removed.length, changed: result.changed.length } });

@@ -59,7 +59,7 @@ export function registerUserCommands(program: Command, config: () => Config): vo
 
   user
     .command('rm <username>')
-    .description('delete a local user')
+    .description('delete a local user (never the last local administrator)')
     .action(async (username: string) => {
       // Its refresh tokens go too: a later user of the same name must not inherit them.
       await withUsers(config(), async (users, refreshTokens) => {

@@ -21,6 +21,7 @@ interface RulesBody {
 }
 interface DiffBody {
   dryRun: boolean;
+  warnings: string[];
   added: ShownRule[];
   removed: ShownRule[];
   changed: { before: ShownRule; after: ShownRule }[];
@@ -102,7 +103,7 @@ describe('who may use the admin API', () => {
     assert.equal(basicAuth.status, 401, await basicAuth.text());
   });
 
-  it('a non-administrator asking registry:admin:* gets a token without it, and 403 DENIED everywhere', async () => {
+  it('a non-administrator asking registry:admin:* gets a token without it, and a 403 problem everywhere', async () => {
     const asked = await tokenFor(server.url, alice, ['registry:admin:*', 'registry:catalog:*']);
     assert.deepEqual(accessOf(asked), [{ type: 'registry', name: 'catalog', actions: ['*'] }]);
     // Through the OAuth2 grants too.
@@ -125,7 +126,8 @@ describe('who may use the admin API', () => {
     for (const endpoint of ENDPOINTS) {
       const response = await api(server.url, asked, endpoint.method, endpoint.path, endpoint.body);
       assert.equal(response.status, 403, `${endpoint.method} ${endpoint.path}: ${response.text}`);
-      assert.equal(errorCode(response.text), 'DENIED');
+      assert.equal(response.headers.get('Content-Type'), 'application/problem+json');
+      assert.deepEqual(response.body, { type: 'about:blank', title: 'Forbidden', status: 403, detail: 'administrator rights required' });
       assert.ok(!response.text.includes('alice-bot') && !response.text.includes('"rules"'), response.text);
     }
     // Nothing she tried took effect.
@@ -144,6 +146,9 @@ describe('access rules', () => {
     assert.deepEqual(strip(dry.body.added), RULES);
     assert.deepEqual(dry.body.removed, []);
     assert.deepEqual(dry.body.changed, []);
+    // A personal namespace at the top level is allowed, with a warning recommending users/${user}.
+    assert.equal(dry.body.warnings.length, 1, dry.text);
+    assert.match(dry.body.warnings[0] ?? '', /authenticated on \$\{user\}\/\*\*: .*prefer users\/\$\{user\}\/\*\*/);
     assert.deepEqual(await currentRules(), [], 'a dry run must not change the rules');
 
     const applied = await api<DiffBody>(server.url, admin, 'PUT', '/admin/v1/rules', { rules: RULES });
@@ -192,6 +197,7 @@ describe('access rules', () => {
       for (const path of ['/admin/v1/rules', '/admin/v1/rules?dryRun=true']) {
         const response = await api(server.url, admin, 'PUT', path, body);
         assert.equal(response.status, 400, `${what} (${path}): ${response.status} ${response.text}`);
+        assert.equal(response.headers.get('Content-Type'), 'application/problem+json', `${what} (${path})`);
       }
     }
     const single = await api(server.url, admin, 'POST', '/admin/v1/rules', { subject: 'user:alice', repositories: 'x/**', actions: ['fly'] });
@@ -259,6 +265,7 @@ describe('robot accounts', () => {
     for (const [what, body] of Object.entries(bad)) {
       const response = await api(server.url, admin, 'POST', '/admin/v1/robots', body);
       assert.equal(response.status, 400, `${what}: ${response.status} ${response.text}`);
+      assert.equal((response.body as { status?: number }).status, 400, `${what}: ${response.text}`);
     }
     const robots = await api<{ robots: RobotInfo[] }>(server.url, admin, 'GET', '/admin/v1/robots');
     assert.deepEqual(robots.body.robots.map((robot) => robot.name), ['deployer']);

@@ -6,15 +6,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LocalUsers } from '../../src/auth/identity/local.js';
+import { migrationSource } from '../../migrations/index.js';
 import { hashPassword, verifyPassword } from '../../src/auth/identity/passwords.js';
 import { migrateToLatest, openDatabase } from '../../src/metadata/database.js';
-import { CLI } from '../support/server.js';
+import { CLI, startPortcullis, TEST_ADMIN } from '../support/server.js';
+import { requestToken } from './support.js';
 
 let dataDir: string;
 
-function cli(args: string[], stdin?: string): Promise<{ stdout: string; stderr: string; code: number }> {
+function cli(args: string[], stdin?: string, dir = dataDir, env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, PORTCULLIS_DATA_DIR: dataDir } }, (error, stdout, stderr) =>
+    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, PORTCULLIS_DATA_DIR: dir, ...env } }, (error, stdout, stderr) =>
       resolve({ stdout, stderr, code: error ? Number((error as { code?: number }).code ?? 1) : 0 }),
     );
     child.stdin?.end(stdin ?? '');
@@ -74,3 +76,119 @@ describe('local users', () => {
   });
 });
 
+
+/** A data directory of its own for one test, removed afterwards. */
+async function withDataDir(work: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-admins-'));
+  try {
+    await work(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const BOOTSTRAP_MESSAGE = 'created the bootstrap administrator';
+
+describe('the last administrator', () => {
+  it('cannot be removed with portcullis user rm until another local administrator exists', async () => {
+    await withDataDir(async (dir) => {
+      assert.equal((await cli(['user', 'add', 'root', '--admin', '--password-stdin'], 'a long admin password', dir)).code, 0);
+      assert.equal((await cli(['user', 'add', 'alice', '--password-stdin'], 'a long user password', dir)).code, 0);
+
+      const refused = await cli(['user', 'rm', 'root'], undefined, dir);
+      assert.equal(refused.code, 2, refused.stdout);
+      assert.equal(refused.stderr, 'portcullis: root is the last local administrator and cannot be removed; make another one first (portcullis user add NAME --admin)\n');
+      assert.equal((await cli(['user', 'list'], undefined, dir)).stdout, 'alice\nroot (admin)\n');
+
+      // Administrators from the directory (auth.adminGroups) do not count: they can vanish.
+      const withDirectoryAdmins = await cli(['user', 'rm', 'root'], undefined, dir, { PORTCULLIS_AUTH_ADMIN_GROUPS: 'cn=admins,ou=groups,dc=example,dc=org' });
+      assert.equal(withDirectoryAdmins.code, 2, withDirectoryAdmins.stdout);
+      assert.match(withDirectoryAdmins.stderr, /root is the last local administrator/);
+
+      assert.equal((await cli(['user', 'add', 'ops', '--admin', '--password-stdin'], 'another admin password', dir)).code, 0);
+      assert.equal((await cli(['user', 'rm', 'root'], undefined, dir)).code, 0);
+      assert.match((await cli(['user', 'rm', 'ops'], undefined, dir)).stderr, /ops is the last local administrator/);
+      assert.equal((await cli(['user', 'rm', 'alice'], undefined, dir)).code, 0, 'other users go as before');
+      assert.equal((await cli(['user', 'list'], undefined, dir)).stdout, 'ops (admin)\n');
+    });
+  });
+
+  it('a removed bootstrap admin is not created again at the next start', async () => {
+    await withDataDir(async (dir) => {
+      const first = await startPortcullis({ dataDir: dir });
+      try {
+        assert.ok(first.output().includes(BOOTSTRAP_MESSAGE), first.output());
+        assert.equal((await requestToken(first.url, { credentials: TEST_ADMIN })).status, 200);
+      } finally {
+        await first.stop();
+      }
+      assert.equal((await cli(['user', 'add', 'root', '--admin', '--password-stdin'], 'a long admin password', dir)).code, 0);
+      assert.equal((await cli(['user', 'rm', 'admin'], undefined, dir)).code, 0);
+
+      const second = await startPortcullis({ dataDir: dir });
+      try {
+        assert.ok(!second.output().includes(BOOTSTRAP_MESSAGE), second.output());
+        assert.equal((await requestToken(second.url, { credentials: TEST_ADMIN })).status, 401);
+      } finally {
+        await second.stop();
+      }
+      assert.equal((await cli(['user', 'list'], undefined, dir)).stdout, 'root (admin)\n');
+    });
+  });
+
+  it('removing every local user never brings a bootstrap admin back', async () => {
+    await withDataDir(async (dir) => {
+      // Users made before the first start: the bootstrap has nothing to do, and is recorded as done.
+      assert.equal((await cli(['user', 'add', 'alice', '--password-stdin'], 'a long user password', dir)).code, 0);
+      const first = await startPortcullis({ dataDir: dir });
+      await first.stop();
+      assert.ok(!first.output().includes(BOOTSTRAP_MESSAGE), first.output());
+      assert.equal((await cli(['user', 'rm', 'alice'], undefined, dir)).code, 0);
+      assert.equal((await cli(['user', 'list'], undefined, dir)).stdout, '');
+
+      for (let start = 0; start < 2; start++) {
+        const again = await startPortcullis({ dataDir: dir });
+        try {
+          assert.equal((await requestToken(again.url, { credentials: TEST_ADMIN })).status, 401);
+        } finally {
+          await again.stop();
+        }
+        assert.ok(!again.output().includes(BOOTSTRAP_MESSAGE), again.output());
+        assert.match(again.output(), /there are no local users; add an administrator with `portcullis user add NAME --admin`/);
+        assert.equal((await cli(['user', 'list'], undefined, dir)).stdout, '');
+      }
+    });
+  });
+
+  it('a database in use before the bootstrap was recorded counts as bootstrapped; a fresh one does not', async () => {
+    await withDataDir(async (dir) => {
+      const db = openDatabase({ driver: 'sqlite', path: join(dir, 'portcullis.db') });
+      try {
+        // The schema as it was before the admin_state migration, with a user of its own.
+        const all = await migrationSource.getMigrations([]);
+        const older = all.filter((migration) => migration.name < '20261130_004_admin_state');
+        assert.ok(older.length < all.length);
+        await db.migrate.latest({ migrationSource: { ...migrationSource, getMigrations: async () => older } });
+        const users = new LocalUsers(db);
+        await users.add('root', 'a long admin password', { admin: true });
+        await migrateToLatest(db);
+        // The old version removed users freely: the table can be empty now.
+        await db('users').delete();
+        assert.equal(await users.bootstrap('admin', TEST_ADMIN.password), 'done-before');
+        assert.equal(await users.count(), 0);
+      } finally {
+        await db.destroy();
+      }
+      const fresh = openDatabase({ driver: 'sqlite', path: join(dir, 'fresh.db') });
+      try {
+        await migrateToLatest(fresh);
+        const users = new LocalUsers(fresh);
+        assert.equal(await users.bootstrap('admin', TEST_ADMIN.password), 'created');
+        assert.equal(await users.bootstrap('admin', TEST_ADMIN.password), 'done-before');
+        assert.deepEqual((await users.list()).map((user) => [user.username, user.admin]), [['admin', true]]);
+      } finally {
+        await fresh.destroy();
+      }
+    });
+  });
+});

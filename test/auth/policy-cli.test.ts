@@ -70,6 +70,34 @@ describe('policy CLI', () => {
     assert.equal((await cli(['policy', 'export'])).stdout, before);
   });
 
+  it('refuses subjects that can never match, with a hint, and changes nothing', async () => {
+    const before = (await cli(['policy', 'export'])).stdout;
+    for (const [subject, hint] of [
+      ['"group:CORP\\\\developers"', /rules\[0\]: invalid subject "group:CORP\\\\developers": .*use the group's name \(cn\), e\.g\. group:developers, or its full DN/],
+      ['"user:CORP\\\\alice"', /rules\[0\]: invalid subject "user:CORP\\\\alice": .*people sign in as alice .*e\.g\. user:alice/],
+      ['"user:"', /rules\[0\]: invalid subject "user:": the name is empty/],
+      ['"user:al\\u0000ice"', /rules\[0\]: invalid subject "user:al\\u0000ice": contains a control character/],
+    ] as const) {
+      const file = await rulesFile('never.yaml', `rules:\n  - subject: ${subject}\n    repositories: team-a/**\n    actions: [pull]\n`);
+      const result = await cli(['policy', 'apply', '-f', file]);
+      assert.equal(result.code, 2, result.stdout);
+      assert.match(result.stderr, hint);
+    }
+    assert.equal((await cli(['policy', 'export'])).stdout, before);
+  });
+
+  it('warns on stderr about ${user} at the top level, and applies the file', async () => {
+    const file = await rulesFile('personal.yaml', ['rules:', '  - subject: authenticated', '    repositories: ${user}/**', '    actions: [pull]', ''].join('\n'));
+    const result = await cli(['policy', 'apply', '-f', file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /^portcullis: warning: rule for authenticated on \$\{user\}\/\*\*: .*prefer users\/\$\{user\}\/\*\*$/m);
+    assert.match(result.stdout, /^\+ authenticated {2}\$\{user\}\/\*\* {2}\[pull\]$/m);
+    const nested = await rulesFile('nested.yaml', ['rules:', '  - subject: authenticated', '    repositories: users/${user}/**', '    actions: [pull]', ''].join('\n'));
+    const quiet = await cli(['policy', 'apply', '-f', nested]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stderr, '');
+  });
+
   it('explains what a user may do and why', async () => {
     await cli(['user', 'add', 'alice', '--password-stdin'], 'a long enough password');
     const rules = await rulesFile('third.yaml', ['rules:', '  - subject: user:alice', '    repositories: team-a/*', '    actions: [pull]', ''].join('\n'));

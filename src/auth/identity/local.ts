@@ -7,6 +7,9 @@ import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
 
 const USERNAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
+/** The admin_state row that says the bootstrap administrator was made (migrations/…_004_admin_state.ts). */
+const BOOTSTRAP_KEY = 'bootstrap_admin';
+
 export interface LocalUser {
   username: string;
   admin: boolean;
@@ -29,7 +32,7 @@ export class UserError extends Error {
 
 export function validateUsername(username: string): string {
   if (!USERNAME.test(username)) {
-    throw new UserError(`invalid user name ${JSON.stringify(username)}: 1-64 of a-z 0-9 . _ -, starting with a letter or digit`);
+    throw new UserError(`invalid user name ${JSON.stringify(username.slice(0, 80))}: 1-64 of a-z 0-9 . _ -, starting with a letter or digit`);
   }
   return username;
 }
@@ -101,15 +104,65 @@ export class LocalUsers implements IdentityProvider {
   }
 
   async setPassword(username: string, password: string): Promise<void> {
+    if (!USERNAME.test(username)) throw new UserError(`no user ${JSON.stringify(username.slice(0, 80))}`);
     const hash = await hashPassword(validatePassword(password));
     const updated = await this.db('users').where({ username }).update({ password_hash: hash, updated_at: Date.now() });
     this.verified.clear();
     if (updated === 0) throw new UserError(`no user ${username}`);
   }
 
+  /**
+   * Deletes a local user, but never the last local administrator: directory administrators
+   * (auth.adminGroups) do not count, since a directory change can take them away.
+   */
   async remove(username: string): Promise<void> {
     this.verified.clear();
-    if ((await this.db('users').where({ username }).delete()) === 0) throw new UserError(`no user ${username}`);
+    if (!USERNAME.test(username)) throw new UserError(`no user ${JSON.stringify(username.slice(0, 80))}`);
+    await this.db.transaction(async (trx) => {
+      const row = (await trx('users').where({ username }).first('username', 'admin')) as Pick<UserRow, 'username' | 'admin'> | undefined;
+      if (!row) throw new UserError(`no user ${username}`);
+      if (Boolean(row.admin)) {
+        // Locks every administrator's row (PostgreSQL), so two removals at once cannot each
+        // believe the other administrator stays.
+        const admins = (await trx('users').where({ admin: true }).forUpdate().pluck('username')) as string[];
+        if (!admins.some((other) => other !== username)) {
+          throw new UserError(
+            `${username} is the last local administrator and cannot be removed; ` +
+              'make another one first (portcullis user add NAME --admin)',
+          );
+        }
+      }
+      await trx('users').where({ username }).delete();
+    });
+  }
+
+  /**
+   * Creates the bootstrap administrator once in the life of the database: when no bootstrap was
+   * ever recorded and no local user exists. Later starts, even with every user removed, create
+   * nobody: an operator adds administrators with the CLI.
+   */
+  async bootstrap(username: string, password: string): Promise<'created' | 'users-existed' | 'done-before'> {
+    if (await this.bootstrapRecorded()) return 'done-before';
+    validateUsername(username);
+    const hash = await hashPassword(validatePassword(password));
+    const now = Date.now();
+    try {
+      return await this.db.transaction(async (trx) => {
+        if (await trx('admin_state').where({ key: BOOTSTRAP_KEY }).first('key')) return 'done-before' as const;
+        const usersExist = (await trx('users').first('username')) !== undefined;
+        if (!usersExist) await trx('users').insert({ username, password_hash: hash, admin: true, created_at: now, updated_at: now });
+        await trx('admin_state').insert({ key: BOOTSTRAP_KEY, value: usersExist ? 'users existed' : username, recorded_at: now });
+        return usersExist ? ('users-existed' as const) : ('created' as const);
+      });
+    } catch (error) {
+      // Another server starting on the same fresh database got there first.
+      if (await this.bootstrapRecorded()) return 'done-before';
+      throw error;
+    }
+  }
+
+  private async bootstrapRecorded(): Promise<boolean> {
+    return (await this.db('admin_state').where({ key: BOOTSTRAP_KEY }).first('key')) !== undefined;
   }
 
   async exists(username: string): Promise<boolean> {

@@ -2,6 +2,7 @@
 // exactly the union of what the rules matching it grant.
 import { isValidName } from '../../registry/reference.js';
 import type { Identity } from '../identity/provider.js';
+import { isValidRobotName } from '../robots.js';
 
 export const ACTIONS = ['pull', 'push', 'delete', 'admin'] as const;
 export type Action = (typeof ACTIONS)[number];
@@ -30,20 +31,82 @@ export type Principal =
   | { kind: 'robot'; name: string }
   | { kind: 'anonymous' };
 
+/** One problem with one field of the input, located by a JSON Pointer (RFC 6901) into it. */
+export interface FieldProblem {
+  pointer: string;
+  detail: string;
+}
+
 export class RuleError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Per-field problems, when the input was a document (a rules file or an API body). */
+    readonly problems: readonly FieldProblem[] = [],
+  ) {
     super(message);
     this.name = 'RuleError';
   }
 }
 
+/** The column widths of `access_rules` (migrations/20261126_002_auth.ts): checked before any write. */
+export const MAX_SUBJECT_LENGTH = 512;
+export const MAX_PATTERN_LENGTH = 255;
+
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+
+export function hasControlCharacter(text: string): boolean {
+  return CONTROL_CHARACTER.test(text);
+}
+
+const SUBJECT_FORMS = 'use group:<dn or name>, user:<name>, robot:<name>, anonymous or authenticated';
+
+/**
+ * Parses a subject written by an administrator, refusing what can never match anyone: a rule
+ * that silently grants nothing is a mistake the writer should hear about.
+ */
 export function parseSubject(text: string): Subject {
+  const shown = JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
+  if (text.length > MAX_SUBJECT_LENGTH) throw new RuleError(`invalid subject ${shown}: longer than ${MAX_SUBJECT_LENGTH} characters`);
+  if (hasControlCharacter(text)) throw new RuleError(`invalid subject ${shown}: contains a control character`);
   if (text === 'anonymous' || text === 'authenticated') return { kind: text };
   const colon = text.indexOf(':');
   const kind = text.slice(0, colon);
   const name = text.slice(colon + 1).trim();
-  if (colon > 0 && name.length > 0 && (kind === 'group' || kind === 'user' || kind === 'robot')) return { kind, name };
-  throw new RuleError(`invalid subject ${JSON.stringify(text)}: use group:<dn or name>, user:<name>, robot:<name>, anonymous or authenticated`);
+  if (colon <= 0 || (kind !== 'group' && kind !== 'user' && kind !== 'robot')) throw new RuleError(`invalid subject ${shown}: ${SUBJECT_FORMS}`);
+  if (name.length === 0) throw new RuleError(`invalid subject ${shown}: the name is empty; ${SUBJECT_FORMS}`);
+  const why = neverMatches(kind, name);
+  if (why) throw new RuleError(`invalid subject ${shown}: ${why}`);
+  return { kind, name };
+}
+
+/** Why a named subject could never apply to anyone, or undefined when it can. */
+function neverMatches(kind: 'group' | 'user' | 'robot', name: string): string | undefined {
+  // `CORP\name` is a down-level (NetBIOS) logon name. Directories report groups by cn and DN,
+  // and people by their username attribute, never in that form. A DN may escape with `\`.
+  const downLevel = name.includes('\\') && !(kind === 'group' && name.includes('='));
+  if (downLevel && kind === 'group') {
+    return "a DOMAIN\\name never matches: use the group's name (cn), e.g. group:" + afterBackslash(name) + ", or its full DN";
+  }
+  if (downLevel && kind === 'user') {
+    return `a DOMAIN\\name never matches: people sign in as ${afterBackslash(name)} and rules name them by their user name (the directory's username attribute), e.g. user:${afterBackslash(name)}`;
+  }
+  if (kind === 'robot' && !isValidRobotName(name)) return 'robot names are 1-64 of a-z 0-9 . _ -, starting with a letter or digit';
+  return undefined;
+}
+
+const afterBackslash = (name: string): string => name.slice(name.lastIndexOf('\\') + 1);
+
+/**
+ * A subject as stored. Stored rules were validated when written, possibly by an older, more
+ * lenient version: read them without refusing, so one odd row cannot stop every token request.
+ * Undefined only for a kind no version ever wrote.
+ */
+export function parseStoredSubject(text: string): Subject | undefined {
+  if (text === 'anonymous' || text === 'authenticated') return { kind: text };
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon);
+  if (kind === 'group' || kind === 'user' || kind === 'robot') return { kind, name: text.slice(colon + 1).trim() };
+  return undefined;
 }
 
 export function formatSubject(subject: Subject): string {
@@ -55,6 +118,9 @@ const SEGMENT = '(?:\\*\\*|\\*|\\$\\{user\\}|[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]
 const PATTERN = new RegExp(`^${SEGMENT}(?:/${SEGMENT})*$`);
 
 export function validatePattern(pattern: string): string {
+  if (pattern.length > MAX_PATTERN_LENGTH) {
+    throw new RuleError(`invalid repository pattern ${JSON.stringify(`${pattern.slice(0, 80)}…`)}: longer than ${MAX_PATTERN_LENGTH} characters`);
+  }
   if (!PATTERN.test(pattern)) {
     throw new RuleError(`invalid repository pattern ${JSON.stringify(pattern)}: segments are repository name components, *, ** or \${user}`);
   }
@@ -65,48 +131,156 @@ export function validateActions(actions: unknown): Action[] {
   if (!Array.isArray(actions) || actions.length === 0) throw new RuleError('actions must be a non-empty list');
   for (const action of actions) {
     if (!(ACTIONS as readonly unknown[]).includes(action)) {
-      throw new RuleError(`unknown action ${JSON.stringify(action)}: use ${ACTIONS.join(', ')}`);
+      const shown = typeof action === 'string' ? JSON.stringify(action.slice(0, 40)) : typeof action;
+      throw new RuleError(`unknown action ${shown}: use ${ACTIONS.join(', ')}`);
     }
   }
   return [...new Set(actions as Action[])];
 }
 
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/**
+ * Rules whose `${user}` stands first put personal namespaces beside the shared ones, where a
+ * person's name can take a namespace before the rule that needs it is written. Warnings, for
+ * `policy apply` and the admin API, recommending a namespace of their own.
+ */
+export function personalNamespaceWarnings(rules: readonly AccessRule[]): string[] {
+  return rules
+    .filter((rule) => rule.repositories.split('/')[0] === USER_SEGMENT)
+    .map(
+      (rule) =>
+        `rule for ${formatSubject(rule.subject)} on ${rule.repositories}: \${user} at the top level lets a user name take a namespace ` +
+        `that a shared rule may need later; prefer users/${rule.repositories}`,
+    );
+}
+
+// --- Matching -------------------------------------------------------------------------------
+//
+// Patterns and names are compared segment by segment (split on `/`), never through a regular
+// expression built from the pattern: `**/**/**/x` would backtrack exponentially in the number
+// of segments. The matcher below costs at most (pattern segments + 1) × (name segments + 1)
+// steps, whatever the pattern.
+
+const USER_SEGMENT = '${user}';
+
+type Segment =
+  | { kind: 'literal'; text: string }
+  | { kind: 'one' } // *
+  | { kind: 'any' } // **: zero or more segments
+  | { kind: 'user'; reserved: ReadonlySet<string> }; // ${user}, except names other rules use here
+
+const NOTHING_RESERVED: ReadonlySet<string> = new Set();
+
+function segmentsOf(pattern: string, reservedAt: (index: number) => ReadonlySet<string>): Segment[] {
+  return pattern.split('/').map((text, index): Segment => {
+    if (text === '**') return { kind: 'any' };
+    if (text === '*') return { kind: 'one' };
+    if (text === USER_SEGMENT) return { kind: 'user', reserved: reservedAt(index) };
+    return { kind: 'literal', text };
+  });
 }
 
 /**
- * Compiles a pattern for one caller, matched against `/` + repository name: each segment
- * contributes `/segment`, and `**` any number of segments (so `team-a/**` covers `team-a` too).
- * Undefined when `${user}` cannot stand in a repository name.
+ * Whose personal namespace a name may be: only a name that already is a repository name
+ * component as it stands. Lowercasing or folding would let `Team-A` claim `team-a`.
  */
-const compiled = new Map<string, RegExp | undefined>();
-
-function patternRegExp(pattern: string, username: string | undefined): RegExp | undefined {
-  const key = `${pattern}\u0000${username ?? ''}`;
-  if (compiled.has(key)) return compiled.get(key);
-  if (compiled.size >= 10_000) compiled.clear();
-  const regexp = compilePattern(pattern, username);
-  compiled.set(key, regexp);
-  return regexp;
+function personalSegment(username: string | undefined): string | undefined {
+  if (username === undefined || username.includes('/') || !isValidName(username)) return undefined;
+  return username;
 }
 
-function compilePattern(pattern: string, username: string | undefined): RegExp | undefined {
-  let source = '';
-  for (const segment of pattern.split('/')) {
-    if (segment === '**') source += '(?:/[^/]+)*';
-    else if (segment === '*') source += '/[^/]+';
-    else if (segment === '${user}') {
-      const personal = username?.toLowerCase();
-      if (!personal || personal.includes('/') || !isValidName(personal)) return undefined;
-      source += `/${escapeRegExp(personal)}`;
-    } else source += `/${escapeRegExp(segment)}`;
+function segmentMatches(segment: Segment, name: string, personal: string | undefined): boolean {
+  switch (segment.kind) {
+    case 'literal':
+      return segment.text === name;
+    case 'one':
+      return true;
+    case 'user':
+      return personal !== undefined && personal === name && !segment.reserved.has(personal);
+    case 'any':
+      return false; // handled by the caller
   }
-  return new RegExp(`^${source}$`);
 }
 
+function matchSegments(pattern: readonly Segment[], name: readonly string[], personal: string | undefined): boolean {
+  // covered[j]: the pattern segments seen so far can cover exactly the first j name segments.
+  let covered = new Uint8Array(name.length + 1);
+  covered[0] = 1;
+  for (const segment of pattern) {
+    const next = new Uint8Array(name.length + 1);
+    let any = false;
+    if (segment.kind === 'any') {
+      let reached = 0;
+      for (let j = 0; j <= name.length; j++) {
+        reached |= covered[j] ?? 0;
+        next[j] = reached;
+        any ||= reached === 1;
+      }
+    } else {
+      for (let j = 0; j < name.length; j++) {
+        if (covered[j] === 1 && segmentMatches(segment, name[j] ?? '', personal)) {
+          next[j + 1] = 1;
+          any = true;
+        }
+      }
+    }
+    if (!any) return false;
+    covered = next;
+  }
+  return covered[name.length] === 1;
+}
+
+const parsedPatterns = new Map<string, Segment[]>();
+
+/**
+ * Whether a pattern covers a repository for a caller: `*` one segment, `**` any number (so
+ * `team-a/**` covers `team-a` too), `${user}` the caller's name as it stands. Without the rest
+ * of the rule set nothing is reserved from `${user}`; rule evaluation uses `allowedActions`.
+ */
 export function matchesRepository(pattern: string, repository: string, username?: string): boolean {
-  return patternRegExp(pattern, username)?.test(`/${repository}`) ?? false;
+  let segments = parsedPatterns.get(pattern);
+  if (!segments) {
+    if (parsedPatterns.size >= 10_000) parsedPatterns.clear();
+    segments = segmentsOf(pattern, () => NOTHING_RESERVED);
+    parsedPatterns.set(pattern, segments);
+  }
+  return matchSegments(segments, repository.split('/'), personalSegment(username));
+}
+
+/**
+ * A rule set made ready for matching. A `${user}` segment never stands for a name that any rule
+ * writes literally at the same position: with `team-a/**` or `public/*` in the set, people
+ * named `team-a` or `public` get no personal namespace there.
+ */
+interface CompiledRule {
+  rule: AccessRule;
+  segments: Segment[];
+}
+
+const compiledSets = new WeakMap<readonly AccessRule[], CompiledRule[]>();
+
+function compile(rules: readonly AccessRule[]): CompiledRule[] {
+  const cached = compiledSets.get(rules);
+  // The policy hands the same array to every request until it re-reads the rules; an array
+  // changed in place since is compiled again.
+  if (cached && cached.length === rules.length && cached.every((entry, index) => entry.rule === rules[index])) return cached;
+  const literalsAt: Set<string>[] = [];
+  for (const rule of rules) {
+    rule.repositories.split('/').forEach((text, index) => {
+      if (text === '**' || text === '*' || text === USER_SEGMENT) return;
+      (literalsAt[index] ??= new Set()).add(text);
+    });
+  }
+  const compiled = rules.map((rule) => ({ rule, segments: segmentsOf(rule.repositories, (index) => literalsAt[index] ?? NOTHING_RESERVED) }));
+  compiledSets.set(rules, compiled);
+  return compiled;
+}
+
+function matching(rules: readonly AccessRule[], principal: Principal, repository: string): AccessRule[] {
+  const name = repository.split('/');
+  const personal = personalSegment(usernameOf(principal));
+  return compile(rules)
+    .filter(({ rule, segments }) => appliesTo(rule.subject, principal) && matchSegments(segments, name, personal))
+    .map(({ rule }) => rule);
 }
 
 /**
@@ -143,20 +317,14 @@ function usernameOf(principal: Principal): string | undefined {
 
 /** Every action the rules allow this principal on this repository (admin implies all). */
 export function allowedActions(rules: readonly AccessRule[], principal: Principal, repository: string): Set<Action> {
-  const allowed = new Set<Action>();
   if (principal.kind === 'user' && principal.identity.admin) return new Set(ACTIONS);
-  for (const rule of rules) {
-    if (!appliesTo(rule.subject, principal)) continue;
-    if (!matchesRepository(rule.repositories, repository, usernameOf(principal))) continue;
-    for (const action of rule.actions) allowed.add(action);
-  }
+  const allowed = new Set<Action>();
+  for (const rule of matching(rules, principal, repository)) for (const action of rule.actions) allowed.add(action);
   if (allowed.has('admin')) return new Set(ACTIONS);
   return allowed;
 }
 
 /** The rules that grant anything to this principal on this repository, for `access check`. */
 export function explain(rules: readonly AccessRule[], principal: Principal, repository: string): AccessRule[] {
-  return rules.filter(
-    (rule) => appliesTo(rule.subject, principal) && matchesRepository(rule.repositories, repository, usernameOf(principal)),
-  );
+  return matching(rules, principal, repository);
 }

@@ -1,7 +1,7 @@
 // Access rules live in the metadata database so every replica enforces the same set. Applying
 // a rule file replaces the whole set in one transaction and reports the difference.
 import type { Knex } from 'knex';
-import { formatSubject, parseSubject, validateActions, validatePattern, type AccessRule } from './rules.js';
+import { ACTIONS, formatSubject, parseStoredSubject, parseSubject, validateActions, validatePattern, type AccessRule, type Action } from './rules.js';
 
 export interface StoredRule extends AccessRule {
   id: number;
@@ -20,12 +20,22 @@ interface RuleRow {
   actions: string;
 }
 
-const toRule = (row: RuleRow): StoredRule => ({
-  id: row.id,
-  subject: parseSubject(row.subject),
-  repositories: row.repositories,
-  actions: validateActions(row.actions.split(',')),
-});
+/** A stored row as a rule; rows no version could have written are left out rather than fatal. */
+function toRule(row: RuleRow): StoredRule | undefined {
+  const subject = parseStoredSubject(row.subject);
+  const actions = row.actions.split(',').filter((action): action is Action => (ACTIONS as readonly string[]).includes(action));
+  if (!subject || actions.length === 0) return undefined;
+  return { id: row.id, subject, repositories: row.repositories, actions };
+}
+
+const toRules = (rows: RuleRow[]): StoredRule[] => rows.map(toRule).filter((rule): rule is StoredRule => rule !== undefined);
+
+/** The checks every write repeats, whoever built the rule: the grammar and the column widths. */
+function validateRule(rule: AccessRule): void {
+  parseSubject(formatSubject(rule.subject));
+  validatePattern(rule.repositories);
+  validateActions(rule.actions);
+}
 
 const keyOf = (rule: AccessRule): string => `${formatSubject(rule.subject)}\u0000${rule.repositories}`;
 const sameActions = (a: AccessRule, b: AccessRule): boolean => [...a.actions].sort().join() === [...b.actions].sort().join();
@@ -47,19 +57,22 @@ export class AccessRuleStore {
   constructor(private readonly db: Knex) {}
 
   async list(): Promise<StoredRule[]> {
-    return ((await this.db('access_rules').orderBy('id')) as RuleRow[]).map(toRule);
+    return toRules((await this.db('access_rules').orderBy('id')) as RuleRow[]);
   }
 
   async add(rule: AccessRule): Promise<StoredRule> {
-    validatePattern(rule.repositories);
-    validateActions(rule.actions);
+    validateRule(rule);
     const row = { subject: formatSubject(rule.subject), repositories: rule.repositories, actions: rule.actions.join(','), created_at: Date.now() };
     await this.db('access_rules').insert(row).onConflict(['subject', 'repositories']).merge(['actions']);
     const stored = (await this.db('access_rules').where({ subject: row.subject, repositories: row.repositories }).first()) as RuleRow;
-    return toRule(stored);
+    const added = toRule(stored);
+    if (!added) throw new Error(`rule ${stored.id} was stored but cannot be read back`);
+    return added;
   }
 
   async remove(id: number): Promise<boolean> {
+    // Ids are positive 32-bit integers; PostgreSQL refuses a larger one instead of finding nothing.
+    if (!Number.isSafeInteger(id) || id < 1 || id > 2_147_483_647) return false;
     return (await this.db('access_rules').where({ id }).delete()) > 0;
   }
 
@@ -70,8 +83,9 @@ export class AccessRuleStore {
 
   /** Makes the stored set equal to `wanted`; with dryRun only computes the difference. */
   async replaceAll(wanted: readonly AccessRule[], options: { dryRun?: boolean } = {}): Promise<RuleDiff> {
+    wanted.forEach(validateRule);
     return this.db.transaction(async (trx) => {
-      const current = ((await trx('access_rules').orderBy('id')) as RuleRow[]).map(toRule);
+      const current = toRules((await trx('access_rules').orderBy('id')) as RuleRow[]);
       const diff = diffRules(current, wanted);
       if (options.dryRun) return diff;
       for (const rule of diff.removed) {

@@ -1,14 +1,25 @@
 // The admin REST API under /admin/v1: access rules, robot accounts, refresh tokens, access
 // explanations and login audit. Every call needs a token granting `registry:admin:*`, which the
 // token endpoint gives only to administrators; nothing here trusts an id from the client
-// beyond looking it up.
+// beyond looking it up. Mistakes are answered as RFC 9457 problem documents
+// (application/problem+json), mapped from errors in one place: `problemFor`.
+import { STATUS_CODES } from 'node:http';
 import type Router from '@koa/router';
 import getRawBody from 'raw-body';
 import type { AuditEventType, AuditLog } from '../../audit/events.js';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { AccessPolicy } from '../../auth/policy/access-policy.js';
-import { parseRulesFile } from '../../auth/policy/file.js';
-import { formatSubject, parseSubject, RuleError, validateActions, validatePattern, type AccessRule, type Principal } from '../../auth/policy/rules.js';
+import { collectRule, parseRulesDocument, rulesError } from '../../auth/policy/file.js';
+import {
+  formatSubject,
+  hasControlCharacter,
+  MAX_SUBJECT_LENGTH,
+  personalNamespaceWarnings,
+  RuleError,
+  type AccessRule,
+  type FieldProblem,
+  type Principal,
+} from '../../auth/policy/rules.js';
 import type { AccessRuleStore, RuleDiff } from '../../auth/policy/store.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
 import { RobotError, type RobotAccounts } from '../../auth/robots.js';
@@ -32,28 +43,123 @@ export interface AdminRouteOptions {
 
 const BODY_LIMIT = 1024 * 1024;
 
-const invalid = (message: string, detail?: unknown) => new RegistryError('UNSUPPORTED', message, detail ?? null, 400);
+/** An RFC 9457 problem document; `errors` lists per-field problems with JSON Pointers into the body. */
+interface Problem {
+  type: 'about:blank';
+  title: string;
+  status: number;
+  detail: string;
+  errors?: readonly FieldProblem[];
+  requestId?: string;
+}
+
+/** A client mistake noticed by the routes themselves (the domain's errors are mapped below). */
+class AdminRequestError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly errors: readonly FieldProblem[] = [],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'AdminRequestError';
+  }
+}
+
+/** Titles as RFC 9110 names the statuses (Node's table still says "Payload Too Large" for 413). */
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+const badRequest = (detail: string, pointer?: string) => new AdminRequestError(400, detail, pointer === undefined ? [] : [{ pointer, detail }]);
+
+/** raw-body's errors name what went wrong with the body in `type`. */
+function bodyErrorStatus(error: unknown): number | undefined {
+  const type = error instanceof Error ? (error as Error & { type?: unknown }).type : undefined;
+  if (type === 'entity.too.large') return 413;
+  if (type === 'request.aborted' || type === 'request.size.invalid') return 400;
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return 415;
+  return undefined;
+}
+
+/**
+ * The one place where a failure inside an admin call becomes an answer (the 401 with its token
+ * challenge comes before, from the OCI error middleware). A bug becomes a 500 problem carrying
+ * the request id; its details go to the log only.
+ */
+function problemFor(error: unknown, requestId: string): { problem: Problem; headers: Record<string, string> } {
+  const problem = (status: number, detail: string, errors: readonly FieldProblem[] = [], headers: Record<string, string> = {}) => ({
+    problem: { type: 'about:blank' as const, title: TITLES[status] ?? STATUS_CODES[status] ?? 'Error', status, detail, ...(errors.length > 0 ? { errors } : {}) },
+    headers,
+  });
+  if (error instanceof AdminRequestError) return problem(error.status, error.message, error.errors, error.headers);
+  if (error instanceof RuleError) return problem(400, error.message, error.problems);
+  if (error instanceof RobotError) return problem(error.kind === 'missing' ? 404 : error.kind === 'exists' ? 409 : 400, error.message);
+  const bodyStatus = bodyErrorStatus(error);
+  if (bodyStatus === 413) return problem(413, `request body is larger than ${BODY_LIMIT} bytes`);
+  if (bodyStatus !== undefined) return problem(bodyStatus, (error as Error).message);
+  if (error instanceof RegistryError && error.status < 500) return problem(error.status, error.message);
+  if (error instanceof RegistryError && error.status === 503) return problem(503, error.message);
+  const internal = problem(500, 'internal server error');
+  return { ...internal, problem: { ...internal.problem, requestId } };
+}
+
+/** Accepts `application/json` and `application/…+json` in UTF-8, without a Content-Encoding. */
+function requireJson(ctx: AppContext): void {
+  const [mediaType = '', ...parameters] = ctx.get('Content-Type').split(';');
+  const type = mediaType.trim().toLowerCase();
+  if (type !== 'application/json' && !/^application\/[a-z0-9.+-]+\+json$/.test(type)) {
+    throw new AdminRequestError(415, `send the request body as application/json (got ${JSON.stringify(type.slice(0, 80) || 'no Content-Type')})`);
+  }
+  const charset = parameters.map((p) => /^\s*charset\s*=\s*"?([^"]*)"?\s*$/i.exec(p)?.[1]).find((value) => value !== undefined);
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) throw new AdminRequestError(415, 'the request body must be UTF-8');
+  const encoding = ctx.get('Content-Encoding').trim().toLowerCase();
+  if (encoding !== '' && encoding !== 'identity') throw new AdminRequestError(415, `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported`);
+}
 
 async function jsonBody(ctx: AppContext): Promise<Record<string, unknown>> {
+  requireJson(ctx);
   const text = (await getRawBody(ctx.req, { limit: BODY_LIMIT, encoding: 'utf8' })) as string;
   let value: unknown;
   try {
     value = JSON.parse(text);
-  } catch {
-    throw invalid('request body is not valid JSON');
+  } catch (error) {
+    throw badRequest(`request body is not valid JSON: ${(error as Error).message}`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('request body must be a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('request body must be a JSON object');
   return value as Record<string, unknown>;
 }
 
-/** Client mistakes in rules and robots become 400s (404 / 409 where they name a missing or taken object). */
-function asRegistryError(error: unknown): unknown {
-  if (error instanceof RuleError) return invalid(error.message);
-  if (error instanceof RobotError) {
-    const status = error.kind === 'missing' ? 404 : error.kind === 'exists' ? 409 : 400;
-    return new RegistryError(status === 404 ? 'NOT_FOUND' : 'UNSUPPORTED', error.message, null, status);
+/** Refuses keys a call does not know: a misspelt `expiresAt` must not make a robot that never expires. */
+function onlyKeys(body: Record<string, unknown>, known: readonly string[]): void {
+  const unknown = Object.keys(body).filter((key) => !known.includes(key));
+  if (unknown.length > 0) {
+    const errors = unknown.slice(0, 20).map((key) => ({ pointer: `/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`, detail: `unknown key ${key.slice(0, 40)}` }));
+    throw new AdminRequestError(400, `unknown key ${unknown[0]?.slice(0, 40) ?? ''}: use ${known.join(', ')}`, errors);
   }
-  return error;
+}
+
+/** A query parameter given at most once; undefined when absent. */
+function queryParameter(ctx: AppContext, name: string): string | undefined {
+  const value = ctx.query[name];
+  if (Array.isArray(value)) throw badRequest(`give the query parameter ${name} at most once`);
+  return value;
+}
+
+/** A name from the query or path, bounded and free of control characters before any lookup. */
+function checkedName(value: string, what: string, maxLength: number): string {
+  if (value.length === 0) throw badRequest(`${what} is empty`);
+  if (value.length > maxLength) throw badRequest(`${what} is longer than ${maxLength} characters`);
+  if (hasControlCharacter(value)) throw badRequest(`${what} contains a control character`);
+  return value;
 }
 
 const showRule = (rule: AccessRule & { id?: number }) => ({
@@ -69,17 +175,63 @@ const showDiff = (diff: RuleDiff) => ({
   changed: diff.changed.map(({ before, after }) => ({ before: showRule(before), after: showRule(after) })),
 });
 
-function parseRule(body: Record<string, unknown>): AccessRule {
-  if (typeof body.subject !== 'string' || typeof body.repositories !== 'string') {
-    throw new RuleError('subject and repositories are required strings');
+/** `POST /admin/v1/rules`: one rule, with every invalid field reported. */
+function parseOneRule(body: Record<string, unknown>): AccessRule {
+  const problems: FieldProblem[] = [];
+  const rule = collectRule(body, '', problems);
+  if (!rule) throw rulesError('request body', problems);
+  return rule;
+}
+
+interface RobotRequest {
+  name: string;
+  description?: string;
+  expiresAt?: number;
+  rules: AccessRule[];
+}
+
+/** `POST /admin/v1/robots`: everything checked before anything is stored. */
+function parseRobotRequest(body: Record<string, unknown>): RobotRequest {
+  onlyKeys(body, ['name', 'description', 'expiresAt', 'rules']);
+  const { name, description, expiresAt, rules } = body;
+  if (typeof name !== 'string') throw badRequest('name is required (a string)', '/name');
+  if (description !== undefined && typeof description !== 'string') throw badRequest('description must be a string', '/description');
+  let expiry: number | undefined;
+  if (expiresAt !== undefined) {
+    expiry = typeof expiresAt === 'string' ? Date.parse(expiresAt) : Number.NaN;
+    if (Number.isNaN(expiry)) throw badRequest('expiresAt must be an ISO 8601 date', '/expiresAt');
   }
-  return { subject: parseSubject(body.subject), repositories: validatePattern(body.repositories), actions: validateActions(body.actions) };
+  if (rules !== undefined && !Array.isArray(rules)) throw badRequest('rules must be a list of {repositories, actions}', '/rules');
+  const problems: FieldProblem[] = [];
+  const robotRules = (rules ?? []).map((entry: unknown, index) => {
+    const pointer = `/rules/${index}`;
+    if (typeof entry === 'object' && entry !== null && 'subject' in entry) {
+      problems.push({ pointer: `${pointer}/subject`, detail: "a robot's rules are for the robot: leave out subject" });
+      return undefined;
+    }
+    const own = typeof entry === 'object' && entry !== null && !Array.isArray(entry) ? { ...entry, subject: `robot:${name}` } : entry;
+    return collectRule(own, pointer, problems);
+  });
+  if (problems.length > 0) throw rulesError('request body', problems);
+  return {
+    name,
+    ...(description !== undefined ? { description } : {}),
+    ...(expiry !== undefined ? { expiresAt: expiry } : {}),
+    rules: robotRules.filter((rule): rule is AccessRule => rule !== undefined),
+  };
+}
+
+/** Paths and methods of the API, for the 405 answers of the catch-all route. */
+interface Endpoint {
+  method: string;
+  path: RegExp;
 }
 
 export function registerAdminRoutes(router: Router<RequestState>, options: AdminRouteOptions): void {
   const { tokens, rules, policy, robots, refreshTokens, authenticator, audit } = options;
+  const endpoints: Endpoint[] = [];
 
-  /** Admin calls: a valid bearer token with registry:admin:*, then the handler; errors mapped. */
+  /** Admin calls: a valid bearer token with registry:admin:*, then the handler; failures become problems. */
   const admin = (name: string, handler: (ctx: AppContext, actor: string) => Promise<void>): Handler => {
     return async (ctx) => {
       ctx.state.route = name;
@@ -91,15 +243,24 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
         if (!(error instanceof InvalidTokenError)) throw error;
         throw new RegistryError('UNAUTHORIZED', error.message, null, 401, { 'WWW-Authenticate': `${challenge},error="invalid_token"` });
       });
-      if (!grants(claims.access, 'registry', 'admin', '*')) {
-        throw new RegistryError('DENIED', 'administrator rights required', null, 403);
-      }
       try {
+        if (!grants(claims.access, 'registry', 'admin', '*')) throw new AdminRequestError(403, 'administrator rights required');
         await handler(ctx, claims.subject);
       } catch (error) {
-        throw asRegistryError(error);
+        const { problem, headers } = problemFor(error, ctx.state.requestId);
+        if (problem.status >= 500) ctx.state.log.error({ err: error }, problem.status === 503 ? problem.detail : 'unexpected error');
+        // A body left half-read (too large, refused unread) would be taken for the next request
+        // on this connection: close it after answering.
+        const close: Record<string, string> = ctx.req.complete ? {} : { Connection: 'close' };
+        replyJson(ctx, problem.status, problem, { ...headers, ...close }, 'application/problem+json');
       }
     };
+  };
+
+  type Method = 'get' | 'put' | 'post' | 'delete';
+  const on = (method: Method, path: string, name: string, handler: (ctx: AppContext, actor: string) => Promise<void>) => {
+    router[method](path, admin(name, handler));
+    endpoints.push({ method: method.toUpperCase(), path: new RegExp(`^${path.replace(/:[a-z]+/gi, '[^/]+')}/?$`, 'i') });
   };
 
   const changed = async (actor: string, ctx: AppContext, details: Record<string, unknown>) => {
@@ -107,60 +268,57 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     await audit.record({ type: 'rules.changed', actor, clientIp: ctx.request.ip, details });
   };
 
-  router.get('/admin/v1/rules', admin('admin.rules.list', async (ctx) => {
+  on('get', '/admin/v1/rules', 'admin.rules.list', async (ctx) => {
     replyJson(ctx, 200, { rules: (await rules.list()).map(showRule) });
-  }));
+  });
 
   // Declarative: the body is the whole rule set (as in `policy apply`); ?dryRun=true only diffs.
-  router.put('/admin/v1/rules', admin('admin.rules.apply', async (ctx, actor) => {
+  on('put', '/admin/v1/rules', 'admin.rules.apply', async (ctx, actor) => {
+    const dryRunParameter = queryParameter(ctx, 'dryRun');
+    if (dryRunParameter !== undefined && dryRunParameter !== 'true' && dryRunParameter !== 'false') throw badRequest('dryRun must be true or false');
+    const dryRun = dryRunParameter === 'true';
     const body = await jsonBody(ctx);
-    const wanted = parseRulesFile(JSON.stringify({ rules: body.rules }), 'request body');
-    const dryRun = ctx.query.dryRun === 'true';
+    onlyKeys(body, ['rules']);
+    const wanted = parseRulesDocument(body, 'request body');
     const diff = await rules.replaceAll(wanted, { dryRun });
     if (!dryRun) await changed(actor, ctx, { applied: showDiff(diff) });
-    replyJson(ctx, 200, { dryRun, ...showDiff(diff) });
-  }));
+    replyJson(ctx, 200, { dryRun, ...showDiff(diff), warnings: personalNamespaceWarnings(wanted) });
+  });
 
-  router.post('/admin/v1/rules', admin('admin.rules.add', async (ctx, actor) => {
-    const stored = await rules.add(parseRule(await jsonBody(ctx)));
+  on('post', '/admin/v1/rules', 'admin.rules.add', async (ctx, actor) => {
+    const rule = parseOneRule(await jsonBody(ctx));
+    const stored = await rules.add(rule);
     await changed(actor, ctx, { added: showRule(stored) });
-    replyJson(ctx, 201, showRule(stored));
-  }));
+    replyJson(ctx, 201, { ...showRule(stored), warnings: personalNamespaceWarnings([rule]) });
+  });
 
-  router.delete('/admin/v1/rules/:id', admin('admin.rules.remove', async (ctx, actor) => {
-    const id = Number(ctx.params.id);
-    if (!Number.isSafeInteger(id) || !(await rules.remove(id))) throw new RegistryError('NOT_FOUND', 'no such rule', null, 404);
+  on('delete', '/admin/v1/rules/:id', 'admin.rules.remove', async (ctx, actor) => {
+    const text = String(ctx.params.id);
+    const id = /^[0-9]{1,10}$/.test(text) ? Number(text) : Number.NaN;
+    if (!(await rules.remove(id))) throw new AdminRequestError(404, `no rule with id ${JSON.stringify(text.slice(0, 40))}`);
     await changed(actor, ctx, { removed: id });
     reply(ctx, 204);
-  }));
+  });
 
-  router.get('/admin/v1/robots', admin('admin.robots.list', async (ctx) => {
+  on('get', '/admin/v1/robots', 'admin.robots.list', async (ctx) => {
     replyJson(ctx, 200, { robots: await robots.list() });
-  }));
+  });
 
   // Creates a robot with its own rules; the secret is in this response and nowhere else.
-  router.post('/admin/v1/robots', admin('admin.robots.create', async (ctx, actor) => {
-    const body = await jsonBody(ctx);
-    if (typeof body.name !== 'string') throw invalid('name is required');
-    const expiresAt = body.expiresAt === undefined ? undefined : Date.parse(String(body.expiresAt));
-    if (expiresAt !== undefined && Number.isNaN(expiresAt)) throw invalid('expiresAt must be an ISO 8601 date');
-    const grantsWanted = Array.isArray(body.rules) ? body.rules : [];
-    const robotRules = grantsWanted.map((entry: unknown) => {
-      const { repositories, actions } = (entry ?? {}) as Record<string, unknown>;
-      return parseRule({ subject: `robot:${body.name as string}`, repositories, actions });
+  on('post', '/admin/v1/robots', 'admin.robots.create', async (ctx, actor) => {
+    const request = parseRobotRequest(await jsonBody(ctx));
+    const { robot, secret } = await robots.create(request.name, actor, {
+      ...(request.description !== undefined ? { description: request.description } : {}),
+      ...(request.expiresAt !== undefined ? { expiresAt: request.expiresAt } : {}),
     });
-    const { robot, secret } = await robots.create(body.name, actor, {
-      ...(typeof body.description === 'string' ? { description: body.description } : {}),
-      ...(expiresAt !== undefined ? { expiresAt } : {}),
-    });
-    for (const rule of robotRules) await rules.add(rule);
-    await audit.record({ type: 'robot.created', actor, clientIp: ctx.request.ip, details: { robot: robot.name, rules: robotRules.map(showRule) } });
+    for (const rule of request.rules) await rules.add(rule);
+    await audit.record({ type: 'robot.created', actor, clientIp: ctx.request.ip, details: { robot: robot.name, rules: request.rules.map(showRule) } });
     policy.invalidate();
     ctx.set('Cache-Control', 'no-store');
     replyJson(ctx, 201, { robot, username: `robot$${robot.name}`, secret });
-  }));
+  });
 
-  router.delete('/admin/v1/robots/:name', admin('admin.robots.revoke', async (ctx, actor) => {
+  on('delete', '/admin/v1/robots/:name', 'admin.robots.revoke', async (ctx, actor) => {
     const name = String(ctx.params.name);
     await robots.revoke(name);
     await refreshTokens.revokeAll('robot', name);
@@ -168,26 +326,29 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     policy.invalidate();
     await audit.record({ type: 'robot.revoked', actor, clientIp: ctx.request.ip, details: { robot: name } });
     reply(ctx, 204);
-  }));
+  });
 
-  router.get('/admin/v1/refresh-tokens', admin('admin.refresh.list', async (ctx) => {
-    const user = typeof ctx.query.user === 'string' ? ctx.query.user : undefined;
-    replyJson(ctx, 200, { refreshTokens: await refreshTokens.list(user === undefined ? {} : { name: user }) });
-  }));
+  on('get', '/admin/v1/refresh-tokens', 'admin.refresh.list', async (ctx) => {
+    const user = queryParameter(ctx, 'user');
+    const name = user === undefined ? undefined : checkedName(user, 'user', 255);
+    replyJson(ctx, 200, { refreshTokens: await refreshTokens.list(name === undefined ? {} : { name }) });
+  });
 
-  router.delete('/admin/v1/refresh-tokens/:id', admin('admin.refresh.revoke', async (ctx, actor) => {
-    if (!(await refreshTokens.revoke(String(ctx.params.id)))) throw new RegistryError('NOT_FOUND', 'no such active refresh token', null, 404);
-    await audit.record({ type: 'refresh_token.revoked', actor, clientIp: ctx.request.ip, details: { id: ctx.params.id } });
+  on('delete', '/admin/v1/refresh-tokens/:id', 'admin.refresh.revoke', async (ctx, actor) => {
+    const id = String(ctx.params.id);
+    // Ids are hex; anything else cannot be one (and is not sent to the database).
+    if (!/^[0-9a-f]{1,64}$/.test(id) || !(await refreshTokens.revoke(id))) throw new AdminRequestError(404, 'no such active refresh token');
+    await audit.record({ type: 'refresh_token.revoked', actor, clientIp: ctx.request.ip, details: { id } });
     reply(ctx, 204);
-  }));
+  });
 
   // Explains what a user or robot may do on a repository, and which rules say so.
-  router.get('/admin/v1/access', admin('admin.access.check', async (ctx) => {
-    const subject = String(ctx.query.subject ?? '');
-    const repository = String(ctx.query.repository ?? '');
-    if (!isValidName(repository)) throw invalid('repository must be a valid repository name');
+  on('get', '/admin/v1/access', 'admin.access.check', async (ctx) => {
+    const subject = checkedName(queryParameter(ctx, 'subject') ?? '', 'subject', MAX_SUBJECT_LENGTH);
+    const repository = queryParameter(ctx, 'repository') ?? '';
+    if (!isValidName(repository)) throw badRequest('repository must be a valid repository name');
     const principal: Principal | undefined = subject === 'anonymous' ? { kind: 'anonymous' } : await authenticator.resolve(subject);
-    if (!principal) throw new RegistryError('NOT_FOUND', `no user or robot ${subject}`, null, 404);
+    if (!principal) throw new AdminRequestError(404, `no user or robot ${subject}`);
     replyJson(ctx, 200, {
       subject,
       repository,
@@ -196,12 +357,25 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
       allowed: [...(await policy.allowed(principal, repository))].sort(),
       rules: (await policy.explain(principal, repository)).map(showRule),
     });
-  }));
+  });
 
-  router.get('/admin/v1/audit', admin('admin.audit.list', async (ctx) => {
-    const type = typeof ctx.query.type === 'string' ? (ctx.query.type as AuditEventType) : undefined;
-    const limit = Number(ctx.query.limit ?? 100);
-    const bounded = Number.isSafeInteger(limit) && limit >= 1 ? limit : 100;
-    replyJson(ctx, 200, { events: await audit.recent({ ...(type ? { type } : {}), limit: bounded }) });
-  }));
+  on('get', '/admin/v1/audit', 'admin.audit.list', async (ctx) => {
+    const type = queryParameter(ctx, 'type');
+    if (type !== undefined && !/^[a-z0-9_-]{1,32}(?:\.[a-z0-9_-]{1,32})*$/.test(type)) throw badRequest('type must be an event type such as login.failure');
+    const limitText = queryParameter(ctx, 'limit') ?? '100';
+    const limit = /^[0-9]{1,4}$/.test(limitText) ? Number(limitText) : 0;
+    if (limit < 1 || limit > 1000) throw badRequest('limit must be a whole number from 1 to 1000');
+    replyJson(ctx, 200, { events: await audit.recent({ ...(type ? { type: type as AuditEventType } : {}), limit }) });
+  });
+
+  // Anything else under /admin: 405 with Allow on a known path, else 404 — as problems too.
+  router.all(
+    /^\/admin(?:\/.*)?$/i,
+    admin('admin.unknown', async (ctx) => {
+      const allowed = endpoints.filter((endpoint) => endpoint.path.test(ctx.path)).map((endpoint) => endpoint.method);
+      if (allowed.includes('GET')) allowed.push('HEAD');
+      if (allowed.length > 0) throw new AdminRequestError(405, `${ctx.method} is not allowed here`, [], { Allow: allowed.join(', ') });
+      throw new AdminRequestError(404, `no admin endpoint ${ctx.path.slice(0, 200)}`);
+    }),
+  );
 }
