@@ -14,7 +14,7 @@ import { LocalUsers } from './identity/local.js';
 import { generateSecret } from './identity/passwords.js';
 import { LoginThrottle } from './login-throttle.js';
 import { AccessPolicy } from './policy/access-policy.js';
-import { allowedActions } from './policy/rules.js';
+import { allowedActions, pullNamespaces } from './policy/rules.js';
 import { AccessRuleStore } from './policy/store.js';
 import { RefreshTokens } from './refresh-tokens.js';
 import { RobotAccounts } from './robots.js';
@@ -129,7 +129,10 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
   const catalogFilter: CatalogFilter = async (ctx) => {
     const principal = (await authenticator.resolve(ctx.state.auth?.subject ?? '')) ?? { kind: 'anonymous' as const };
     const current = await policy.rules();
-    return (repository) => allowedActions(current, principal, repository).has('pull');
+    return {
+      namespaces: pullNamespaces(current, principal),
+      visible: (repository) => allowedActions(current, principal, repository).has('pull'),
+    };
   };
 
   return {

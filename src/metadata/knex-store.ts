@@ -436,10 +436,19 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  listRepositories(page: PageRequest): Promise<string[]> {
+  listRepositories(page: PageRequest & { namespaces?: readonly string[] | undefined }): Promise<string[]> {
     return this.run(async (db) => {
       const query = db('repositories').orderBy('name').limit(page.limit).pluck('name');
       if (page.last !== undefined) query.where('name', '>', page.last);
+      const { namespaces } = page;
+      if (namespaces !== undefined) {
+        // `ns` itself, and `ns/…` as a byte range ('/' + 1 is '0'), so the name index is used.
+        query.where((within) => {
+          for (const namespace of namespaces) {
+            within.orWhere('name', namespace).orWhere((below) => below.where('name', '>=', `${namespace}/`).andWhere('name', '<', `${namespace}0`));
+          }
+        });
+      }
       return (await query) as string[];
     });
   }

@@ -147,7 +147,8 @@ export interface MetadataStore {
 
   /** Tags in lexical order, or undefined when the repository does not exist. */
   listTags(repository: string, page: PageRequest): Promise<string[] | undefined>;
-  listRepositories(page: PageRequest): Promise<string[]>;
+  /** Repository names in lexical order; with `namespaces`, only those equal to or below one of them. */
+  listRepositories(page: PageRequest & { namespaces?: readonly string[] | undefined }): Promise<string[]>;
   /**
    * Manifests whose subject is `subject`, newest first, one page at a time: at most `maxEntries`,
    * and no more than fit in `maxBytes` of descriptor JSON (but always at least one, so every

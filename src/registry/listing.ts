@@ -8,6 +8,13 @@ export interface PageQuery {
   last?: string | undefined;
 }
 
+/** What of the catalog one caller may see. */
+export interface CatalogView {
+  /** Name prefixes (each with everything below it) outside which nothing is visible. */
+  namespaces: readonly string[] | 'everything';
+  visible(repository: string): boolean;
+}
+
 export interface Page {
   items: string[];
   /** the `last` value for the next page, when there may be one */
@@ -29,22 +36,25 @@ export class ListingService {
   }
 
   /**
-   * Repositories in lexical order; with `visible`, only those it accepts (the caller's pull
-   * rights), read in batches until the page is full or the table ends — a page never stops early
-   * (that would hide what follows), and a Link never names a repository the caller cannot see.
+   * Repositories in lexical order; with a view, only those it shows (the caller's pull rights),
+   * read from the caller's namespaces only, in batches until the page is full or they end — a
+   * page never stops early (that would hide what follows), and a Link never names a repository
+   * the caller cannot see.
    */
-  async repositories(query: PageQuery, visible?: (repository: string) => boolean): Promise<Page> {
-    if (!visible) return this.page(query, (limit, last) => this.metadata.listRepositories({ limit, last }));
-    const accept = visible;
+  async repositories(query: PageQuery, view?: CatalogView): Promise<Page> {
+    if (!view) return this.page(query, (limit, last) => this.metadata.listRepositories({ limit, last }));
+    const { visible } = view;
+    const namespaces = view.namespaces === 'everything' ? undefined : view.namespaces;
     return this.page(query, async (limit, last) => {
+      if (namespaces?.length === 0) return []; // nothing anywhere: no rows to read
       const found: string[] = [];
       let cursor = last;
       while (found.length < limit) {
-        const batch = await this.metadata.listRepositories({ limit: this.maxEntries, last: cursor });
+        const batch = await this.metadata.listRepositories({ limit: this.maxEntries, last: cursor, namespaces });
         if (batch.length === 0) break;
         for (const name of batch) {
           cursor = name;
-          if (accept(name)) found.push(name);
+          if (visible(name)) found.push(name);
           if (found.length === limit) break;
         }
         if (batch.length < this.maxEntries) break;

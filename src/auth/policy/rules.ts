@@ -328,3 +328,37 @@ export function allowedActions(rules: readonly AccessRule[], principal: Principa
 export function explain(rules: readonly AccessRule[], principal: Principal, repository: string): AccessRule[] {
   return matching(rules, principal, repository);
 }
+
+/**
+ * Where a principal's pull rights can possibly lie, as repository name prefixes (each covers the
+ * name itself and everything below it), or 'everything'. A superset: the catalog still checks each
+ * name it reads with `allowedActions`, but reads only below these prefixes, so a caller with few
+ * rights costs few rows however large the registry is.
+ */
+export function pullNamespaces(rules: readonly AccessRule[], principal: Principal): string[] | 'everything' {
+  if (principal.kind === 'user' && principal.identity.admin) return 'everything';
+  const personal = personalSegment(usernameOf(principal));
+  const prefixes: string[] = [];
+  for (const rule of rules) {
+    if (!appliesTo(rule.subject, principal)) continue;
+    if (!rule.actions.includes('pull') && !rule.actions.includes('admin')) continue;
+    const literal = leadingLiteral(rule.repositories, personal);
+    if (literal === undefined) continue;
+    if (literal.length === 0) return 'everything';
+    prefixes.push(literal.join('/'));
+  }
+  // Keep only the outermost: `team-a` already covers `team-a/ci`.
+  return [...new Set(prefixes)].sort().filter((prefix, index, all) => !all.slice(0, index).some((outer) => prefix.startsWith(`${outer}/`)));
+}
+
+/** A pattern's leading literal segments for one caller; undefined when the pattern can never apply to them. */
+function leadingLiteral(pattern: string, personal: string | undefined): string[] | undefined {
+  const literal: string[] = [];
+  for (const text of pattern.split('/')) {
+    if (text === '*' || text === '**') break;
+    if (text !== USER_SEGMENT) literal.push(text);
+    else if (personal === undefined) return undefined;
+    else literal.push(personal);
+  }
+  return literal;
+}

@@ -1,6 +1,6 @@
 // GET /v2/<name>/tags/list, GET /v2/_catalog and GET /v2/<name>/referrers/<digest>
 import type { Registry } from '../../../registry/index.js';
-import type { Page } from '../../../registry/listing.js';
+import type { CatalogView, Page } from '../../../registry/listing.js';
 import { RegistryError } from '../../../registry/errors.js';
 import { isMediaType, MediaType } from '../../../registry/media-types.js';
 import { replyJson, type AppContext } from '../../context.js';
@@ -17,8 +17,8 @@ function pageQuery(ctx: AppContext) {
   return { n: queryValue(ctx, 'n'), last: queryValue(ctx, 'last') };
 }
 
-/** Builds, for one request, the test of which repositories its caller may see in the catalog. */
-export type CatalogFilter = (ctx: AppContext) => Promise<(repository: string) => boolean>;
+/** Builds, for one request, what of the catalog its caller may see. */
+export type CatalogFilter = (ctx: AppContext) => Promise<CatalogView>;
 
 export function listingRoutes(registry: Registry, catalogFilter: CatalogFilter) {
   return {
