@@ -16,6 +16,8 @@ export interface RequestState {
   bytesIn?: number;
   /** the verified bearer token's subject and access claim */
   auth?: { subject: string; access: readonly ResourceAccess[] };
+  /** who the request acts for, for the request log: the bearer token's subject, or who logged in at /auth/token */
+  principal?: { kind: 'user' | 'robot' | 'anonymous'; subject: string };
 }
 
 export type AppContext = Koa.ParameterizedContext<RequestState>;

@@ -108,6 +108,12 @@ describe('serving', () => {
       assert.equal(push.method, 'POST');
       assert.equal(typeof push.reqId, 'string');
       assert.equal(typeof push.durationMs, 'number');
+      // who it was for, and when (ISO 8601)
+      assert.equal(push.principal, 'user');
+      assert.equal(push.subject, 'admin');
+      assert.match(String(push.time), /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+      const anonymous = lines.find((line) => line.route === 'base' && line.status === 401);
+      assert.equal(anonymous?.principal, null, 'no token, no principal');
       assert.doesNotMatch(server.output(), /c2VjcmV0OnBhc3N3b3Jk|Basic /);
     } finally {
       await server.stop();

@@ -5,6 +5,12 @@ import type { AppContext } from '../context.js';
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** The kind of principal a token subject names ('' is anonymous, `robot$…` a robot). */
+function principalKind(subject: string): 'user' | 'robot' | 'anonymous' {
+  if (subject === '') return 'anonymous';
+  return subject.startsWith('robot$') ? 'robot' : 'user';
+}
+
 export function requestLog(log: Logger) {
   return async (ctx: AppContext, next: () => Promise<void>): Promise<void> => {
     const started = process.hrtime.bigint();
@@ -26,6 +32,8 @@ export function requestLog(log: Logger) {
         bytesOut: ctx.response.length ?? 0,
         durationMs: Number(process.hrtime.bigint() - started) / 1e6,
         remote: ctx.request.ip,
+        principal: ctx.state.principal?.kind ?? (ctx.state.auth ? principalKind(ctx.state.auth.subject) : null),
+        subject: ctx.state.principal?.subject ?? ctx.state.auth?.subject ?? null,
         userAgent: ctx.get('User-Agent') || undefined,
         completed: ctx.res.writableFinished,
       };
