@@ -79,7 +79,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     clientAddress: clientAddressResolver(config.http.trustProxy),
     authRequestTimeoutMs: config.http.authRequestTimeoutSeconds * 1000,
     healthChecks: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
-    ...auth,
+    auth,
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

@@ -1,13 +1,9 @@
 // Assembles token auth from the configuration: identity providers, access policy, robots,
-// refresh tokens, token service, and the HTTP-facing pieces built on them.
+// refresh tokens and the token service. The HTTP layer builds its routes on these.
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { AuditLog } from '../audit/events.js';
 import type { Config } from '../config/config.js';
-import { createAuthorizer, type Authorize } from '../http/middleware/authorize.js';
-import type { AdminRouteOptions } from '../http/routes/admin.js';
-import type { TokenRouteOptions } from '../http/routes/token.js';
-import type { CatalogFilter } from '../http/routes/v2/listings.js';
 import { Authenticator } from './authenticator.js';
 import { LdapIdentityProvider } from './identity/ldap.js';
 import { LocalUsers } from './identity/local.js';
@@ -21,17 +17,27 @@ import { RobotAccounts } from './robots.js';
 import { jwksOf, loadSigningKeys } from './tokens/keys.js';
 import { TokenService } from './tokens/token-service.js';
 
-export interface Auth {
-  authorize: Authorize;
-  catalogFilter: CatalogFilter;
-  tokenEndpoint: TokenRouteOptions;
-  admin: AdminRouteOptions;
+/** Token auth, ready to serve: who people are, what they may do, and the tokens that say so. */
+export interface Auth extends Identities {
+  tokens: TokenService;
+  refreshTokens: RefreshTokens;
+  /** the token audience clients ask for */
+  service: string;
+  /** the token endpoint announced in challenges */
+  realm: string;
+  /** Where the principal behind a token subject may pull, for the catalog. */
+  pullScope(subject: string): Promise<PullScope>;
   /**
    * Creates the bootstrap administrator on a fresh database. Called once the server listens, so a
    * start that fails earlier (a port in use) never prints a password that is then lost.
    */
   bootstrap(): Promise<void>;
-  close(): Promise<void>;
+}
+
+/** The repositories a principal may pull: name prefixes to look under, and the test for each name. */
+export interface PullScope {
+  namespaces: readonly string[] | 'everything';
+  visible(repository: string): boolean;
 }
 
 export const BOOTSTRAP_ADMIN = 'admin';
@@ -105,7 +111,7 @@ export function createIdentities(config: Config, db: Knex, log: Logger): Identit
 
 export async function createAuth(config: Config, db: Knex, log: Logger): Promise<Auth> {
   const identities = createIdentities(config, db, log);
-  const { users, robots, audit, rules, policy, authenticator } = identities;
+  const { users, policy, authenticator } = identities;
   const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
   const keySource = { keyFile: config.auth.token.keyFile, dataDir: config.dataDir };
   const keys = await loadSigningKeys(keySource);
@@ -126,20 +132,20 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
   }, config.auth.token.keyReloadSeconds * 1000);
   reload.unref();
 
-  const catalogFilter: CatalogFilter = async (ctx) => {
-    const principal = (await authenticator.resolve(ctx.state.auth?.subject ?? '')) ?? { kind: 'anonymous' as const };
-    const current = await policy.rules();
-    return {
-      namespaces: pullNamespaces(current, principal),
-      visible: (repository) => allowedActions(current, principal, repository).has('pull'),
-    };
-  };
-
   return {
-    authorize: createAuthorizer({ tokens, service, realm }),
-    catalogFilter,
-    tokenEndpoint: { authenticator, policy, tokens, refreshTokens, service },
-    admin: { tokens, rules, policy, robots, refreshTokens, authenticator, audit, service, realm },
+    ...identities,
+    tokens,
+    refreshTokens,
+    service,
+    realm,
+    async pullScope(subject) {
+      const principal = (await authenticator.resolve(subject)) ?? { kind: 'anonymous' as const };
+      const current = await policy.rules();
+      return {
+        namespaces: pullNamespaces(current, principal),
+        visible: (repository) => allowedActions(current, principal, repository).has('pull'),
+      };
+    },
     bootstrap: () => bootstrapAdmin(users, config, log),
     async close() {
       clearInterval(reload);

@@ -13,9 +13,10 @@ import { requestLog } from './middleware/request-log.js';
 import { opsRoutes, type HealthCheck } from './routes/ops.js';
 import { distributionRoutes, type Route } from './routes/v2/index.js';
 import type { CatalogFilter } from './routes/v2/listings.js';
-import { tokenRoutes, type TokenRouteOptions } from './routes/token.js';
-import { registerAdminRoutes, type AdminRouteOptions } from './routes/admin.js';
-import type { Authorize } from './middleware/authorize.js';
+import { tokenRoutes } from './routes/token.js';
+import { registerAdminRoutes } from './routes/admin.js';
+import type { Auth } from '../auth/index.js';
+import { createAuthorizer, type Authorizer } from './middleware/authorize.js';
 
 export interface AppOptions {
   registry: Registry;
@@ -26,10 +27,7 @@ export interface AppOptions {
   clientAddress: ClientAddressOf;
   /** Deadline for a whole request to the token and admin routes (small bodies; slow ones are an attack). */
   authRequestTimeoutMs: number;
-  authorize: Authorize;
-  catalogFilter: CatalogFilter;
-  tokenEndpoint: TokenRouteOptions;
-  admin: AdminRouteOptions;
+  auth: Auth;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -58,7 +56,7 @@ function decodeParams(groups: Record<string, string | undefined>): Record<string
  * Binds a route: records its name, decodes and validates its path parameters, checks the
  * caller's token against the route's declared access, runs the handler.
  */
-function bind(route: Route, authorize: Authorize): Handler {
+function bind(route: Route, authorize: Authorizer['authorize']): Handler {
   return async (ctx: AppContext) => {
     ctx.state.route = route.name;
     ctx.state.params = decodeParams(route.pattern.exec(ctx.path)?.groups ?? {});
@@ -102,16 +100,33 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     options.log.warn({ err: error }, 'response stream error');
   });
 
+  const { auth } = options;
+  const authorizer = createAuthorizer({ tokens: auth.tokens, service: auth.service, realm: auth.realm });
+  const catalogFilter: CatalogFilter = (ctx) => auth.pullScope(ctx.state.auth?.subject ?? '');
   const router = new Router<RequestState>();
-  const routes = distributionRoutes(options.registry, options);
+  const routes = distributionRoutes(options.registry, { manifestMaxBytes: options.manifestMaxBytes, catalogFilter });
   for (const route of routes) {
-    router.register(route.pattern, [route.method], bind(route, options.authorize), { name: route.name, pathAsRegExp: true });
+    router.register(route.pattern, [route.method], bind(route, authorizer.authorize), { name: route.name, pathAsRegExp: true });
   }
-  const token = tokenRoutes(options.tokenEndpoint);
+  const token = tokenRoutes({
+    authenticator: auth.authenticator,
+    policy: auth.policy,
+    tokens: auth.tokens,
+    refreshTokens: auth.refreshTokens,
+    service: auth.service,
+  });
   router.get('/auth/token', named('token.get', token.get));
   router.post('/auth/token', named('token.post', token.post));
   router.get('/auth/jwks', named('token.jwks', token.jwks));
-  registerAdminRoutes(router, options.admin);
+  registerAdminRoutes(router, {
+    bearer: authorizer,
+    rules: auth.rules,
+    policy: auth.policy,
+    robots: auth.robots,
+    refreshTokens: auth.refreshTokens,
+    authenticator: auth.authenticator,
+    audit: auth.audit,
+  });
   const ops = opsRoutes(options.healthChecks);
   router.get('/healthz', named('ops.live', ops.live));
   router.get('/readyz', named('ops.ready', ops.ready));

@@ -3,15 +3,16 @@
 // where to get a better one (Docker token auth).
 import type { ResourceAccess } from '../../auth/tokens/access.js';
 import { grants } from '../../auth/tokens/access.js';
-import { InvalidTokenError, type TokenService } from '../../auth/tokens/token-service.js';
+import { InvalidTokenError, type VerifiedToken, type TokenService } from '../../auth/tokens/token-service.js';
 import { RegistryError } from '../../registry/errors.js';
 import type { AppContext } from '../context.js';
 
-/** What a route needs: any valid token, or an action on the route's repository, or the catalog. */
+/** What a route needs: any valid token, an action on the route's repository, the catalog, or administration. */
 export type RouteAccess =
   | { kind: 'authenticated' }
   | { kind: 'repository'; action: 'pull' | 'push' | 'delete' }
-  | { kind: 'catalog' };
+  | { kind: 'catalog' }
+  | { kind: 'admin' };
 
 export interface AuthorizerOptions {
   tokens: TokenService;
@@ -23,6 +24,7 @@ export interface AuthorizerOptions {
 /** The scope a client should ask for to be allowed through. */
 function scopeFor(ctx: AppContext, need: RouteAccess): string | undefined {
   if (need.kind === 'catalog') return 'registry:catalog:*';
+  if (need.kind === 'admin') return 'registry:admin:*';
   if (need.kind === 'authenticated') return undefined;
   const repository = ctx.state.repository as string;
   // Docker asks pull,push for a push; answer in the words it expects.
@@ -41,11 +43,22 @@ function challenge(ctx: AppContext, options: AuthorizerOptions, need: RouteAcces
 function satisfied(access: readonly ResourceAccess[], ctx: AppContext, need: RouteAccess): boolean {
   if (need.kind === 'authenticated') return true;
   if (need.kind === 'catalog') return grants(access, 'registry', 'catalog', '*');
+  if (need.kind === 'admin') return grants(access, 'registry', 'admin', '*');
   return grants(access, 'repository', ctx.state.repository as string, need.action);
 }
 
-export function createAuthorizer(options: AuthorizerOptions) {
-  return async function authorize(ctx: AppContext, need: RouteAccess): Promise<void> {
+export interface Authorizer {
+  /**
+   * The one bearer-token check: a verified token's claims, recorded on the request; 401 with the
+   * challenge for `need` when the token is missing or invalid.
+   */
+  authenticate(ctx: AppContext, need: RouteAccess): Promise<VerifiedToken>;
+  /** authenticate, then 401 insufficient_scope unless the token grants `need`. */
+  authorize(ctx: AppContext, need: RouteAccess): Promise<void>;
+}
+
+export function createAuthorizer(options: AuthorizerOptions): Authorizer {
+  async function authenticate(ctx: AppContext, need: RouteAccess): Promise<VerifiedToken> {
     const header = ctx.get('Authorization');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) {
@@ -53,24 +66,29 @@ export function createAuthorizer(options: AuthorizerOptions) {
         'WWW-Authenticate': challenge(ctx, options, need),
       });
     }
-    let claims;
+    let claims: VerifiedToken;
     try {
       claims = await options.tokens.verify(match[1] as string);
     } catch (error) {
       if (!(error instanceof InvalidTokenError)) throw error;
-      const reason = error.message;
-      throw new RegistryError('UNAUTHORIZED', reason, null, 401, { 'WWW-Authenticate': challenge(ctx, options, need, 'invalid_token') });
+      throw new RegistryError('UNAUTHORIZED', error.message, null, 401, { 'WWW-Authenticate': challenge(ctx, options, need, 'invalid_token') });
     }
     ctx.state.auth = { subject: claims.subject, access: claims.access };
-    if (!satisfied(claims.access, ctx, need)) {
-      throw new RegistryError('UNAUTHORIZED', 'access to the resource is denied', null, 401, {
-        'WWW-Authenticate': challenge(ctx, options, need, 'insufficient_scope'),
-      });
-    }
+    return claims;
+  }
+
+  return {
+    authenticate,
+    async authorize(ctx, need) {
+      const claims = await authenticate(ctx, need);
+      if (!satisfied(claims.access, ctx, need)) {
+        throw new RegistryError('UNAUTHORIZED', 'access to the resource is denied', null, 401, {
+          'WWW-Authenticate': challenge(ctx, options, need, 'insufficient_scope'),
+        });
+      }
+    },
   };
 }
-
-export type Authorize = ReturnType<typeof createAuthorizer>;
 
 /** Whether the request's verified token grants `action` on a repository other than the route's own. */
 export function tokenAllows(ctx: AppContext, repository: string, action: 'pull' | 'push' | 'delete'): boolean {

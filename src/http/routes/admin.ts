@@ -24,21 +24,20 @@ import type { AccessRuleStore, RuleDiff } from '../../auth/policy/store.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
 import { RobotError, type RobotAccounts } from '../../auth/robots.js';
 import { grants } from '../../auth/tokens/access.js';
-import { InvalidTokenError, type TokenService } from '../../auth/tokens/token-service.js';
 import { RegistryError } from '../../registry/errors.js';
 import { isValidName } from '../../registry/reference.js';
 import { reply, replyJson, type AppContext, type Handler, type RequestState } from '../context.js';
+import type { Authorizer } from '../middleware/authorize.js';
 
 export interface AdminRouteOptions {
-  tokens: TokenService;
+  /** The bearer-token check the registry routes use too. */
+  bearer: Authorizer;
   rules: AccessRuleStore;
   policy: AccessPolicy;
   robots: RobotAccounts;
   refreshTokens: RefreshTokens;
   authenticator: Authenticator;
   audit: AuditLog;
-  service: string;
-  realm?: string | undefined;
 }
 
 const BODY_LIMIT = 1024 * 1024;
@@ -228,21 +227,14 @@ interface Endpoint {
 }
 
 export function registerAdminRoutes(router: Router<RequestState>, options: AdminRouteOptions): void {
-  const { tokens, rules, policy, robots, refreshTokens, authenticator, audit } = options;
+  const { bearer, rules, policy, robots, refreshTokens, authenticator, audit } = options;
   const endpoints: Endpoint[] = [];
 
   /** Admin calls: a valid bearer token with registry:admin:*, then the handler; failures become problems. */
   const admin = (name: string, handler: (ctx: AppContext, actor: string) => Promise<void>): Handler => {
     return async (ctx) => {
       ctx.state.route = name;
-      const realm = options.realm ?? `${ctx.protocol}://${ctx.host}/auth/token`;
-      const challenge = `Bearer realm="${realm}",service="${options.service}",scope="registry:admin:*"`;
-      const token = /^Bearer\s+(\S+)\s*$/i.exec(ctx.get('Authorization'))?.[1];
-      if (!token) throw new RegistryError('UNAUTHORIZED', 'authentication required', null, 401, { 'WWW-Authenticate': challenge });
-      const claims = await tokens.verify(token).catch((error: unknown) => {
-        if (!(error instanceof InvalidTokenError)) throw error;
-        throw new RegistryError('UNAUTHORIZED', error.message, null, 401, { 'WWW-Authenticate': `${challenge},error="invalid_token"` });
-      });
+      const claims = await bearer.authenticate(ctx, { kind: 'admin' });
       try {
         if (!grants(claims.access, 'registry', 'admin', '*')) throw new AdminRequestError(403, 'administrator rights required');
         await handler(ctx, claims.subject);
