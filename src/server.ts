@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { blobRoot, ConfigError, sqlitePath, type Config } from './config/config.js';
 import { createAuth } from './auth/index.js';
+import type { LdapIdentityProvider } from './auth/identity/ldap.js';
 import { createApp } from './http/app.js';
 import { clientAddressResolver } from './http/client-address.js';
 import { createListener } from './http/listener.js';
@@ -24,6 +25,20 @@ export function databaseConfig(config: Config): DatabaseConfig {
     return { driver: 'postgres', url: config.metadata.postgres.url as string, poolMax: config.metadata.postgres.poolMax };
   }
   return { driver: 'sqlite', path: sqlitePath(config) };
+}
+
+/**
+ * The directory is tried at start: a setting it refuses (service bind, base DN, certificate) stops
+ * the start with a message naming it; a directory that cannot be reached is logged, and /readyz
+ * reports it until it can.
+ */
+async function probeDirectory(directory: LdapIdentityProvider, log: Logger): Promise<void> {
+  try {
+    await directory.probe();
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    log.warn({ err: (error as Error).message }, 'LDAP directory unreachable at startup; /readyz reports it until it answers');
+  }
 }
 
 /** A database that cannot be reached at start is a configuration problem: say which setting. */
@@ -72,13 +87,19 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     referrersPageMaxBytes: config.limits.referrersPageMaxBytes,
   });
   const auth = await createAuth(config, db, log);
+  const { directory } = auth;
+  if (directory) await probeDirectory(directory, log);
   const app = createApp({
     registry,
     log,
     manifestMaxBytes: config.limits.manifestMaxBytes,
     clientAddress: clientAddressResolver(config.http.trustProxy),
     authRequestTimeoutMs: config.http.authRequestTimeoutSeconds * 1000,
-    healthChecks: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
+    healthChecks: {
+      metadata: () => metadata.checkHealth(),
+      storage: () => store.checkHealth(),
+      ...(directory ? { directory: () => directory.checkHealth() } : {}),
+    },
     auth,
   });
 

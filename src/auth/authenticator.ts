@@ -1,16 +1,22 @@
 // Who is asking: checks credentials against robot accounts, local users and the directory,
 // throttles failed logins, and records the outcome in the audit log.
+//
+// A failed login looks the same whichever way it failed: the same message ("invalid username or
+// password", unless the directory judged the password right and said why not, e.g. a disabled
+// account), one password hash's worth of work, and no answer before the throttle's floor. The
+// reason goes to the audit log only.
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/events.js';
 import { RegistryError } from '../registry/errors.js';
-import type { Identity, IdentityProvider } from './identity/provider.js';
+import { decoyVerify, trackHashing } from './identity/passwords.js';
+import type { DirectoryProvider, Identity, IdentityProvider, LoginRefusal, RefusalReason } from './identity/provider.js';
 import type { LoginThrottle } from './login-throttle.js';
 import { sameGroup, type Principal } from './policy/rules.js';
 import { ROBOT_PREFIX, type RobotAccounts } from './robots.js';
 
 export interface AuthenticatorOptions {
   local: IdentityProvider & { exists(username: string): Promise<boolean> };
-  directory?: IdentityProvider | undefined;
+  directory?: DirectoryProvider | undefined;
   robots: RobotAccounts;
   throttle: LoginThrottle;
   audit: AuditLog;
@@ -19,6 +25,39 @@ export interface AuthenticatorOptions {
   log: Logger;
 }
 
+export const INVALID_CREDENTIALS = 'invalid username or password';
+/** Docker fetches a token with Basic credentials for every pull: one login.success per subject and address per window. */
+const SUCCESS_AUDIT_WINDOW_MS = 10 * 60_000;
+/** Throttled attempts are audited once per name and address per window, not once per request. */
+const THROTTLED_AUDIT_WINDOW_MS = 60_000;
+const AUDITED_KEYS_MAX = 10_000;
+
+type Provider = 'local' | 'ldap' | 'robot';
+type Checked = { principal: Principal; refusal?: undefined } | { principal?: undefined; refusal: LoginRefusal; provider?: Provider };
+type Attempt = { principal: Principal } | { error: RegistryError; hashed: boolean; padded: boolean };
+
+/** Keys seen within a window (bounded; the oldest are forgotten first): for audit events worth one line per window. */
+class RecentKeys {
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly maxEntries = AUDITED_KEYS_MAX,
+  ) {}
+
+  /** True the first time `key` is seen within the window (and remembers it). */
+  firstInWindow(key: string, now = Date.now()): boolean {
+    const last = this.seen.get(key);
+    if (last !== undefined && now - last < this.windowMs) return false;
+    this.seen.delete(key);
+    this.seen.set(key, now);
+    if (this.seen.size > this.maxEntries) {
+      const oldest = this.seen.keys().next().value;
+      if (oldest !== undefined) this.seen.delete(oldest);
+    }
+    return true;
+  }
+}
 
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
@@ -26,53 +65,85 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 export class Authenticator {
   /** Logins for one user name run one after another, so parallel guesses cannot outrun the throttle. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  private readonly audited = new RecentKeys(SUCCESS_AUDIT_WINDOW_MS);
+  private readonly throttledAudited = new RecentKeys(THROTTLED_AUDIT_WINDOW_MS);
 
   constructor(private readonly options: AuthenticatorOptions) {}
 
   /** Throws UNAUTHORIZED for wrong credentials, TOOMANYREQUESTS when throttled, UNAVAILABLE when a backend is down. */
   async login(username: string, password: string, clientIp: string): Promise<Principal> {
+    const startedAt = Date.now();
     const key = canonicalName(username);
     const previous = this.inFlight.get(key) ?? Promise.resolve();
     const attempt = previous.catch(() => undefined).then(() => this.attempt(username, password, clientIp));
     this.inFlight.set(key, attempt);
+    let outcome: Attempt;
     try {
-      return await attempt;
+      outcome = await attempt;
     } finally {
       if (this.inFlight.get(key) === attempt) this.inFlight.delete(key);
     }
+    if ('principal' in outcome) return outcome.principal;
+    // Outside the per-name queue: the decoy hash and the floor slow this answer, not the next attempt.
+    if (outcome.padded) {
+      if (!outcome.hashed) await decoyVerify(password);
+      await this.options.throttle.padFailure(startedAt);
+    }
+    throw outcome.error;
   }
 
-  private async attempt(username: string, password: string, clientIp: string): Promise<Principal> {
+  private async attempt(username: string, password: string, clientIp: string): Promise<Attempt> {
     const { throttle, audit } = this.options;
-    const wait = throttle.retryAfter(canonicalName(username), clientIp);
+    const key = canonicalName(username);
+    const wait = throttle.retryAfter(key, clientIp);
     if (wait > 0) {
-      throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', undefined, 429, {
+      if (this.throttledAudited.firstInWindow(`${key}\u0000${clientIp}`)) {
+        await audit.record({ type: 'login.failure', actor: actorOf(username), clientIp, details: { reason: 'throttled' satisfies RefusalReason } });
+      }
+      const error = new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', undefined, 429, {
         'Retry-After': String(Math.ceil(wait / 1000)),
       });
+      return { error, hashed: false, padded: false };
     }
-    let principal: Principal | undefined;
     const done = throttle.begin(clientIp);
+    let checked: { result: Checked; hashed: boolean };
     try {
-      // No account name holds a control character; a NUL would also be refused by PostgreSQL.
-      principal = password.length === 0 || CONTROL_CHARACTER.test(username) ? undefined : await this.check(username, password);
+      checked = await trackHashing(() => this.check(username, password, clientIp));
     } finally {
       done();
     }
-    if (!principal) {
-      throttle.recordFailure(canonicalName(username), clientIp);
-      await audit.record({ type: 'login.failure', actor: username.slice(0, 255), clientIp });
-      throw new RegistryError('UNAUTHORIZED', 'invalid username or password');
+    const { result, hashed } = checked;
+    if (!result.refusal) {
+      await this.succeeded(result.principal, key, clientIp);
+      return { principal: result.principal };
     }
-    throttle.recordSuccess(canonicalName(username), clientIp);
-    await audit.record({ type: 'login.success', actor: subjectOf(principal), clientIp, details: { provider: providerOf(principal) } });
-    return principal;
+    const { reason, advice, account } = result.refusal;
+    throttle.recordFailure(account === undefined ? key : [key, canonicalName(account)], clientIp);
+    await audit.record({
+      type: 'login.failure',
+      actor: actorOf(username),
+      clientIp,
+      details: { reason, ...(result.provider ? { provider: result.provider } : {}), ...(account !== undefined ? { account } : {}) },
+    });
+    return { error: new RegistryError('UNAUTHORIZED', advice ?? INVALID_CREDENTIALS), hashed, padded: true };
+  }
+
+  private async succeeded(principal: Principal, key: string, clientIp: string): Promise<void> {
+    const subject = subjectOf(principal);
+    const provider = providerOf(principal);
+    this.options.throttle.recordSuccess([key, canonicalName(subject)], clientIp);
+    if (this.audited.firstInWindow(`${provider}\u0000${subject}\u0000${clientIp}`)) {
+      await this.options.audit.record({ type: 'login.success', actor: subject, clientIp, details: { provider } });
+    }
   }
 
   /**
    * Re-creates the principal behind a token subject, with fresh groups; undefined when it is
-   * gone. `provider` (known for refresh tokens) pins where to look.
+   * gone or may not be used now. `provider` (known for refresh tokens) pins where to look;
+   * `credentialsSince` (a refresh token's issue time) refuses a directory account whose
+   * password was set after it.
    */
-  async resolve(subject: string, provider?: 'local' | 'ldap' | 'robot'): Promise<Principal | undefined> {
+  async resolve(subject: string, provider?: Provider, options: { credentialsSince?: number } = {}): Promise<Principal | undefined> {
     if (subject === '') return { kind: 'anonymous' };
     if (subject.startsWith(ROBOT_PREFIX) || provider === 'robot') {
       const name = subject.startsWith(ROBOT_PREFIX) ? subject.slice(ROBOT_PREFIX.length) : subject;
@@ -80,23 +151,44 @@ export class Authenticator {
     }
     const local = provider === 'ldap' ? undefined : await this.options.local.lookup(subject);
     const identity = local ?? (provider === 'local' ? undefined : await this.directoryIdentity(await this.options.directory?.lookup(subject)));
-    return identity && { kind: 'user', identity: this.withAdmin(identity) };
+    if (!identity) return undefined;
+    const { credentialsSince } = options;
+    if (credentialsSince !== undefined && identity.passwordChangedAt !== undefined && identity.passwordChangedAt > credentialsSince) {
+      this.options.log.info({ username: identity.username }, 'password changed since the refresh token was issued: refused');
+      return undefined;
+    }
+    return { kind: 'user', identity: this.withAdmin(identity) };
   }
 
-  private async check(username: string, password: string): Promise<Principal | undefined> {
-    if (username.startsWith(ROBOT_PREFIX)) {
-      const name = await this.options.robots.authenticate(username, password);
-      return name === undefined ? undefined : { kind: 'robot', name };
+  private async check(username: string, password: string, clientIp: string): Promise<Checked> {
+    // No account name holds a control character (and PostgreSQL refuses a NUL outright).
+    if (password.length === 0 || CONTROL_CHARACTER.test(username)) return refused('invalid_credentials');
+    if (username.startsWith(ROBOT_PREFIX)) return this.checkRobot(username, password);
+    // A local user owns its name in every spelling the directory would accept (case, spaces,
+    // Unicode folding): `Admin` must not reach the directory and come back as `admin`.
+    const { local, directory } = this.options;
+    const owned = await local.exists(canonicalName(username));
+    if (owned || !directory) {
+      const identity = await local.authenticate(username, password);
+      if (identity) return { principal: { kind: 'user', identity: this.withAdmin(identity) } };
+      return refused(owned ? 'wrong_password' : 'unknown_user', 'local');
     }
-    // A local user owns its name in every spelling the directory would accept (case, spaces):
-    // `Admin` must not reach the directory and come back as `admin`. Without a directory,
-    // unknown names still go through the local check (and its decoy hash), so the response
-    // time does not tell which names exist.
-    const owned = await this.options.local.exists(canonicalName(username));
-    const identity = owned || !this.options.directory
-      ? await this.options.local.authenticate(username, password)
-      : await this.directoryIdentity(await this.options.directory.authenticate(username, password));
-    return identity && { kind: 'user', identity: this.withAdmin(identity) };
+    const throttle = this.options.throttle;
+    const outcome = await directory.login(username, password, {
+      // Another spelling of a throttled account is refused without trying its password.
+      mayTry: (account) => throttle.retryAfter(canonicalName(account), clientIp) === 0,
+    });
+    if (outcome.refusal) return { refusal: outcome.refusal, provider: 'ldap' };
+    const identity = await this.directoryIdentity(outcome.identity);
+    if (!identity) return refused('name_reserved', 'ldap');
+    return { principal: { kind: 'user', identity: this.withAdmin(identity) } };
+  }
+
+  private async checkRobot(username: string, password: string): Promise<Checked> {
+    const name = await this.options.robots.authenticate(username, password);
+    if (name !== undefined) return { principal: { kind: 'robot', name } };
+    const exists = await this.options.robots.isActive(username.slice(ROBOT_PREFIX.length));
+    return refused(exists ? 'wrong_password' : 'unknown_user', 'robot');
   }
 
   /** A directory identity, unless its name belongs to a local user or looks like a robot's. */
@@ -117,9 +209,30 @@ export class Authenticator {
   }
 }
 
-/** A user name as directories compare it: Unicode-normalised, trimmed, case-folded. */
+function refused(reason: RefusalReason, provider?: Provider): Checked {
+  return { refusal: { reason }, ...(provider ? { provider } : {}) };
+}
+
+/** The name as typed, bounded for the audit log. */
+const actorOf = (username: string): string => username.slice(0, 255);
+
+/** Combining marks (accents, the dot of `i̇`) that directories ignore when comparing names. */
+const COMBINING_MARKS = /\p{M}/gu;
+
+/**
+ * A user name as directories compare it, or coarser: compatibility forms (fullwidth `ａ`) and
+ * accents folded, Unicode case folding (`ß` → `ss`, `İ`/`ı` → `i`), spaces trimmed and collapsed.
+ * Names that map to one key share one throttle budget; a coarser key only makes more names share.
+ */
 export function canonicalName(username: string): string {
-  return username.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
+  return username
+    .normalize('NFKD')
+    .replace(COMBINING_MARKS, '')
+    .toUpperCase() // full case folding, roughly: ß → SS, ı → I, ſ → S
+    .toLowerCase()
+    .normalize('NFKC')
+    .trim()
+    .replace(/\s+/g, ' ');
 }
 
 /** The token subject of a principal: the user name, `robot$<name>`, or '' for anonymous (as the token spec asks). */

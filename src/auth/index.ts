@@ -8,7 +8,7 @@ import { Authenticator } from './authenticator.js';
 import { LdapIdentityProvider } from './identity/ldap.js';
 import { LocalUsers } from './identity/local.js';
 import { generateSecret } from './identity/passwords.js';
-import { LoginThrottle } from './login-throttle.js';
+import { LoginThrottle, throttleOptions } from './login-throttle.js';
 import { AccessPolicy } from './policy/access-policy.js';
 import { allowedActions, pullNamespaces } from './policy/rules.js';
 import { AccessRuleStore } from './policy/store.js';
@@ -89,7 +89,7 @@ export function createIdentities(config: Config, db: Knex, log: Logger): Identit
     local: users,
     directory,
     robots,
-    throttle: new LoginThrottle(),
+    throttle: new LoginThrottle(throttleOptions(config.auth.loginThrottle)),
     audit,
     adminGroups: config.auth.adminGroups,
     log,

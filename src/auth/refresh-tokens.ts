@@ -75,15 +75,15 @@ export class RefreshTokens {
     return `${id}.${secret}`;
   }
 
-  /** The principal a valid, unrevoked, unexpired token stands for. */
-  async redeem(token: string): Promise<RefreshPrincipal | undefined> {
+  /** The principal a valid, unrevoked, unexpired token stands for, and when the token was issued. */
+  async redeem(token: string): Promise<(RefreshPrincipal & { issuedAt: number }) | undefined> {
     const [id, secret, extra] = token.split('.');
     if (!id || !secret || extra !== undefined || !/^[0-9a-f]{24}$/.test(id)) return undefined;
     const row = (await this.db('refresh_tokens').where({ id }).first()) as Row | undefined;
     if (!row || !secretMatches(secret, row.secret_hash)) return undefined;
     if (row.revoked_at !== null || Number(row.expires_at) <= Date.now()) return undefined;
     await this.db('refresh_tokens').where({ id }).update({ last_used_at: Date.now() });
-    return { kind: row.principal_kind, name: row.principal_name, provider: row.provider };
+    return { kind: row.principal_kind, name: row.principal_name, provider: row.provider, issuedAt: Number(row.created_at) };
   }
 
   async list(filter: { name?: string } = {}): Promise<RefreshTokenInfo[]> {

@@ -39,9 +39,19 @@ export interface Config {
     refreshTokenTtlSeconds: number;
     rulesCacheSeconds: number;
     ldap?: LdapConfig;
+    loginThrottle: LoginThrottleConfig;
   };
 }
 
+/** auth.loginThrottle: see schemas/config.schema.json. */
+export interface LoginThrottleConfig {
+  freeFailuresPerNameAndAddress: number;
+  freeFailuresPerName: number;
+  freeFailuresPerAddress: number;
+  maxDelaySeconds: number;
+  failureWindowSeconds: number;
+  minFailedLoginMs: number;
+}
 
 export interface LdapConfig {
   url: string;
@@ -51,7 +61,7 @@ export interface LdapConfig {
   bindPassword?: string;
   timeoutSeconds: number;
   poolSize: number;
-  user: { baseDn: string; filter: string; usernameAttribute: string };
+  user: { baseDn: string; filter: string; usernameAttribute: string; upnAttribute?: string; domains: string[] };
   groups: {
     source: 'memberOf' | 'search';
     baseDn?: string;

@@ -39,7 +39,8 @@ describe('directory unavailable', () => {
     assert.equal(body.errors[0]?.code, 'UNAVAILABLE');
     assert.match(body.errors[0]?.message ?? '', /LDAP directory is unavailable/);
 
-    assert.equal((await requestToken(server.url, { credentials: server.admin })).status, 200, 'local users are not affected');
+    const local = await requestToken(server.url, { credentials: server.admin });
+    assert.equal(local.status, 200, `local users are not affected: ${await local.text()}`);
     assert.doesNotMatch(server.output(), /alice-pass/);
   });
 });

@@ -3,10 +3,11 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, mock, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, type Control, type DN, type SearchOptions, type SearchResult } from 'ldapts';
+import { Attribute, Change, Client, type Control, type DN, type SearchOptions, type SearchResult } from 'ldapts';
 import { pino, type Logger } from 'pino';
 import { GroupCache } from '../../src/auth/identity/group-cache.js';
 import { firstRdnValue, LdapIdentityProvider } from '../../src/auth/identity/ldap.js';
+import { accountState, adBindCode, fileTimeToMs, generalizedTimeToMs, ppolicyError, primaryGroupSid } from '../../src/auth/identity/ldap-account.js';
 import type { Identity } from '../../src/auth/identity/provider.js';
 import type { LdapConfig } from '../../src/config/config.js';
 import { BackendUnavailableError } from '../../src/registry/errors.js';
@@ -28,7 +29,7 @@ function ldapConfig(slapd: RunningSlapd, overrides: Overrides = {}): LdapConfig 
     bindPassword: slapd.bindPassword,
     timeoutSeconds: 2,
     poolSize: 2,
-    user: { baseDn: `ou=people,${slapd.baseDn}`, filter: '(objectClass=inetOrgPerson)', usernameAttribute: 'uid' },
+    user: { baseDn: `ou=people,${slapd.baseDn}`, filter: '(objectClass=inetOrgPerson)', usernameAttribute: 'uid', domains: [] },
     ...rest,
     groups: {
       source: 'search',
@@ -140,6 +141,40 @@ describe('LDAP helpers', () => {
     const off = new GroupCache(0, 10);
     off.set('a', [{ name: 'x' }]);
     assert.equal(off.get('a'), undefined);
+  });
+
+  test('account state: AD userAccountControl, lockout, expiry, pwdLastSet; OpenLDAP ppolicy attributes', () => {
+    const of = (attributes: Record<string, string>) => accountState((name) => (attributes[name] === undefined ? [] : [attributes[name]]), Date.UTC(2026, 10, 30));
+    const setAt = 134405080463496780n; // a FILETIME in 2026
+    assert.deepEqual(of({ userAccountControl: '512', pwdLastSet: String(setAt), accountExpires: '9223372036854775807' }), {
+      passwordChangedAt: fileTimeToMs(setAt),
+    });
+    assert.equal(fileTimeToMs(setAt), Date.UTC(2026, 10, 30, 10, 27, 26, 349));
+    assert.equal(of({ userAccountControl: '514' }).blocked, 'disabled');
+    assert.equal(of({ userAccountControl: '512', 'msDS-User-Account-Control-Computed': '16' }).blocked, 'locked');
+    assert.equal(of({ userAccountControl: '512', 'msDS-User-Account-Control-Computed': '0', lockoutTime: '134405080463496780' }).blocked, undefined, 'an expired lockout');
+    assert.equal(of({ userAccountControl: '512', pwdLastSet: '0', 'msDS-User-Account-Control-Computed': '8388608' }).blocked, 'must_change_password');
+    assert.equal(of({ userAccountControl: '512', 'msDS-User-Account-Control-Computed': '8388608' }).blocked, 'password_expired');
+    assert.equal(of({ userAccountControl: '512', accountExpires: '116444736000000000' }).blocked, 'account_expired');
+    assert.equal(of({ pwdAccountLockedTime: '000001010000Z' }).blocked, 'disabled');
+    assert.equal(of({ pwdAccountLockedTime: '20261130101500Z' }).blocked, 'locked');
+    assert.equal(of({ pwdReset: 'TRUE' }).blocked, 'must_change_password');
+    assert.deepEqual(of({ pwdChangedTime: '20261130101500Z' }), { passwordChangedAt: Date.UTC(2026, 10, 30, 10, 15) });
+    assert.equal(generalizedTimeToMs('20261130111500.5+0100'), Date.UTC(2026, 10, 30, 10, 15, 0, 500));
+    assert.equal(generalizedTimeToMs('not a time'), undefined);
+  });
+
+  test('AD bind sub-codes, the ppolicy response control and the primary group SID', () => {
+    assert.equal(adBindCode('80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 533, v1db1'), '533');
+    assert.equal(adBindCode('Invalid credentials'), undefined);
+    // SEQUENCE { warning [0] { timeBeforeExpiration [0] 100 }, error [1] changeAfterReset }
+    assert.equal(ppolicyError(Buffer.from('3008a003800164810102', 'hex')), 2);
+    assert.equal(ppolicyError(Buffer.from('3000', 'hex')), undefined);
+    assert.equal(ppolicyError(Buffer.from('30ff', 'hex')), undefined, 'a length past the end');
+    // S-1-5-21-a-b-c-1104 → S-1-5-21-a-b-c-513
+    const user = Buffer.from('010500000000000515000000313601e6e601f613d44fc42a50040000', 'hex');
+    assert.equal(primaryGroupSid(user, 513)?.toString('hex'), '010500000000000515000000313601e6e601f613d44fc42a01020000');
+    assert.equal(primaryGroupSid(user.subarray(0, 10), 513), undefined);
   });
 
   test('firstRdnValue decodes RFC 4514 escapes and refuses other attributes', () => {
@@ -384,9 +419,33 @@ member: ${userDn(slapd, 'erin')}
     assert.equal(await p.authenticate('erin', 'erin-pass'), undefined);
   });
 
-  test('a wrong service password is BackendUnavailableError, not a failed login', async () => {
+  test('a wrong service password is a 503 naming auth.ldap.bindDn, logged once, not retried against the directory at once', async () => {
     const p = provider(ldapConfig(slapd, { bindPassword: 'not-the-secret' }));
-    await assert.rejects(p.authenticate('alice', 'alice-pass'), (err) => assertUnavailable(err));
+    const lines = logLines.length;
+    const binds = await countBinds(async () => {
+      for (let i = 0; i < 3; i++) {
+        await assert.rejects(p.login('alice', 'alice-pass'), (err: Error & { setting?: string }) => assertUnavailable(err) && err.setting === 'auth.ldap.bindDn');
+      }
+    });
+    // Binding again and again with a wrong password would lock the service account on AD.
+    assert.deepEqual(binds, [slapd.bindDn]);
+    const errors = logLines.slice(lines).filter((line) => line.includes('"level":50'));
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.match(errors[0] ?? '', /LDAP configuration error: auth\.ldap\.bindDn: the directory refused the service account .*cn=registry-svc,ou=services,dc=example,dc=org.* \(invalid credentials\)/);
+    await assert.rejects(p.probe(), (err: Error) => err.name === 'ConfigError' && err.message.startsWith('auth.ldap.bindDn: '));
+  });
+
+  test('a base DN that does not exist names its setting; probe() and checkHealth() pass on a good configuration', async () => {
+    const missing = `ou=nowhere,${slapd.baseDn}`;
+    const noUsers = provider(ldapConfig(slapd, { user: { ...ldapConfig(slapd).user, baseDn: missing } }));
+    await assert.rejects(noUsers.login('alice', 'alice-pass'), (err: Error & { setting?: string }) => assertUnavailable(err) && err.setting === 'auth.ldap.user.baseDn');
+    await assert.rejects(noUsers.probe(), (err: Error) => err.name === 'ConfigError' && err.message === `auth.ldap.user.baseDn: "${missing}" does not exist in the directory`);
+    const noGroups = provider(ldapConfig(slapd, { groups: { baseDn: missing } }));
+    await assert.rejects(noGroups.lookup('alice'), (err: Error & { setting?: string }) => assertUnavailable(err) && err.setting === 'auth.ldap.groups.baseDn');
+    await assert.rejects(noGroups.checkHealth(), (err: Error & { setting?: string }) => assertUnavailable(err) && err.setting === 'auth.ldap.groups.baseDn');
+    const good = provider(ldapConfig(slapd));
+    await good.probe();
+    await good.checkHealth();
   });
 
   test('no password ever reaches the log', () => {
@@ -395,6 +454,66 @@ member: ${userDn(slapd, 'erin')}
     for (const secret of ['alice-pass', 'bob-pass', 'erin-pass', 'svc-secret', 'not-the-secret']) {
       assert.ok(!all.includes(secret), `${secret} was logged`);
     }
+  });
+});
+
+describe('LDAP identity provider against OpenLDAP with the password policy overlay (ppolicy)', () => {
+  let slapd: RunningSlapd;
+  before(async () => {
+    slapd = await startSlapd({ ppolicy: true });
+  });
+  after(async () => {
+    await slapd?.stop();
+  });
+
+  const setPassword = (uid: string, password: string) =>
+    slapd.modify(`dn: ${userDn(slapd, uid)}\nchangetype: modify\nreplace: userPassword\nuserPassword: ${password}\n`);
+
+  test('pwdChangedTime is the identity\'s passwordChangedAt, and moves when the password is set', async () => {
+    const p = provider(ldapConfig(slapd));
+    const first = (await p.lookup('alice'))?.passwordChangedAt;
+    assert.ok(first !== undefined && Math.abs(first - Date.now()) < 120_000, String(first));
+    await sleep(1_100); // GeneralizedTime has whole seconds
+    // A self-service change (as alice): no pwdReset, a new pwdChangedTime.
+    const client = new Client({ url: slapd.url });
+    await client.bind(userDn(slapd, 'alice'), 'alice-pass');
+    await client.modify(userDn(slapd, 'alice'), new Change({ operation: 'replace', modification: new Attribute({ type: 'userPassword', values: ['alice-pass-2'] }) }));
+    await client.unbind();
+    const identity = await p.authenticate('alice', 'alice-pass-2');
+    assert.ok(identity?.passwordChangedAt !== undefined && identity.passwordChangedAt > first, `${identity?.passwordChangedAt} after ${first}`);
+  });
+
+  test('an administrator\'s reset: the bind succeeds but the policy says "change it first"; told, and lookup() refuses', async () => {
+    await setPassword('bob', 'bob-reset-pass');
+    const p = provider(ldapConfig(slapd));
+    const outcome = await p.login('bob', 'bob-reset-pass');
+    assert.equal(outcome.refusal?.reason, 'must_change_password');
+    assert.match(outcome.refusal?.advice ?? '', /password must be changed/);
+    assert.equal(await p.lookup('bob'), undefined);
+    const wrong = await p.login('bob', 'not-bobs-password');
+    assert.deepEqual(wrong.refusal, { reason: 'wrong_password', account: 'bob' });
+  });
+
+  test('an expired password is told only with the right password', async () => {
+    await slapd.modify(`dn: ${userDn(slapd, 'dave')}\nchangetype: modify\nadd: pwdPolicySubentry\npwdPolicySubentry: cn=short,ou=policies,${slapd.baseDn}\n`);
+    await sleep(2_500);
+    const p = provider(ldapConfig(slapd));
+    const right = await p.login('dave', 'dave-pass');
+    assert.equal(right.refusal?.reason, 'password_expired');
+    assert.match(right.refusal?.advice ?? '', /password has expired/);
+    assert.deepEqual((await p.login('dave', 'not-daves-password')).refusal, { reason: 'wrong_password', account: 'dave' });
+  });
+
+  test('a locked account: the control says so for any password, so the reason is never told; lookup() refuses', async () => {
+    const p = provider(ldapConfig(slapd));
+    for (let i = 0; i < 5; i++) assert.equal((await p.login('carol', 'not-carols-password')).refusal?.reason, 'wrong_password');
+    for (const password of ['carol-pass', 'not-carols-password']) {
+      assert.deepEqual((await p.login('carol', password)).refusal, { reason: 'locked', account: 'carol' });
+    }
+    assert.equal(await p.lookup('carol'), undefined);
+    // Locked by an administrator for good: "disabled" to lookup().
+    await slapd.modify(`dn: ${userDn(slapd, 'carol')}\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n`);
+    assert.equal(await p.lookup('carol'), undefined);
   });
 });
 

@@ -1,8 +1,10 @@
 // Abuse of the token endpoint: failed logins are throttled per user name and address (five free
-// failures, then 1 s after the sixth, doubling), per user name (twenty) and per address (fifty),
-// a burst of parallel guesses gets no more tries than a sequence would, and response times do
-// not tell which user names exist. Every request picks its loopback source address (127.x.y.z),
-// which the server sees as the client address, so the two kinds of throttling can be told apart.
+// failures, then 1 s after the sixth, doubling), per user name (twenty: only for the addresses
+// that failed, so the owner is never locked out by others) and per address (fifty), every
+// spelling of a name shares one budget, the limits are configurable, a burst of parallel guesses
+// gets no more tries than a sequence would, and response times do not tell which user names
+// exist. Every request picks its loopback source address (127.x.y.z), which the server sees as
+// the client address, so the kinds of throttling can be told apart.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
@@ -11,16 +13,23 @@ import { addUser, basic, errorCode, requestFrom, sleep, type RawResponse } from 
 let server: RunningRegistry;
 const victim = { username: 'victim', password: 'victim-password-123' };
 const racer = { username: 'racer', password: 'racer-password-4567' };
+const ivy = { username: 'ivy', password: 'ivy-password-98765' };
 
 before(async () => {
   server = await startPortcullis();
   await addUser(server.dataDir, victim.username, victim.password);
   await addUser(server.dataDir, racer.username, racer.password);
+  await addUser(server.dataDir, ivy.username, ivy.password);
 });
 after(() => server.stop());
 
-function login(from: string, credentials: { username: string; password: string }, headers: Record<string, string> = {}): Promise<RawResponse> {
-  return requestFrom(from, `${server.url}/auth/token?service=portcullis&scope=repository:x/y:pull`, {
+function login(
+  from: string,
+  credentials: { username: string; password: string },
+  headers: Record<string, string> = {},
+  on: RunningRegistry = server,
+): Promise<RawResponse> {
+  return requestFrom(from, `${on.url}/auth/token?service=portcullis&scope=repository:x/y:pull`, {
     headers: { Authorization: basic(credentials), ...headers },
   });
 }
@@ -67,14 +76,34 @@ describe('login throttling', () => {
     expectStatus(await login(from, victim), 200, 'the right password after the doubled wait');
   });
 
-  it('failures for one user spread over many addresses throttle that user everywhere after twenty', async () => {
+  it('after twenty failures for one user from many addresses, those addresses wait; the owner from another still logs in', async () => {
     const spread = { username: 'spread', password: 'spread-password-123' };
     await addUser(server.dataDir, spread.username, spread.password);
     const wrong = { ...spread, password: 'not-the-password' };
     for (let i = 1; i <= 21; i++) expectStatus(await login(`127.0.5.${i}`, wrong), 401, `failure ${i}`);
-    expectThrottled(await login('127.0.5.99', spread), 'the right password from a fresh address', 1);
-    // Spelling variants are the same user to the throttle.
-    expectThrottled(await login('127.0.5.98', { ...spread, username: ' SPREAD ' }), 'a spelling variant');
+    // Every address that failed for the name waits, even with the right password, in any spelling.
+    expectThrottled(await login('127.0.5.1', spread), 'the right password from an address that failed');
+    for (const username of [' SPREAD ', 'Spread', 'ＳＰＲＥＡＤ']) {
+      expectThrottled(await login('127.0.5.2', { ...spread, username }), `the spelling ${JSON.stringify(username)}`);
+    }
+    // The owner, from an address that has not failed for the name, is not locked out by the others.
+    expectStatus(await login('127.0.5.99', spread), 200, 'the right password from a fresh address');
+    // A fresh address that fails while the name is locked is locked with it.
+    expectStatus(await login('127.0.5.98', wrong), 401, 'a wrong password from a fresh address');
+    expectThrottled(await login('127.0.5.98', spread), 'that address afterwards, even with the right password');
+    expectThrottled(await login('127.0.5.3', spread), 'the failed addresses, after the owner logged in');
+  });
+
+  it('names the directory treats as equal share one budget: case, İ and ı, fullwidth forms, accents, spaces', async () => {
+    const from = '127.0.6.1';
+    const spellings = ['ivy', 'IVY', 'İvy', 'ıvy', 'ｉｖｙ', 'ívy'];
+    for (const [i, username] of spellings.entries()) {
+      expectStatus(await login(from, { username, password: 'not-the-password' }), 401, `failure ${i + 1} as ${username}`);
+    }
+    for (const username of ['ivy', ' Ivy ', 'I\u0307vy']) {
+      expectThrottled(await login(from, { ...ivy, username }), `the right password as ${JSON.stringify(username)}`);
+    }
+    expectStatus(await login('127.0.6.2', ivy), 200, 'another address');
   });
 
   it('failures from one address throttle every user from that address, and only that address', async () => {
@@ -105,6 +134,42 @@ describe('login throttling', () => {
     const evaluated = statuses.filter((status) => status === 401).length;
     // Sequentially: five free failures, the sixth starts the wait, everything after is 429.
     assert.ok(evaluated <= 6, `${evaluated} of ${attempts} parallel guesses were checked against the password (at most 6 should be): ${statuses.join(' ')}`);
+  });
+});
+
+describe('configured limits (auth.loginThrottle)', () => {
+  it('free failures per name and address, per name, and the longest wait come from the configuration', async () => {
+    const strict = await startPortcullis({
+      env: {
+        PORTCULLIS_AUTH_LOGIN_THROTTLE_FREE_FAILURES_PER_NAME_AND_ADDRESS: '2',
+        PORTCULLIS_AUTH_LOGIN_THROTTLE_FREE_FAILURES_PER_NAME: '3',
+        PORTCULLIS_AUTH_LOGIN_THROTTLE_MAX_DELAY_SECONDS: '1',
+        PORTCULLIS_AUTH_LOGIN_THROTTLE_MIN_FAILED_LOGIN_MS: '0',
+      },
+    });
+    try {
+      const wrong = { ...strict.admin, password: 'not-the-password' };
+      for (let i = 1; i <= 3; i++) expectStatus(await login('127.0.8.1', wrong, {}, strict), 401, `failure ${i}`);
+      expectThrottled(await login('127.0.8.1', strict.admin, {}, strict), 'after 2 free failures and a third', 1);
+      // The name-wide budget (3) is spent too: another address that failed once waits.
+      expectStatus(await login('127.0.8.2', wrong, {}, strict), 401, 'a failure from a second address');
+      expectThrottled(await login('127.0.8.2', strict.admin, {}, strict), 'the second address');
+      // Waits never grow past maxDelaySeconds.
+      for (let i = 0; i < 3; i++) {
+        await sleep(1_050);
+        expectStatus(await login('127.0.8.1', wrong, {}, strict), 401, `a later failure ${i}`);
+        expectThrottled(await login('127.0.8.1', strict.admin, {}, strict), `still 1 s after failure ${i}`, 1);
+      }
+    } finally {
+      await strict.stop();
+    }
+  });
+
+  it('a bad auth.loginThrottle value stops startup, naming the key', async () => {
+    await assert.rejects(
+      startPortcullis({ env: { PORTCULLIS_AUTH_LOGIN_THROTTLE_MAX_DELAY_SECONDS: 'soon' } }),
+      /auth\.loginThrottle\.maxDelaySeconds must be integer/,
+    );
   });
 });
 

@@ -410,3 +410,62 @@ describe('POST /auth/token', () => {
     assert.equal(badScope.status, 400, await badScope.text());
   });
 });
+
+describe('login audit', () => {
+  interface AuditEvent {
+    type: string;
+    actor?: string;
+    clientIp?: string;
+    details?: Record<string, unknown>;
+  }
+
+  async function events(type: string): Promise<AuditEvent[]> {
+    const response = await api<{ events: AuditEvent[] }>(server.url, await adminToken(server), 'GET', `/admin/v1/audit?type=${type}&limit=1000`);
+    assert.equal(response.status, 200, response.text);
+    return response.body.events;
+  }
+
+  function tokenFrom(from: string, credentials: { username: string; password: string }): Promise<{ status: number }> {
+    return requestFrom(from, `${server.url}/auth/token?service=portcullis&scope=repository:audit/app:pull`, { headers: { Authorization: basic(credentials) } });
+  }
+
+  it('a client fetching a token per pull is one login.success per address in ten minutes, not one per token', async () => {
+    for (let i = 0; i < 4; i++) assert.equal((await tokenFrom('127.0.9.1', server.admin)).status, 200);
+    assert.equal((await tokenFrom('127.0.9.2', server.admin)).status, 200);
+    const successes = (await events('login.success')).filter((event) => event.actor === 'admin');
+    assert.deepEqual(
+      successes.filter((event) => event.clientIp?.startsWith('127.0.9.')).map((event) => [event.clientIp, event.details?.provider]),
+      [
+        ['127.0.9.2', 'local'],
+        ['127.0.9.1', 'local'],
+      ],
+    );
+  });
+
+  it('login.failure says why (for the audit only): unknown user, wrong password, empty password, throttled', async () => {
+    const from = '127.0.9.3';
+    const unknown = { username: 'nobody-at-all', password: 'some-password-1' };
+    const wrong = { username: 'admin', password: 'not-the-admin-password' };
+    for (const credentials of [unknown, wrong, { username: 'admin', password: '' }]) {
+      const response = await tokenFrom(from, credentials);
+      assert.equal(response.status, 401);
+    }
+    // Five free failures for admin from here; the sixth starts the wait, the one after is throttled.
+    for (let i = 0; i < 4; i++) assert.equal((await tokenFrom(from, wrong)).status, 401);
+    assert.equal((await tokenFrom(from, wrong)).status, 429);
+    const failures = (await events('login.failure')).filter((event) => event.clientIp === from).reverse();
+    assert.deepEqual(
+      failures.map((event) => [event.actor, event.details?.reason]),
+      [
+        ['nobody-at-all', 'unknown_user'],
+        ['admin', 'wrong_password'],
+        ['admin', 'invalid_credentials'],
+        ['admin', 'wrong_password'],
+        ['admin', 'wrong_password'],
+        ['admin', 'wrong_password'],
+        ['admin', 'wrong_password'],
+        ['admin', 'throttled'],
+      ],
+    );
+  });
+});

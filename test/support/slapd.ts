@@ -10,6 +10,9 @@
 //   groupOfNames developers{alice,bob} security{bob,carol} admins{carol}
 //                platform{cn=developers group}  <- nested: alice and bob are indirect members
 //   posixGroup   docker (gidNumber 5000) memberUid alice, dave
+// With `ppolicy: true`, slapo-ppolicy enforces cn=default,ou=policies (lockout after 5 failures,
+// reported to clients; pwdChangedTime kept; an administrator's reset sets pwdReset) and
+// cn=short,ou=policies (passwords expire after 2 s, no grace logins) is there to be assigned.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -30,6 +33,8 @@ export interface SlapdOptions {
   memberOf?: 'overlay' | 'dynlist';
   /** olcIdleTimeout: slapd closes client connections idle for this long (tests pool recovery). */
   idleTimeoutSeconds?: number;
+  /** Load slapo-ppolicy with the policies described at the top. */
+  ppolicy?: boolean;
 }
 
 export interface RunningSlapd {
@@ -102,6 +107,7 @@ interface Layout {
   keyFile: string;
   memberOf: 'overlay' | 'dynlist';
   idleTimeoutSeconds: number;
+  ppolicy: boolean;
 }
 
 function globalConfig(l: Layout): string {
@@ -124,7 +130,7 @@ olcModuleLoad: back_mdb
 olcModuleLoad: memberof
 olcModuleLoad: refint
 olcModuleLoad: dynlist
-
+${l.ppolicy ? 'olcModuleLoad: ppolicy\n' : ''}
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
 cn: schema
@@ -197,10 +203,48 @@ olcOverlay: {1}refint
 olcRefintAttribute: member
 olcRefintAttribute: owner
 olcRefintNothing: ${ADMIN_DN}
+${l.ppolicy ? ppolicyOverlay() : ''}`;
+}
+
+function ppolicyOverlay(): string {
+  return `
+dn: olcOverlay={2}ppolicy,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcPPolicyConfig
+olcOverlay: {2}ppolicy
+olcPPolicyDefault: cn=default,ou=policies,${BASE_DN}
+olcPPolicyUseLockout: TRUE
 `;
 }
 
-function seedLdif(): string {
+function policiesLdif(): string {
+  return `dn: ou=policies,${BASE_DN}
+objectClass: organizationalUnit
+ou: policies
+
+dn: cn=default,ou=policies,${BASE_DN}
+objectClass: device
+objectClass: pwdPolicy
+cn: default
+pwdAttribute: userPassword
+pwdMaxAge: 31536000
+pwdLockout: TRUE
+pwdMaxFailure: 5
+pwdLockoutDuration: 600
+pwdFailureCountInterval: 600
+pwdMustChange: TRUE
+
+dn: cn=short,ou=policies,${BASE_DN}
+objectClass: device
+objectClass: pwdPolicy
+cn: short
+pwdAttribute: userPassword
+pwdMaxAge: 2
+pwdGraceAuthNLimit: 0
+`;
+}
+
+function seedLdif(ppolicy: boolean): string {
   const people = [
     ['alice', 'Alice', 'Liddell'],
     ['bob', 'Bob', 'Builder'],
@@ -223,6 +267,7 @@ userPassword: ${ssha(`${uid ?? ''}-pass`)}
   const user = (uid: string): string => `uid=${uid},ou=people,${BASE_DN}`;
   return [
     `dn: ${BASE_DN}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\no: Example Org\ndc: example\n`,
+    ...(ppolicy ? [policiesLdif()] : []),
     ...['people', 'groups', 'services'].map((ou) => `dn: ou=${ou},${BASE_DN}\nobjectClass: organizationalUnit\nou: ${ou}\n`),
     `dn: ${SERVICE_DN}
 objectClass: organizationalRole
@@ -327,7 +372,14 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<RunningSla
     await chmod(dir, 0o700);
     await Promise.all(['slapd.d', 'data'].map((d) => mkdir(join(dir, d))));
     const { certFile, keyFile } = await makeSelfSignedCert(dir);
-    const layout: Layout = { dir, certFile, keyFile, memberOf: options.memberOf ?? 'overlay', idleTimeoutSeconds: options.idleTimeoutSeconds ?? 0 };
+    const layout: Layout = {
+      dir,
+      certFile,
+      keyFile,
+      memberOf: options.memberOf ?? 'overlay',
+      idleTimeoutSeconds: options.idleTimeoutSeconds ?? 0,
+      ppolicy: options.ppolicy ?? false,
+    };
     await writeConfig(layout, slapadd);
     const launched = await launch(dir, slapd);
     child = launched.child;
@@ -342,7 +394,7 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<RunningSla
       await run(ldapmodify, ['-x', '-H', url, '-D', ADMIN_DN, '-y', passwordFile, ...(add ? ['-a'] : []), '-f', file], { timeoutMs: 20_000 });
     };
     // Seeded through LDAP rather than slapadd, so the memberof/refint overlays see the writes.
-    await modify(seedLdif(), true);
+    await modify(seedLdif(layout.ppolicy), true);
     return {
       url,
       ldapsUrl: `ldaps://127.0.0.1:${launched.tlsPort}`,

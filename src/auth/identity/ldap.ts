@@ -3,14 +3,16 @@
 // A login is: service-account search for the user (one pooled, service-bound connection), a bind as
 // the user's DN with the password on a short-lived connection of its own, then the user's groups
 // (from memberOf or a group search, nested groups optionally followed). Only the group lookup is
-// cached; the password bind never is. A directory that cannot be reached becomes
-// BackendUnavailableError (503); wrong credentials are `undefined`, never an error.
+// cached; the password bind never is, and the account's state (disabled, locked, expired, password
+// to change: ldap-account.ts) is read on every login and every lookup, whatever user.filter says.
+// A directory that cannot be reached becomes BackendUnavailableError (503), a wrong setting a
+// DirectorySettingError naming it (ldap-errors.ts); a refused login is an outcome, never an error.
 //
 // Filters are built as ldapts Filter objects, so user input is sent as a BER octet string and is
 // never parsed as filter syntax (no injection through `*`, `(` or `)`).
 import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as tls from 'node:tls';
 import {
   AndFilter,
   Client,
@@ -19,17 +21,35 @@ import {
   FilterParser,
   OrFilter,
   PresenceFilter,
-  ResultCodeError,
   type Entry,
   type Filter,
 } from 'ldapts';
 import type { Logger } from 'pino';
 import { ConfigError, type LdapConfig } from '../../config/config.js';
-import { BackendUnavailableError } from '../../registry/errors.js';
+import { RegistryError } from '../../registry/errors.js';
 import { GroupCache } from './group-cache.js';
-import type { Group, Identity, IdentityProvider } from './provider.js';
+import {
+  ACCOUNT_STATE_ATTRIBUTES,
+  accountState,
+  binaryValue,
+  bindRefusal,
+  PasswordPolicyControl,
+  primaryGroupSid,
+  type AccountState,
+  type AccountVerdict,
+} from './ldap-account.js';
+import { ConnectionPool, isLdapResult, LdapConnection, type ConnectionSettings } from './ldap-connection.js';
+import {
+  DirectorySettingError,
+  errorText,
+  isMissingBase,
+  missingBase,
+  serviceBindFailure,
+  tlsFailure,
+  unavailable,
+} from './ldap-errors.js';
+import type { DirectoryProvider, Group, Identity, LoginHooks, LoginOutcome, RefusalReason } from './provider.js';
 
-const BACKEND = 'LDAP directory';
 /** Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: matches through nested group membership. */
 const IN_CHAIN_RULE = '1.2.840.113556.1.4.1941';
 /** supportedCapabilities of Active Directory (…800) and AD LDS (…1851): the servers that know IN_CHAIN. */
@@ -39,7 +59,17 @@ const MAX_USERNAME_LENGTH = 256;
 const GROUP_BATCH = 32;
 /** Result codes of a user bind that mean "the directory is in trouble", not "wrong credentials". */
 const SERVER_TROUBLE = new Set([1, 2, 3, 11, 51, 52, 80]);
-const CLOSE_GRACE_MS = 1000;
+/** After the directory refused the service account, requests fail fast for this long instead of binding again (AD would lock it). */
+const SERVICE_REFUSAL_HOLD_MS = 10_000;
+
+/** What the person is told when the directory judged the password right and still said no. */
+const ADVICE: Partial<Record<RefusalReason, string>> = {
+  disabled: 'your directory account is disabled; ask your directory administrator to enable it',
+  account_expired: 'your directory account has expired; ask your directory administrator to extend it',
+  password_expired: 'your directory password has expired; change it (for example by signing in to your workstation), then log in again',
+  must_change_password: 'your directory password must be changed before it can be used; change it, then log in again',
+  restricted: 'your directory account may not log in at this time or from here; ask your directory administrator',
+};
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -85,7 +115,7 @@ export function firstRdnValue(dn: string, attribute: string): string | undefined
   return value === '' ? undefined : value;
 }
 
-/** Why a username/password pair is refused before any bind, or undefined when it may be tried. */
+/** Why a username/password pair is refused before any search or bind, or undefined when it may be tried. */
 function refusal(username: string, password?: string): string | undefined {
   if (password !== undefined && password.length === 0) return 'empty password'; // many directories treat it as an anonymous bind that succeeds
   if (username.length === 0) return 'empty username';
@@ -100,45 +130,18 @@ function loggable(username: string): string {
   return username.length > 64 ? `${username.slice(0, 64)}…` : username;
 }
 
-/** An LDAP result (the server answered) rather than a transport failure (socket, TLS, timeout). */
-function isLdapResult(err: unknown): err is ResultCodeError {
-  return err instanceof ResultCodeError;
-}
-
-/** ldapts reports an operation timeout as a plain Error ("…: Operation timed out"); so does withDeadline. */
-function isTimeout(err: unknown): boolean {
-  return err instanceof Error && /timed out|timeout/i.test(err.message);
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Races `work` against a timer; on timeout runs `onTimeout` (which tears the connection down). */
-async function withDeadline<T>(work: Promise<T>, ms: number, what: string, onTimeout: () => void): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onTimeout();
-      reject(new Error(`${what} timed out after ${ms} ms`));
-    }, ms);
-  });
-  work.catch(() => undefined); // after a timeout its own failure is expected: not an unhandled rejection
-  try {
-    return await Promise.race([work, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 const eq = (attribute: string, value: string): EqualityFilter => new EqualityFilter({ attribute, value });
 const and = (...filters: Filter[]): AndFilter => new AndFilter({ filters });
 const or = (...filters: Filter[]): OrFilter => new OrFilter({ filters });
 
-/** Groups that list the user directly: groupOfNames member, groupOfUniqueNames uniqueMember, posixGroup memberUid. */
+/**
+ * Groups that list the user directly: groupOfNames and Active Directory's group (member),
+ * groupOfUniqueNames (uniqueMember), posixGroup (memberUid).
+ */
 function directGroupFilter(userDn: string, username: string): Filter {
   return or(
     and(eq('objectClass', 'groupOfNames'), eq('member', userDn)),
+    and(eq('objectClass', 'group'), eq('member', userDn)),
     and(eq('objectClass', 'groupOfUniqueNames'), eq('uniqueMember', userDn)),
     and(eq('objectClass', 'posixGroup'), eq('memberUid', username)),
   );
@@ -148,12 +151,13 @@ function directGroupFilter(userDn: string, username: string): Filter {
 function parentGroupFilter(groupDns: string[]): Filter {
   return or(
     and(eq('objectClass', 'groupOfNames'), or(...groupDns.map((dn) => eq('member', dn)))),
+    and(eq('objectClass', 'group'), or(...groupDns.map((dn) => eq('member', dn)))),
     and(eq('objectClass', 'groupOfUniqueNames'), or(...groupDns.map((dn) => eq('uniqueMember', dn)))),
   );
 }
 
-function inChainFilter(userDn: string): Filter {
-  return new ExtensibleFilter({ matchType: 'member', rule: IN_CHAIN_RULE, value: userDn });
+function inChainFilter(memberDn: string): Filter {
+  return new ExtensibleFilter({ matchType: 'member', rule: IN_CHAIN_RULE, value: memberDn });
 }
 
 function chunks<T>(items: T[], size: number): T[][] {
@@ -162,224 +166,6 @@ function chunks<T>(items: T[], size: number): T[][] {
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Connections
-
-interface ConnectionSettings {
-  url: string;
-  /** ldaps:// */
-  secure: boolean;
-  /** Upgrade an ldap:// connection with StartTLS before anything else is sent. */
-  startTls: boolean;
-  tls: tls.ConnectionOptions;
-  timeoutMs: number;
-}
-
-/**
- * One ldapts Client on exactly one socket. ldapts silently reconnects a client whose socket closed
- * (and after StartTLS it would reconnect WITHOUT TLS and unbound), so the socket factories below
- * refuse a second socket: a lost connection fails its operation and is replaced by the pool.
- * Tracking the sockets also lets us see a close that ldapts misses after StartTLS, and always
- * destroy them (ldapts leaves the TCP socket open when a StartTLS handshake fails).
- */
-class LdapConnection {
-  readonly client: Client;
-  private readonly sockets: net.Socket[] = [];
-  private plainOpened = false;
-  private secureOpened = false;
-  private lost = false;
-
-  constructor(private readonly settings: ConnectionSettings) {
-    this.client = new Client({
-      url: settings.url,
-      timeout: settings.timeoutMs,
-      connectTimeout: settings.timeoutMs,
-      // ldapts connects with TLS whenever tlsOptions has a value, so they are given only for ldaps://.
-      tlsOptions: settings.secure ? settings.tls : undefined,
-      createConnection: this.plainConnect as typeof net.connect,
-      createSecureConnection: this.secureConnect as typeof tls.connect,
-    });
-  }
-
-  /** False once any of its sockets closed: the pool then discards it. */
-  get usable(): boolean {
-    return !this.lost;
-  }
-
-  private readonly plainConnect = (port: number, host: string): net.Socket => {
-    if (this.plainOpened) throw new Error('LDAP connection was lost');
-    this.plainOpened = true;
-    return this.track(net.connect(port, host));
-  };
-
-  // Called as (port, host, options) for ldaps:// and as (options-with-socket) by startTLS().
-  private readonly secureConnect = (
-    portOrOptions: number | tls.ConnectionOptions,
-    host?: string,
-    options?: tls.ConnectionOptions,
-  ): tls.TLSSocket => {
-    if (this.secureOpened) throw new Error('LDAP connection was lost');
-    this.secureOpened = true;
-    const socket =
-      typeof portOrOptions === 'number' ? tls.connect(portOrOptions, host ?? 'localhost', options) : tls.connect(portOrOptions);
-    return this.track(socket);
-  };
-
-  private track<S extends net.Socket>(socket: S): S {
-    this.sockets.push(socket);
-    socket.once('close', () => {
-      this.lost = true;
-    });
-    return socket;
-  }
-
-  /** Connects and, for StartTLS, upgrades; an ldap:// or ldaps:// connection is otherwise opened by its first operation. */
-  async connect(): Promise<void> {
-    if (!this.settings.startTls) return;
-    // startTLS() mutates its options (adds the socket), hence the copy; its handshake has no timeout of its own.
-    await withDeadline(this.client.startTLS({ ...this.settings.tls }), this.settings.timeoutMs, 'LDAP StartTLS', () => this.destroy());
-  }
-
-  bind(dn: string, password: string): Promise<void> {
-    return this.client.bind(dn, password);
-  }
-
-  destroy(): void {
-    this.lost = true;
-    for (const socket of this.sockets) {
-      socket.on('error', () => undefined); // ldapts may have removed its listeners; a late error must not crash us
-      socket.destroy();
-    }
-  }
-
-  /** Unbinds politely when still connected, then destroys the sockets whatever happened. */
-  async close(): Promise<void> {
-    try {
-      if (this.usable && this.client.isConnected) {
-        await withDeadline(this.client.unbind(), CLOSE_GRACE_MS, 'LDAP unbind', () => this.destroy());
-      }
-    } catch {
-      // closing anyway
-    } finally {
-      this.destroy();
-    }
-  }
-}
-
-interface Lease {
-  connection: LdapConnection;
-  reused: boolean;
-}
-
-/**
- * A few service-bound connections, each used by one request at a time. A connection that failed
- * at the transport level is discarded (and replaced on demand); LDAP result errors leave it in the
- * pool. A transport failure on a reused connection is retried once on a fresh one, because a
- * server restart or idle timeout may have closed it while it sat in the pool.
- */
-class ConnectionPool {
-  private readonly idle: LdapConnection[] = [];
-  private readonly waiters: (() => void)[] = [];
-  private open = 0;
-  private closed = false;
-
-  constructor(
-    private readonly max: number,
-    private readonly waitMs: number,
-    private readonly create: () => Promise<LdapConnection>,
-  ) {}
-
-  async use<T>(work: (client: Client) => Promise<T>, retry = true): Promise<T> {
-    const lease = await this.acquire();
-    let result: T;
-    try {
-      result = await work(lease.connection.client);
-    } catch (err) {
-      if (isLdapResult(err)) {
-        this.release(lease.connection);
-        throw err;
-      }
-      this.discard(lease.connection);
-      // A slow directory is not retried: that would only double the wait before the 503.
-      if (retry && lease.reused && !this.closed && !isTimeout(err)) return this.use(work, false);
-      throw err;
-    }
-    this.release(lease.connection);
-    return result;
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const idle = this.idle.splice(0);
-    this.open -= idle.length;
-    for (const wake of this.waiters.splice(0)) wake();
-    await Promise.all(idle.map((c) => c.close()));
-  }
-
-  private async acquire(): Promise<Lease> {
-    for (;;) {
-      if (this.closed) throw new Error('LDAP identity provider is closed');
-      const connection = this.takeIdle();
-      if (connection) return { connection, reused: true };
-      if (this.open < this.max) return { connection: await this.grow(), reused: false };
-      await this.waitForSlot();
-    }
-  }
-
-  private takeIdle(): LdapConnection | undefined {
-    for (let c = this.idle.pop(); c; c = this.idle.pop()) {
-      if (c.usable) return c;
-      this.open--;
-      c.destroy();
-    }
-    return undefined;
-  }
-
-  private async grow(): Promise<LdapConnection> {
-    this.open++;
-    try {
-      return await this.create();
-    } catch (err) {
-      this.open--;
-      this.wake();
-      throw err;
-    }
-  }
-
-  private waitForSlot(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const waiter = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        const at = this.waiters.indexOf(waiter);
-        if (at >= 0) this.waiters.splice(at, 1);
-        reject(new Error(`no free LDAP connection within ${this.waitMs} ms`));
-      }, this.waitMs);
-      this.waiters.push(waiter);
-    });
-  }
-
-  private wake(): void {
-    this.waiters.shift()?.();
-  }
-
-  private release(connection: LdapConnection): void {
-    if (this.closed || !connection.usable) {
-      this.discard(connection);
-      return;
-    }
-    this.idle.push(connection);
-    this.wake();
-  }
-
-  private discard(connection: LdapConnection): void {
-    this.open--;
-    connection.destroy();
-    this.wake();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Groups
@@ -413,13 +199,47 @@ class GroupSet {
 
 interface UserEntry {
   dn: string;
+  /** The value of user.usernameAttribute: the canonical name (token subject) however it was typed. */
   username: string;
   memberOf: string[];
+  state: AccountState;
+  /** Active Directory: the user's SID and primary group RID (the primary group is not in memberOf). */
+  sid?: Buffer;
+  primaryGroupId?: number;
 }
 
 interface DirectoryCapabilities {
   inChain: boolean;
   defaultNamingContext?: string;
+}
+
+/** Logs a directory problem when it starts and when it ends: not one line per request. */
+class ProblemLog {
+  private current: string | undefined;
+
+  constructor(private readonly log: Logger) {}
+
+  setting(error: DirectorySettingError): void {
+    if (this.first(error.problem)) {
+      this.log.error({ setting: error.setting, problem: error.problem }, `LDAP configuration error: ${error.setting}: ${error.problem}`);
+    }
+  }
+
+  unavailable(problem: string): void {
+    if (this.first(problem)) this.log.warn({ problem }, `LDAP directory unavailable: ${problem}`);
+  }
+
+  resolved(): void {
+    if (this.current === undefined) return;
+    this.log.info({ previous: this.current }, 'LDAP directory answers again');
+    this.current = undefined;
+  }
+
+  private first(problem: string): boolean {
+    if (this.current === problem) return false;
+    this.current = problem;
+    return true;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,47 +280,103 @@ function parseUserFilter(filter: string | undefined): Filter {
   }
 }
 
-export class LdapIdentityProvider implements IdentityProvider {
+function positiveInteger(value: string | undefined): number | undefined {
+  const number = value !== undefined && /^\d{1,10}$/.test(value) ? Number(value) : undefined;
+  return number !== undefined && number > 0 ? number : undefined;
+}
+
+export class LdapIdentityProvider implements DirectoryProvider {
   readonly name = 'ldap';
   private readonly log: Logger;
+  private readonly problems: ProblemLog;
   private readonly settings: ConnectionSettings;
   private readonly userFilter: Filter;
+  private readonly domains: Set<string>;
   private readonly groupSource: 'memberOf' | 'search';
   private readonly cache: GroupCache;
   private readonly pool: ConnectionPool;
   private capabilities: Promise<DirectoryCapabilities> | undefined;
+  /** The directory refused the service account: fail fast for a while instead of binding again. */
+  private serviceRefused: { error: DirectorySettingError; until: number } | undefined;
 
   constructor(
     private readonly config: LdapConfig,
     log: Logger,
   ) {
     this.log = log.child({ component: 'ldap' });
+    this.problems = new ProblemLog(this.log);
     this.settings = connectionSettings(config, this.log);
     this.userFilter = parseUserFilter(config.user.filter);
+    this.domains = new Set(config.user.domains.map((domain) => domain.toLowerCase()));
     this.groupSource = this.chooseGroupSource();
     this.cache = new GroupCache(config.groups.cacheTtlSeconds, config.groups.cacheMaxEntries);
     this.pool = new ConnectionPool(config.poolSize, this.settings.timeoutMs, () => this.openServiceConnection());
     if (config.bindDn && !config.bindPassword) this.log.warn('auth.ldap.bindDn is set without bindPassword: the service bind will fail');
   }
 
-  async authenticate(username: string, password: string): Promise<Identity | undefined> {
+  /**
+   * A login, with the reason when it is refused. `hooks.mayTry` sees the account the name
+   * resolved to before its password is tried, so every spelling of it shares one throttle.
+   */
+  async login(username: string, password: string, hooks: LoginHooks = {}): Promise<LoginOutcome> {
     const refused = refusal(username, password);
-    if (refused) return this.outcome(username, refused);
-    return this.guard(username, async () => {
+    if (refused) return this.refuse(username, 'invalid_credentials', refused);
+    return this.guard(async () => {
       const user = await this.findUser(username);
-      if (!user) return this.outcome(username, 'unknown user');
-      if (!(await this.checkPassword(user.dn, password))) return this.outcome(username, 'wrong password');
-      return this.identity(user, 'authenticated');
+      if (!user) return this.refuse(username, 'unknown_user');
+      if (hooks.mayTry && !hooks.mayTry(user.username)) return this.refuse(username, 'throttled', undefined, user.username);
+      const verdict = (await this.checkPassword(user.dn, password)) ?? this.stateVerdict(user.state);
+      if (verdict) {
+        const advice = verdict.passwordVerified ? ADVICE[verdict.reason] : undefined;
+        return this.refuse(username, verdict.reason, undefined, user.username, advice);
+      }
+      return { identity: await this.identity(user, 'authenticated') };
     });
   }
 
+  async authenticate(username: string, password: string): Promise<Identity | undefined> {
+    return (await this.login(username, password)).identity;
+  }
+
+  /** The user's current groups, or undefined when the account is gone or may not be used now (refresh tokens). */
   async lookup(username: string): Promise<Identity | undefined> {
     const refused = refusal(username);
-    if (refused) return this.outcome(username, refused);
-    return this.guard(username, async () => {
+    if (refused) return this.refuse(username, 'invalid_credentials', refused).identity;
+    return this.guard(async () => {
       const user = await this.findUser(username);
-      if (!user) return this.outcome(username, 'unknown user');
+      if (!user) return this.refuse(username, 'unknown_user').identity;
+      if (user.state.blocked) {
+        this.log.info({ username: user.username, reason: user.state.blocked }, 'directory account may not be used now');
+        return undefined;
+      }
       return this.identity(user, 'looked up');
+    });
+  }
+
+  /**
+   * Startup check: the service bind and the base DNs. Throws ConfigError naming the setting for
+   * what configuration fixes, BackendUnavailableError when the directory cannot be reached.
+   */
+  async probe(): Promise<void> {
+    try {
+      await this.checkHealth();
+    } catch (err) {
+      throw err instanceof DirectorySettingError ? err.toConfigError() : err;
+    }
+  }
+
+  /** The service account can bind and the base DNs exist (for /readyz); throws the 503 otherwise. */
+  async checkHealth(): Promise<void> {
+    const bases: [string, string | undefined][] = [
+      ['auth.ldap.user.baseDn', this.config.user.baseDn],
+      ['auth.ldap.groups.baseDn', this.config.groups.baseDn],
+    ];
+    await this.guard(async () => {
+      const missing = await this.pool.use(async (c) => {
+        for (const [setting, dn] of bases) if (dn !== undefined && !(await this.exists(c, dn))) return missingBase(setting, dn);
+        return undefined;
+      });
+      if (missing) throw missing;
     });
   }
 
@@ -523,75 +399,169 @@ export class LdapIdentityProvider implements IdentityProvider {
 
   // --- outcome and errors --------------------------------------------------------------------
 
-  private outcome(username: string, outcome: string): undefined {
-    this.log.debug({ username: loggable(username), outcome }, 'ldap login refused');
-    return undefined;
+  private refuse(username: string, reason: RefusalReason, detail?: string, account?: string, advice?: string): LoginOutcome {
+    this.log.debug({ username: loggable(username), reason, ...(detail ? { detail } : {}) }, 'ldap login refused');
+    return { refusal: { reason, ...(account !== undefined ? { account } : {}), ...(advice !== undefined ? { advice } : {}) } };
   }
 
-  /** Every failure other than "no such user / wrong password" becomes a 503, never a raw error. */
-  private async guard<T>(username: string, work: () => Promise<T>): Promise<T> {
+  /** A bind that succeeded can still belong to an account that may not be used (read from its entry). */
+  private stateVerdict(state: AccountState): AccountVerdict | undefined {
+    return state.blocked ? { reason: state.blocked, passwordVerified: true } : undefined;
+  }
+
+  /**
+   * Every failure other than a refused login becomes a 503: a DirectorySettingError when a
+   * setting is wrong, else BackendUnavailableError. Each problem is logged once, not per request.
+   */
+  private async guard<T>(work: () => Promise<T>): Promise<T> {
+    let result: T;
     try {
-      return await work();
+      result = await work();
     } catch (err) {
-      if (err instanceof BackendUnavailableError) throw err;
-      this.log.warn({ username: loggable(username), err: errorText(err) }, 'LDAP directory unavailable');
-      throw new BackendUnavailableError(BACKEND, err);
+      throw this.failure(err);
     }
+    this.problems.resolved();
+    return result;
+  }
+
+  private failure(err: unknown): RegistryError {
+    const setting = err instanceof DirectorySettingError ? err : tlsFailure(err, this.config.url);
+    if (setting) {
+      this.problems.setting(setting);
+      return setting;
+    }
+    if (err instanceof RegistryError) return err;
+    const failure = unavailable(err);
+    this.problems.unavailable(String((failure.cause as Error).message));
+    return failure;
   }
 
   private async identity(user: UserEntry, outcome: string): Promise<Identity> {
     const groups = await this.groupsOf(user);
     this.log.debug({ username: user.username, dn: user.dn, groups: groups.length, outcome }, 'ldap user');
-    return { username: user.username, provider: 'ldap', dn: user.dn, groups };
+    const { passwordChangedAt } = user.state;
+    return { username: user.username, provider: 'ldap', dn: user.dn, groups, ...(passwordChangedAt !== undefined ? { passwordChangedAt } : {}) };
   }
 
   // --- users ---------------------------------------------------------------------------------
 
   private async openServiceConnection(): Promise<LdapConnection> {
+    const held = this.serviceRefused;
+    if (held && held.until > Date.now()) throw held.error;
     const connection = new LdapConnection(this.settings);
     try {
       await connection.connect();
       if (this.config.bindDn) await connection.bind(this.config.bindDn, this.config.bindPassword ?? '');
+      this.serviceRefused = undefined;
       return connection;
     } catch (err) {
       connection.destroy();
-      throw err; // even InvalidCredentials: a wrong service password is the registry's problem, a 503
+      // A refused service bind is the registry's configuration, never the user's failed login.
+      if (isLdapResult(err) && !SERVER_TROUBLE.has(err.code)) {
+        const error = serviceBindFailure(err, this.config.bindDn);
+        this.serviceRefused = { error, until: Date.now() + SERVICE_REFUSAL_HOLD_MS };
+        throw error;
+      }
+      throw err;
     }
   }
 
-  /** Exactly one entry under user.baseDn matching user.filter and usernameAttribute=username. */
-  private async findUser(username: string): Promise<UserEntry | undefined> {
+  /**
+   * The filter for the account a typed name means: `alice`, `CORP\\alice` (a domain in
+   * user.domains) or `alice@corp.example.org` (user.upnAttribute); and the name that the
+   * entry's usernameAttribute is compared with. Undefined: the name cannot be an account.
+   */
+  private nameFilter(typed: string): { filter: Filter; name: string } | undefined {
+    const { usernameAttribute, upnAttribute } = this.config.user;
+    const slash = typed.indexOf('\\');
+    if (slash > 0 && this.domains.has(typed.slice(0, slash).toLowerCase())) {
+      const name = typed.slice(slash + 1);
+      return name === '' ? undefined : { filter: eq(usernameAttribute, name), name };
+    }
+    if (upnAttribute && typed.includes('@')) return { filter: or(eq(usernameAttribute, typed), eq(upnAttribute, typed)), name: typed };
+    return { filter: eq(usernameAttribute, typed), name: typed };
+  }
+
+  /** Exactly one entry under user.baseDn matching user.filter and the typed name. */
+  private async findUser(typed: string): Promise<UserEntry | undefined> {
     const { baseDn, usernameAttribute } = this.config.user;
-    const filter = and(this.userFilter, eq(usernameAttribute, username));
-    const attributes = [usernameAttribute, ...(this.groupSource === 'memberOf' ? ['memberOf'] : [])];
-    const { searchEntries } = await this.pool.use((c) =>
-      c.search(baseDn, { scope: 'sub', filter, attributes, sizeLimit: 2, timeLimit: this.config.timeoutSeconds }),
-    );
-    const [entry, ...others] = searchEntries;
+    const wanted = this.nameFilter(typed);
+    if (!wanted) return undefined;
+    const attributes = [
+      usernameAttribute,
+      ...ACCOUNT_STATE_ATTRIBUTES,
+      'objectSid',
+      'primaryGroupID',
+      ...(this.groupSource === 'memberOf' ? ['memberOf'] : []),
+    ];
+    const options = {
+      scope: 'sub' as const,
+      filter: and(this.userFilter, wanted.filter),
+      attributes,
+      explicitBufferAttributes: ['objectSid'],
+      sizeLimit: 2,
+      timeLimit: this.config.timeoutSeconds,
+    };
+    let entries: Entry[];
+    try {
+      entries = (await this.pool.use((c) => c.search(baseDn, options))).searchEntries;
+    } catch (err) {
+      throw isMissingBase(err) ? missingBase('auth.ldap.user.baseDn', baseDn) : err;
+    }
+    const [entry, ...others] = entries;
     if (!entry) return undefined;
     if (others.length > 0) {
-      this.log.warn({ username: loggable(username) }, 'more than one LDAP entry matches this username: refused');
+      this.log.warn({ username: loggable(typed) }, 'more than one LDAP entry matches this username: refused');
       return undefined;
     }
     const names = attributeValues(entry, usernameAttribute);
-    const name = names.find((n) => n.toLowerCase() === username.toLowerCase()) ?? names[0] ?? username;
-    return { dn: entry.dn, username: name, memberOf: attributeValues(entry, 'memberOf') };
+    const username = names.find((n) => n.toLowerCase() === wanted.name.toLowerCase()) ?? names[0];
+    if (username === undefined) {
+      this.log.warn({ dn: entry.dn, attribute: usernameAttribute }, 'LDAP entry has no value for user.usernameAttribute: refused');
+      return undefined;
+    }
+    const sid = binaryValue(entry, 'objectSid');
+    const primaryGroupId = positiveInteger(attributeValues(entry, 'primaryGroupID')[0]);
+    return {
+      dn: entry.dn,
+      username,
+      memberOf: attributeValues(entry, 'memberOf'),
+      state: accountState((attribute) => attributeValues(entry, attribute)),
+      ...(sid ? { sid } : {}),
+      ...(primaryGroupId !== undefined ? { primaryGroupId } : {}),
+    };
   }
 
-  /** Binds as the user on a connection of its own (a pooled one would lose its service identity). */
-  private async checkPassword(dn: string, password: string): Promise<boolean> {
+  /**
+   * Binds as the user on a connection of its own (a pooled one would lose its service identity).
+   * Undefined when the directory accepted the password and raised nothing; else why not.
+   */
+  private async checkPassword(dn: string, password: string): Promise<AccountVerdict | undefined> {
     const connection = new LdapConnection(this.settings);
+    const policy = new PasswordPolicyControl();
     try {
       await connection.connect();
       try {
-        await connection.bind(dn, password);
-        return true;
+        await connection.bind(dn, password, [policy]);
       } catch (err) {
         if (!isLdapResult(err) || SERVER_TROUBLE.has(err.code)) throw err;
-        return false; // 49 invalid credentials, or a policy refusal (locked, expired, …)
+        if (err.code === 8 || err.code === 13) throw serviceBindFailure(err, this.config.bindDn); // TLS required: a setting
+        return bindRefusal(err, policy) ?? { reason: 'wrong_password', passwordVerified: false };
       }
+      return policy.verdict(); // accepted, but the password policy may still say "change it first"
     } finally {
       await connection.close();
+    }
+  }
+
+  /** Whether an entry exists (a base DN setting). */
+  private async exists(c: Client, dn: string): Promise<boolean> {
+    try {
+      await c.search(dn, { scope: 'base', filter: '(objectClass=*)', attributes: ['1.1'] });
+      return true;
+    } catch (err) {
+      if (isMissingBase(err)) return false;
+      throw err;
     }
   }
 
@@ -601,7 +571,13 @@ export class LdapIdentityProvider implements IdentityProvider {
     const key = user.dn.toLowerCase();
     const cached = this.cache.get(key);
     if (cached) return cached;
-    const groups = this.withinGroupBase(await this.pool.use((c) => this.resolveGroups(c, user)));
+    let groups: Group[];
+    try {
+      groups = this.withinGroupBase(await this.pool.use((c) => this.resolveGroups(c, user)));
+    } catch (err) {
+      const base = this.config.groups.baseDn;
+      throw isMissingBase(err) && base ? missingBase('auth.ldap.groups.baseDn', base) : err;
+    }
     this.cache.set(key, groups); // replaces whatever was cached: never merged
     return groups;
   }
@@ -620,12 +596,27 @@ export class LdapIdentityProvider implements IdentityProvider {
   }
 
   private async resolveGroups(c: Client, user: UserEntry): Promise<Group[]> {
-    if (this.config.groups.nested) {
-      const caps = await this.directoryCapabilities(c);
-      const base = this.config.groups.baseDn ?? caps.defaultNamingContext;
-      if (caps.inChain && base) return this.inChainGroups(c, user, base);
-    }
-    return this.groupSource === 'search' ? this.searchGroups(c, user) : this.memberOfGroups(c, user);
+    const { nested, baseDn } = this.config.groups;
+    const caps = nested || user.primaryGroupId !== undefined ? await this.directoryCapabilities(c) : undefined;
+    const primary = await this.primaryGroup(c, user, caps);
+    const chainBase = baseDn ?? caps?.defaultNamingContext;
+    if (nested && caps?.inChain && chainBase) return this.inChainGroups(c, user, chainBase, primary);
+    return this.groupSource === 'search' ? this.searchGroups(c, user, primary) : this.memberOfGroups(c, user, primary);
+  }
+
+  /**
+   * Active Directory lists nobody in their primary group's `member` (nor the group in their
+   * memberOf): it is the group whose SID is the user's domain SID with primaryGroupID as the RID.
+   */
+  private async primaryGroup(c: Client, user: UserEntry, caps: DirectoryCapabilities | undefined): Promise<Group | undefined> {
+    const sid = user.sid && user.primaryGroupId !== undefined ? primaryGroupSid(user.sid, user.primaryGroupId) : undefined;
+    if (!sid) return undefined;
+    const base = this.config.groups.baseDn ?? caps?.defaultNamingContext ?? this.config.user.baseDn;
+    const { nameAttribute } = this.config.groups;
+    const filter = and(eq('objectClass', 'group'), new EqualityFilter({ attribute: 'objectSid', value: sid }));
+    const [entry] = await this.searchEntries(c, base, filter, [nameAttribute]);
+    if (!entry) return undefined;
+    return { dn: entry.dn, name: attributeValues(entry, nameAttribute)[0] ?? firstRdnValue(entry.dn, nameAttribute) ?? entry.dn };
   }
 
   /**
@@ -664,27 +655,30 @@ export class LdapIdentityProvider implements IdentityProvider {
       .then((r) => r.searchEntries);
   }
 
-  /** Active Directory: one search returns direct and nested groups. */
-  private async inChainGroups(c: Client, user: UserEntry, base: string): Promise<Group[]> {
+  /** Active Directory: one search returns direct and nested groups (those of the primary group too). */
+  private async inChainGroups(c: Client, user: UserEntry, base: string, primary: Group | undefined): Promise<Group[]> {
+    const chains = [inChainFilter(user.dn), ...(primary?.dn ? [inChainFilter(primary.dn)] : [])];
     const filter =
       this.groupSource === 'search'
         ? or(
-            inChainFilter(user.dn),
+            ...chains,
             and(eq('objectClass', 'groupOfUniqueNames'), eq('uniqueMember', user.dn)),
             and(eq('objectClass', 'posixGroup'), eq('memberUid', user.username)),
           )
-        : inChainFilter(user.dn);
+        : or(...chains);
     const found = new GroupSet(this.config.groups.nameAttribute);
+    if (primary?.dn) found.add(primary.dn, primary.name);
     found.addEntries(await this.searchEntries(c, base, filter, [this.config.groups.nameAttribute]));
     return found.list();
   }
 
   /** groups.source=search: direct groups, then (nested) a bounded breadth-first walk up the parents. */
-  private async searchGroups(c: Client, user: UserEntry): Promise<Group[]> {
+  private async searchGroups(c: Client, user: UserEntry, primary: Group | undefined): Promise<Group[]> {
     const base = this.config.groups.baseDn ?? this.config.user.baseDn; // baseDn is set: see chooseGroupSource
     const { nameAttribute, nested, maxDepth } = this.config.groups;
     const found = new GroupSet(nameAttribute);
     let frontier = found.addEntries(await this.searchEntries(c, base, directGroupFilter(user.dn, user.username), [nameAttribute]));
+    if (primary?.dn && found.add(primary.dn, primary.name)) frontier.push(primary.dn);
     for (let depth = 0; nested && depth < maxDepth && frontier.length > 0; depth++) {
       const parents = await Promise.all(
         chunks(frontier, GROUP_BATCH).map((batch) => this.searchEntries(c, base, parentGroupFilter(batch), [nameAttribute])),
@@ -695,10 +689,11 @@ export class LdapIdentityProvider implements IdentityProvider {
   }
 
   /** groups.source=memberOf: the user's memberOf, then (nested) each group's own memberOf, breadth first. */
-  private async memberOfGroups(c: Client, user: UserEntry): Promise<Group[]> {
+  private async memberOfGroups(c: Client, user: UserEntry, primary: Group | undefined): Promise<Group[]> {
     const { nameAttribute, nested, maxDepth } = this.config.groups;
     const found = new GroupSet(nameAttribute);
-    let frontier = [...new Set(user.memberOf)];
+    if (primary?.dn) found.add(primary.dn, primary.name);
+    let frontier = [...new Set([...user.memberOf, ...(primary?.dn ? [primary.dn] : [])])];
     for (let depth = 0; frontier.length > 0; depth++) {
       const followParents = nested && depth < maxDepth;
       const entries = await this.readGroups(c, frontier, followParents);

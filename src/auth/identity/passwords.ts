@@ -1,5 +1,6 @@
 // Password hashing for local users and robot secrets: scrypt (memory-hard, in node:crypto),
 // self-describing hashes so parameters can be raised later, constant-time comparison.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
 // At most this many hashes run at once: each takes a libuv thread (shared with file I/O) for
@@ -8,7 +9,19 @@ const MAX_CONCURRENT_HASHES = 2;
 let running = 0;
 const waiting: (() => void)[] = [];
 
+/** Set by trackHashing(): whether a hash ran for the login being checked (see decoyHash). */
+const hashing = new AsyncLocalStorage<{ hashed: boolean }>();
+
+/** Runs `work` and tells whether it computed a password hash (to make every failed login cost one). */
+export async function trackHashing<T>(work: () => Promise<T>): Promise<{ result: T; hashed: boolean }> {
+  const state = { hashed: false };
+  const result = await hashing.run(state, work);
+  return { result, hashed: state.hashed };
+}
+
 async function scrypt(password: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> {
+  const tracked = hashing.getStore();
+  if (tracked) tracked.hashed = true;
   if (running >= MAX_CONCURRENT_HASHES) await new Promise<void>((resolve) => waiting.push(resolve));
   running++;
   try {
@@ -51,6 +64,11 @@ let decoy: Promise<string> | undefined;
 export function decoyHash(): Promise<string> {
   decoy ??= hashPassword(randomBytes(16).toString('hex'));
   return decoy;
+}
+
+/** Costs what checking a local password costs, and matches nothing (failed logins that hashed nothing). */
+export async function decoyVerify(password: string): Promise<void> {
+  await verifyPassword(password, await decoyHash());
 }
 
 /** A random secret for generated passwords and robot accounts (URL-safe, 32 bytes of entropy). */

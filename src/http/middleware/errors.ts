@@ -1,6 +1,6 @@
 // The single place where failures become HTTP responses: OCI error bodies with the spec's codes.
 import type { Logger } from 'pino';
-import { RegistryError } from '../../registry/errors.js';
+import { BackendUnavailableError, RegistryError } from '../../registry/errors.js';
 import { replyJson, type AppContext } from '../context.js';
 
 /** Errors thrown by libraries we use (raw-body, Koa) carry an HTTP status and a type. */
@@ -38,13 +38,18 @@ export function errorResponses(log: Logger) {
       if (!error) {
         requestLog.error({ err: thrown }, 'unexpected error');
         error = new RegistryError('INTERNAL', 'internal server error', { requestId: ctx.state.requestId });
+      } else if (error instanceof BackendUnavailableError) {
+        // The backend's own component logs the outage once when it starts; per request, one short line.
+        const cause = error.cause instanceof Error ? error.cause.message : undefined;
+        requestLog.warn({ cause }, error.message);
       } else if (error.status >= 500) {
         requestLog.error({ err: thrown, cause: (thrown as Error).cause }, error.message);
       }
       if (ctx.headerSent) return; // a stream broke mid-response; nothing more can be said
-      // The body was not read to its end (a failed upload): close the connection after this
-      // answer, so the client stops sending instead of the server draining gigabytes.
-      if (!ctx.req.complete) ctx.set('Connection', 'close');
+      // A body abandoned half-read (a failed upload) cannot be drained: close the connection
+      // after this answer. A body never started on (too large) is discarded by Node as usual,
+      // so the client can finish sending and read the answer.
+      if (ctx.req.destroyed && !ctx.req.complete) ctx.set('Connection', 'close');
       const body = { errors: [{ code: error.code, message: error.message, detail: error.detail ?? null }] };
       replyJson(ctx, error.status, body, error.headers);
     }

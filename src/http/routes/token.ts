@@ -51,6 +51,7 @@ export function tokenRoutes(options: TokenRouteOptions) {
   const { authenticator, policy, tokens, refreshTokens, service } = options;
 
   async function respond(ctx: AppContext, principal: Principal, scopes: ResourceAccess[], offline: boolean, oauth = false): Promise<void> {
+    ctx.state.principal = { kind: principal.kind, subject: subjectOf(principal) };
     const access = await policy.grant(principal, scopes);
     const issued = await tokens.issue({ subject: subjectOf(principal), access });
     const body: Record<string, unknown> = {
@@ -118,7 +119,11 @@ export function tokenRoutes(options: TokenRouteOptions) {
       await respond(ctx, principal, scopes, form.get('access_type') === 'offline', true);
     } else if (grant === 'refresh_token') {
       const held = await refreshTokens.redeem(form.get('refresh_token') ?? '');
-      const principal = held && (await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name, held.provider));
+      // The account is re-checked on every use: gone, disabled, locked, or a password set after
+      // the token was issued, and the token no longer works.
+      const principal = held
+        ? await authenticator.resolve(held.kind === 'robot' ? `${ROBOT_PREFIX}${held.name}` : held.name, held.provider, { credentialsSince: held.issuedAt })
+        : undefined;
       if (!principal) throw new RegistryError('UNAUTHORIZED', 'invalid or revoked refresh token');
       await respond(ctx, principal, scopes, false, true);
     } else {
