@@ -2,7 +2,7 @@
 // portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list
 import './threadpool.js';
 import { Command } from 'commander';
-import { ConfigError, loadConfig } from '../config/config.js';
+import { ConfigError } from '../config/config.js';
 import { createLogger } from '../log.js';
 import { migrateToLatest, openDatabase } from '../metadata/database.js';
 import { databaseConfig, startServer } from '../server.js';
@@ -12,25 +12,34 @@ import { registerPolicyCommands } from './policy.js';
 import { registerKeyCommands } from './keys.js';
 import { RuleError } from '../auth/policy/rules.js';
 import { RegistryError } from '../registry/errors.js';
+import { loadSettings, type CliSettings } from './settings.js';
 
 const program = new Command()
   .name('portcullis')
   .description('A secure private OCI container image registry')
-  .option('-c, --config <file>', 'YAML configuration file (or PORTCULLIS_CONFIG)');
+  .option('-c, --config <file>', 'YAML configuration file (or PORTCULLIS_CONFIG)')
+  .addHelpText(
+    'after',
+    '\nSettings come from the configuration file plus PORTCULLIS_* environment variables, which win\n' +
+      '(schemas/config.schema.json, schemas/portcullis.example.yaml). Only serve and migrate create a new\n' +
+      'data folder; the other commands work on an existing one.',
+  );
 
-function config() {
-  return loadConfig({ file: program.opts<{ config?: string }>().config });
+function settings(): CliSettings {
+  return loadSettings(program.opts<{ config?: string }>().config);
 }
+
+const config = () => settings().config;
 
 program
   .command('serve')
-  .description('run the registry')
+  .description('run the registry (creates the data folder and database when missing, applies migrations)')
   .action(async () => {
-    const settings = config();
-    const log = createLogger(settings.log.level);
+    const current = config();
+    const log = createLogger(current.log.level);
     // A bug that escapes a request must be seen, but must not take every other request down.
     process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
-    const server = await startServer(settings, log);
+    const server = await startServer(current, log);
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -50,7 +59,7 @@ program
 
 program
   .command('migrate')
-  .description('apply database migrations and exit')
+  .description('create the database or bring it to the current schema, and exit (back up first)')
   .action(async () => {
     const db = openDatabase(databaseConfig(config()));
     try {
@@ -61,9 +70,10 @@ program
     }
   });
 
-registerUserCommands(program, config);
-registerPolicyCommands(program, config);
-registerKeyCommands(program, config);
+// These manage an existing registry: they never create a data folder (src/cli/database.ts).
+registerUserCommands(program, settings);
+registerPolicyCommands(program, settings);
+registerKeyCommands(program, settings);
 
 program.parseAsync().catch((error: unknown) => {
   if (error instanceof ConfigError || error instanceof UserError || error instanceof RuleError || error instanceof RegistryError) {

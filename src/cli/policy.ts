@@ -7,17 +7,15 @@ import { createIdentities, type Identities } from '../auth/index.js';
 import { formatRulesFile, parseRulesFile } from '../auth/policy/file.js';
 import { formatSubject, personalNamespaceWarnings, type AccessRule, type Principal } from '../auth/policy/rules.js';
 import type { RuleDiff } from '../auth/policy/store.js';
-import type { Config } from '../config/config.js';
 import { createLogger } from '../log.js';
-import { migrateToLatest, openDatabase } from '../metadata/database.js';
 import { parseName } from '../registry/reference.js';
-import { databaseConfig } from '../server.js';
+import { openExistingDatabase } from './database.js';
+import type { CliSettings, LoadSettings } from './settings.js';
 
-async function withIdentities<T>(config: Config, work: (identities: Identities, db: Knex) => Promise<T>): Promise<T> {
-  const db = openDatabase(databaseConfig(config));
-  const identities = createIdentities(config, db, createLogger('warn'));
+async function withIdentities<T>(settings: CliSettings, work: (identities: Identities, db: Knex) => Promise<T>): Promise<T> {
+  const db = await openExistingDatabase(settings);
+  const identities = createIdentities(settings.config, db, createLogger('warn'));
   try {
-    await migrateToLatest(db);
     return await work(identities, db);
   } finally {
     await identities.close();
@@ -36,7 +34,7 @@ export function formatDiff(diff: RuleDiff): string {
   return lines.length === 0 ? 'no changes' : lines.join('\n');
 }
 
-export function registerPolicyCommands(program: Command, config: () => Config): void {
+export function registerPolicyCommands(program: Command, settings: LoadSettings): void {
   const policy = program.command('policy').description('manage access rules (LDAP group / user / robot → repositories → actions)');
 
   policy
@@ -48,7 +46,7 @@ export function registerPolicyCommands(program: Command, config: () => Config): 
       // Parse first: a bad file changes nothing.
       const wanted = parseRulesFile(await readFile(options.file, 'utf8'), options.file);
       for (const warning of personalNamespaceWarnings(wanted)) console.error(`portcullis: warning: ${warning}`);
-      const diff = await withIdentities(config(), async ({ rules, audit }) => {
+      const diff = await withIdentities(settings(), async ({ rules, audit }) => {
         const result = await rules.replaceAll(wanted, { dryRun: options.dryRun ?? false });
         if (!options.dryRun) await audit.record({ type: 'rules.changed', actor: 'cli', details: { file: options.file, added: result.added.length, removed: result.removed.length, changed: result.changed.length } });
         return result;
@@ -61,7 +59,7 @@ export function registerPolicyCommands(program: Command, config: () => Config): 
     .command('export')
     .description('print the stored rules as a rules file')
     .action(async () => {
-      const rules = await withIdentities(config(), ({ rules: store }) => store.list());
+      const rules = await withIdentities(settings(), ({ rules: store }) => store.list());
       process.stdout.write(formatRulesFile(rules));
     });
 
@@ -72,7 +70,7 @@ export function registerPolicyCommands(program: Command, config: () => Config): 
     .description('show what a user (or robot$name, or anonymous) may do on a repository, and which rules say so')
     .action(async (subject: string, repository: string) => {
       parseName(repository);
-      const report = await withIdentities(config(), async ({ authenticator, policy: access }) => {
+      const report = await withIdentities(settings(), async ({ authenticator, policy: access }) => {
         const principal: Principal | undefined = subject === 'anonymous' ? { kind: 'anonymous' } : await authenticator.resolve(subject);
         if (!principal) return undefined;
         return {

@@ -1,11 +1,10 @@
 // portcullis user add | passwd | rm | list — manage local users in the metadata database.
 import type { Command } from 'commander';
-import type { Config } from '../config/config.js';
 import { LocalUsers } from '../auth/identity/local.js';
 import { generateSecret } from '../auth/identity/passwords.js';
 import { RefreshTokens } from '../auth/refresh-tokens.js';
-import { migrateToLatest, openDatabase } from '../metadata/database.js';
-import { databaseConfig } from '../server.js';
+import { openExistingDatabase, requireExistingDatabase } from './database.js';
+import type { CliSettings, LoadSettings } from './settings.js';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -13,10 +12,9 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
-async function withUsers<T>(config: Config, work: (users: LocalUsers, refreshTokens: RefreshTokens) => Promise<T>): Promise<T> {
-  const db = openDatabase(databaseConfig(config));
+async function withUsers<T>(settings: CliSettings, work: (users: LocalUsers, refreshTokens: RefreshTokens) => Promise<T>): Promise<T> {
+  const db = await openExistingDatabase(settings);
   try {
-    await migrateToLatest(db);
     return await work(new LocalUsers(db), new RefreshTokens(db, 0));
   } finally {
     await db.destroy();
@@ -29,7 +27,7 @@ async function passwordFor(options: { passwordStdin?: boolean }): Promise<{ pass
   return { password: generateSecret(), generated: true };
 }
 
-export function registerUserCommands(program: Command, config: () => Config): void {
+export function registerUserCommands(program: Command, settings: LoadSettings): void {
   const user = program.command('user').description('manage local users');
 
   user
@@ -38,8 +36,10 @@ export function registerUserCommands(program: Command, config: () => Config): vo
     .option('--admin', 'make the user an administrator')
     .option('--password-stdin', 'read the password from standard input')
     .action(async (username: string, options: { admin?: boolean; passwordStdin?: boolean }) => {
+      const loaded = settings(); // a wrong configuration is reported before a password is read
+      requireExistingDatabase(loaded);
       const { password, generated } = await passwordFor(options);
-      await withUsers(config(), (users) => users.add(username, password, { admin: options.admin ?? false }));
+      await withUsers(loaded, (users) => users.add(username, password, { admin: options.admin ?? false }));
       console.log(generated ? `created ${username}; password (shown once): ${password}` : `created ${username}`);
     });
 
@@ -48,9 +48,11 @@ export function registerUserCommands(program: Command, config: () => Config): vo
     .description("set a local user's password (from stdin with --password-stdin, else generated and printed once)")
     .option('--password-stdin', 'read the password from standard input')
     .action(async (username: string, options: { passwordStdin?: boolean }) => {
+      const loaded = settings();
+      requireExistingDatabase(loaded);
       const { password, generated } = await passwordFor(options);
       // A new password ends the sessions the old one opened.
-      await withUsers(config(), async (users, refreshTokens) => {
+      await withUsers(loaded, async (users, refreshTokens) => {
         await users.setPassword(username, password);
         await refreshTokens.revokeAll('user', username);
       });
@@ -62,7 +64,7 @@ export function registerUserCommands(program: Command, config: () => Config): vo
     .description('delete a local user (never the last local administrator)')
     .action(async (username: string) => {
       // Its refresh tokens go too: a later user of the same name must not inherit them.
-      await withUsers(config(), async (users, refreshTokens) => {
+      await withUsers(settings(), async (users, refreshTokens) => {
         await users.remove(username);
         await refreshTokens.revokeAll('user', username);
       });
@@ -73,7 +75,7 @@ export function registerUserCommands(program: Command, config: () => Config): vo
     .command('list')
     .description('list local users')
     .action(async () => {
-      const all = await withUsers(config(), (users) => users.list());
+      const all = await withUsers(settings(), (users) => users.list());
       for (const entry of all) console.log(`${entry.username}${entry.admin ? ' (admin)' : ''}`);
     });
 }

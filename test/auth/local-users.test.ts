@@ -25,6 +25,8 @@ function cli(args: string[], stdin?: string, dir = dataDir, env: Record<string, 
 
 before(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'portcullis-users-'));
+  // Management commands work on an existing registry's database: create it first.
+  assert.equal((await cli(['migrate'])).code, 0);
 });
 after(() => rm(dataDir, { recursive: true, force: true }));
 
@@ -92,6 +94,7 @@ const BOOTSTRAP_MESSAGE = 'created the bootstrap administrator';
 describe('the last administrator', () => {
   it('cannot be removed with portcullis user rm until another local administrator exists', async () => {
     await withDataDir(async (dir) => {
+      assert.equal((await cli(['migrate'], undefined, dir)).code, 0);
       assert.equal((await cli(['user', 'add', 'root', '--admin', '--password-stdin'], 'a long admin password', dir)).code, 0);
       assert.equal((await cli(['user', 'add', 'alice', '--password-stdin'], 'a long user password', dir)).code, 0);
 
@@ -138,6 +141,7 @@ describe('the last administrator', () => {
 
   it('removing every local user never brings a bootstrap admin back', async () => {
     await withDataDir(async (dir) => {
+      assert.equal((await cli(['migrate'], undefined, dir)).code, 0);
       // Users made before the first start: the bootstrap has nothing to do, and is recorded as done.
       assert.equal((await cli(['user', 'add', 'alice', '--password-stdin'], 'a long user password', dir)).code, 0);
       const first = await startPortcullis({ dataDir: dir });

@@ -26,6 +26,8 @@ async function rulesFile(name: string, text: string): Promise<string> {
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'portcullis-policy-'));
+  // Management commands work on an existing registry's database: create it first.
+  assert.equal((await cli(['migrate'])).code, 0);
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
