@@ -61,9 +61,10 @@ function splitListen(listen: string): { host: string; port: number } {
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
-  await mkdir(config.dataDir, { recursive: true });
+  // Keys, the database and blobs live here: the registry's user only (a folder that exists keeps its mode).
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const database = databaseConfig(config);
-  if (database.driver === 'sqlite') await mkdir(dirname(database.path), { recursive: true });
+  if (database.driver === 'sqlite') await mkdir(dirname(database.path), { recursive: true, mode: 0o700 });
   const unlock = database.driver === 'sqlite' ? lockSqliteDatabase(database.path) : () => undefined;
   const db = openDatabase(database);
   try {

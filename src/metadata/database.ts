@@ -1,5 +1,5 @@
 // Opens the knex connection for the configured metadata driver and applies migrations.
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knex, { type Knex } from 'knex';
 import pg from 'pg';
@@ -28,7 +28,9 @@ export function openDatabase(config: DatabaseConfig): Knex {
       acquireConnectionTimeout: 10_000,
     });
   }
-  mkdirSync(dirname(config.path), { recursive: true });
+  // It holds password hashes and token digests: readable by the registry's user only.
+  mkdirSync(dirname(config.path), { recursive: true, mode: 0o700 });
+  closeSync(openSync(config.path, 'a', 0o600));
   return knex({
     client: 'better-sqlite3',
     log: QUIET,

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -45,6 +45,18 @@ describe('configuration', () => {
       assert.match(await cliFails({ PORTCULLIS_CONFIG: file }), /not valid YAML/);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps a new data folder and its database to the registry\'s user', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'portcullis-modes-'));
+    const dataDir = join(parent, 'data');
+    try {
+      await run(process.execPath, [CLI, 'migrate'], { env: { ...process.env, PORTCULLIS_DATA_DIR: dataDir } });
+      assert.equal((await stat(dataDir)).mode & 0o777, 0o700);
+      assert.equal((await stat(join(dataDir, 'portcullis.db'))).mode & 0o777, 0o600);
+    } finally {
+      await rm(parent, { recursive: true, force: true });
     }
   });
 
