@@ -52,7 +52,8 @@ export async function up(knex: Knex): Promise<void> {
     t.index(['repository_id', 'subject_digest']);
   });
 
-  // What each manifest points at (layers, config, child manifests): checked on push, used by GC.
+  // What each manifest points at (layers, config, child manifests): checked on push; a future
+  // garbage collector reads it too.
   await knex.schema.createTable('manifest_references', (t) => {
     t.integer('manifest_id').notNullable().references('id').inTable('manifests').onDelete('CASCADE');
     t.string('digest', 160).notNullable();

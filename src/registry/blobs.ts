@@ -59,7 +59,7 @@ export class BlobService {
     if (orphan) {
       // The record is already gone, so nothing can link these bytes any more.
       await this.store.delete(orphan.storageKey).catch((error: unknown) => {
-        this.log.warn({ err: error, key: orphan.storageKey }, 'could not delete orphaned blob bytes; GC will retry');
+        this.log.warn({ err: error, key: orphan.storageKey }, 'could not delete orphaned blob bytes; they stay on disk (nothing collects them yet)');
       });
     }
   }
