@@ -100,9 +100,7 @@ export class Authenticator {
       if (this.throttledAudited.firstInWindow(`${key}\u0000${clientIp}`)) {
         await audit.record({ type: 'login.failure', actor: actorOf(username), clientIp, details: { reason: 'throttled' satisfies RefusalReason } });
       }
-      const error = new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', undefined, 429, {
-        'Retry-After': String(Math.ceil(wait / 1000)),
-      });
+      const error = new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', undefined, { retryAfterSeconds: wait / 1000 });
       return { error, hashed: false, padded: false };
     }
     const done = throttle.begin(clientIp);

@@ -8,6 +8,7 @@ import { RegistryError, type ErrorCode } from '../registry/errors.js';
 import { parseName } from '../registry/reference.js';
 import type { AppContext, Handler, RequestState } from './context.js';
 import type { ClientAddressOf } from './client-address.js';
+import { HttpError } from './errors.js';
 import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { opsRoutes, type HealthCheck } from './routes/ops.js';
@@ -46,7 +47,7 @@ function decodeParams(groups: Record<string, string | undefined>): Record<string
       params[key] = decodeURIComponent(value);
     } catch {
       const code = PARAM_ERRORS[key] ?? 'NAME_INVALID';
-      throw new RegistryError(code, 'malformed percent-encoding in path', { [key]: value }, code === 'BLOB_UPLOAD_UNKNOWN' ? 404 : 400);
+      throw new RegistryError(code, 'malformed percent-encoding in path', { [key]: value });
     }
   }
   return params;
@@ -146,7 +147,7 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   app.use(async (ctx) => {
     const allowed = [...new Set(routes.filter((route) => route.pattern.test(ctx.path)).map((route) => route.method))];
     if (allowed.length === 0) throw new RegistryError('NOT_FOUND', 'no such endpoint');
-    throw new RegistryError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`, { allowed }, 405, { Allow: allowed.join(', ') });
+    throw new HttpError('METHOD_NOT_ALLOWED', `${ctx.method} is not allowed here`, 405, { Allow: allowed.join(', ') }, { allowed });
   });
   return app;
 }

@@ -1,7 +1,6 @@
 // MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
 import type { Knex } from 'knex';
-import { BackendUnavailableError, RegistryError } from '../registry/errors.js';
-import { isDatabaseUnavailable } from './database.js';
+import { withDatabase } from './errors.js';
 import type { UploadPart } from '../storage/blob-store.js';
 import type {
   BlobRecord,
@@ -92,19 +91,9 @@ export class KnexMetadataStore implements MetadataStore {
     this.isPostgres = db.client.config.client === 'pg';
   }
 
-  /** Runs a unit of work, turning "database unreachable" into a 503 for the client. */
-  private async run<T>(work: (db: Knex) => Promise<T>): Promise<T> {
-    try {
-      return await work(this.db);
-    } catch (error) {
-      if (isDatabaseUnavailable(error)) throw new BackendUnavailableError('metadata database', error);
-      // PostgreSQL data exceptions (too long, invalid byte sequence) come from request values
-      // the grammar checks let through: the client's mistake, not ours.
-      if (typeof (error as { code?: unknown }).code === 'string' && /^22/.test((error as { code: string }).code)) {
-        throw new RegistryError('UNSUPPORTED', 'a request value cannot be stored', null, 400);
-      }
-      throw error;
-    }
+  /** Runs a unit of work, reporting failures as the metadata errors (unavailable, unstorable value). */
+  private run<T>(work: (db: Knex) => Promise<T>): Promise<T> {
+    return withDatabase(() => work(this.db));
   }
 
   private transaction<T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {

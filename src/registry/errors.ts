@@ -1,6 +1,6 @@
 // The one error hierarchy of Portcullis. Every failure a client can cause or observe is a
-// RegistryError carrying the OCI distribution-spec error code; the HTTP status for each code is
-// decided here and nowhere else (see `statusOf`).
+// RegistryError carrying the OCI distribution-spec error code (plus a few distribution uses). What
+// a client then hears over HTTP, status and headers, is decided in one place: src/http/errors.ts.
 
 export type ErrorCode =
   | 'BLOB_UNKNOWN'
@@ -23,47 +23,35 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
   | 'UNAVAILABLE'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  // A request value this registry cannot use where no spec code fits (a bad scope, a repeated
+  // query parameter): UNSUPPORTED with 400 on the wire, as distribution answers.
+  | 'REQUEST_INVALID';
 
-const STATUS: Record<ErrorCode, number> = {
-  BLOB_UNKNOWN: 404,
-  BLOB_UPLOAD_INVALID: 400,
-  BLOB_UPLOAD_UNKNOWN: 404,
-  DIGEST_INVALID: 400,
-  MANIFEST_BLOB_UNKNOWN: 400,
-  MANIFEST_INVALID: 400,
-  MANIFEST_UNKNOWN: 404,
-  NAME_INVALID: 400,
-  NAME_UNKNOWN: 404,
-  SIZE_INVALID: 400,
-  UNAUTHORIZED: 401,
-  DENIED: 403,
-  UNSUPPORTED: 415,
-  TOOMANYREQUESTS: 429,
-  RANGE_INVALID: 416,
-  PAGINATION_NUMBER_INVALID: 400,
-  NOT_FOUND: 404,
-  METHOD_NOT_ALLOWED: 405,
-  UNAVAILABLE: 503,
-  INTERNAL: 500,
-};
+/**
+ * Facts an error carries for whoever answers the client; the HTTP layer turns them into the
+ * headers the spec asks for (the domain itself knows nothing of HTTP).
+ */
+export interface ErrorContext {
+  /** the upload session concerned, and how many bytes it holds (a chunk that does not start where the upload ends) */
+  upload?: { repository: string; id: string; size: number };
+  /** how long the client should wait before trying again */
+  retryAfterSeconds?: number;
+}
 
 export class RegistryError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly detail?: unknown,
-    /** Overrides the code's usual status where the spec asks for another (e.g. 413, 416). */
-    readonly status: number = STATUS[code],
-    /** Extra response headers the spec asks for with this error (e.g. Range on 416). */
-    readonly headers: Record<string, string> = {},
+    readonly context: ErrorContext = {},
   ) {
     super(message);
     this.name = 'RegistryError';
   }
 }
 
-/** A backend (database, storage, directory) could not be reached: 503, nothing was changed. */
+/** A backend (database, storage, directory) could not be reached or cannot take more; nothing was changed. */
 export class BackendUnavailableError extends RegistryError {
   constructor(backend: string, cause: unknown, reason?: string) {
     super('UNAVAILABLE', reason ? `${backend} is unavailable (${reason}); try again later` : `${backend} is unavailable; try again later`);

@@ -89,7 +89,7 @@ export class UploadService {
     return this.require(repository, id);
   }
 
-  /** PATCH: appends a chunk. With a range, it must start exactly where the upload ends (else 416). */
+  /** PATCH: appends a chunk. With a range, it must start exactly where the upload ends (else RANGE_INVALID). */
   async append(repository: string, id: string, body: Readable, range?: ChunkRange): Promise<WriteResult> {
     const upload = await this.require(repository, id);
     checkRange(upload, range);
@@ -331,24 +331,14 @@ function checkRange(upload: UploadRecord, range: ChunkRange | undefined): void {
       'RANGE_INVALID',
       `chunk starts at ${range.start} but the upload has ${upload.size} bytes`,
       { expectedStart: upload.size, start: range.start },
-      416,
-      uploadProgressHeaders(upload),
+      { upload: { repository: upload.repository, id: upload.id, size: upload.size } },
     );
   }
 }
 
-/** Location and Range headers describing an upload's progress, as the spec defines them. */
-export function uploadProgressHeaders(upload: UploadRecord): Record<string, string> {
-  return {
-    Location: `/v2/${upload.repository}/blobs/uploads/${upload.id}`,
-    Range: `0-${Math.max(upload.size - 1, 0)}`,
-    'Docker-Upload-UUID': upload.id,
-  };
-}
-
 const STORAGE_FAULTS = new Set(['ENOSPC', 'EIO', 'EROFS', 'EDQUOT', 'EMFILE', 'ENFILE']);
 
-/** A storage fault as the client should hear it (503), or undefined for anything else. */
+/** A storage fault as the client should hear it (UNAVAILABLE), or undefined for anything else. */
 function storageFault(error: unknown): RegistryError | undefined {
   if (isStorageFull(error)) return new BackendUnavailableError('blob storage', error, 'it is full');
   const code = (error as { code?: unknown } | undefined)?.code;

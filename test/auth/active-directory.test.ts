@@ -321,8 +321,8 @@ describe('configuration errors are reported as such', () => {
     for (let i = 0; i < 3; i++) {
       await assert.rejects(
         withProvider(providerConfig({ bindPassword: 'Not-The-Svc-Pass-1!' }), (p) => p.login('alice', ad.password('alice'))),
-        (err: Error & { setting?: string; status?: number }) =>
-          err.setting === 'auth.ldap.bindDn' && err.status === 503 && /tell the registry's administrator/.test(err.message),
+        (err: Error & { setting?: string; code?: string }) =>
+          err.setting === 'auth.ldap.bindDn' && err.code === 'UNAVAILABLE' && /tell the registry's administrator/.test(err.message),
       );
     }
     const logged = logLines.slice(lines).filter((line) => line.includes('LDAP configuration error'));
@@ -344,7 +344,7 @@ describe('configuration errors are reported as such', () => {
       const lines = logLines.length;
       await assert.rejects(
         withProvider(providerConfig({ url: viaProxy }), (p) => p.login('alice', ad.password('alice'))),
-        (err: Error & { setting?: string; status?: number }) => err.setting === 'auth.ldap.url' && err.status === 503,
+        (err: Error & { setting?: string; code?: string }) => err.setting === 'auth.ldap.url' && err.code === 'UNAVAILABLE',
       );
       const logged = logLines.slice(lines);
       for (const dump of ['BEGIN CERTIFICATE', 'pubkey', '"raw"', 'fingerprint', 'modulus']) assert.ok(!logged.join('').includes(dump), `the log carries ${dump}`);
@@ -362,7 +362,7 @@ describe('configuration errors are reported as such', () => {
     const lines = logLines.length;
     await assert.rejects(
       withProvider(providerConfig({ caFile: other }), (p) => p.login('alice', ad.password('alice'))),
-      (err: Error & { setting?: string; status?: number }) => err.setting === 'auth.ldap.caFile' && err.status === 503,
+      (err: Error & { setting?: string; code?: string }) => err.setting === 'auth.ldap.caFile' && err.code === 'UNAVAILABLE',
     );
     const logged = logLines.slice(lines).filter((line) => line.includes('LDAP configuration error'));
     assert.equal(logged.length, 1);

@@ -100,7 +100,7 @@ async function recordSearches(
 
 function assertUnavailable(err: unknown, cause?: RegExp): true {
   assert.ok(err instanceof BackendUnavailableError, `expected BackendUnavailableError, got ${String(err)}`);
-  assert.equal(err.status, 503);
+  assert.equal(err.code, 'UNAVAILABLE');
   if (cause) assert.match(String((err.cause as Error | undefined)?.message), cause);
   return true;
 }

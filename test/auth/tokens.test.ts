@@ -1,6 +1,7 @@
 // Bearer tokens at unit level: scopes, signing keys (storage, rotation, keyFile) and the token
 // service, including real forgeries of the classic JWT attacks.
 import assert from 'node:assert/strict';
+import { responseOf } from '../../src/http/errors.js';
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -71,7 +72,7 @@ async function rejects(service: TokenService, token: string, reason: InvalidToke
     (error: unknown) => {
       assert.ok(error instanceof InvalidTokenError, `expected InvalidTokenError, got ${String(error)}`);
       assert.equal(error.code, 'UNAUTHORIZED');
-      assert.equal(error.status, 401);
+      assert.equal(responseOf(error)?.status, 401);
       assert.equal(error.reason, reason, error.message);
       return true;
     },
@@ -135,7 +136,8 @@ describe('scopes', () => {
         () => parseScope(text),
         (error: unknown) => {
           assert.ok(error instanceof InvalidScopeError);
-          assert.equal(error.status, 400);
+          assert.equal(responseOf(error)?.status, 400);
+          assert.equal(responseOf(error)?.code, 'UNSUPPORTED');
           assert.equal(error.oauthError, 'invalid_scope');
           assert.match(error.message, /^invalid scope: /);
           return true;

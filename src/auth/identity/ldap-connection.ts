@@ -168,7 +168,7 @@ export class ConnectionPool {
         throw err;
       }
       this.discard(lease.connection);
-      // A slow directory is not retried: that would only double the wait before the 503.
+      // A slow directory is not retried: that would only double the wait before the client hears it is unavailable.
       if (retry && lease.reused && !this.closed && !isTimeout(err)) return this.use(work, false);
       throw err;
     }

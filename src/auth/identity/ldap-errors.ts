@@ -9,7 +9,7 @@ import { adBindCode } from './ldap-account.js';
 
 const BACKEND = 'LDAP directory';
 
-/** A directory setting is wrong: 503 for the client, the setting and the problem for the operator. */
+/** A directory setting is wrong: the directory is unavailable to the client, the setting and the problem for the operator. */
 export class DirectorySettingError extends BackendUnavailableError {
   constructor(
     readonly setting: string,
@@ -128,7 +128,7 @@ function brief(message: string): Error {
   return error;
 }
 
-/** A directory that cannot serve now: the 503, with a cause that is one line (never a certificate). */
+/** A directory that cannot serve now: BackendUnavailableError, with a cause that is one line (never a certificate). */
 export function unavailable(err: unknown): BackendUnavailableError {
   const code = err instanceof Error ? (err as TlsFailure).code : undefined;
   const failure = new BackendUnavailableError(BACKEND, brief(code ? `${code}: ${errorText(err)}` : errorText(err)));

@@ -5,7 +5,7 @@
 // (from memberOf or a group search, nested groups optionally followed). Only the group lookup is
 // cached; the password bind never is, and the account's state (disabled, locked, expired, password
 // to change: ldap-account.ts) is read on every login and every lookup, whatever user.filter says.
-// A directory that cannot be reached becomes BackendUnavailableError (503), a wrong setting a
+// A directory that cannot be reached becomes BackendUnavailableError, a wrong setting a
 // DirectorySettingError naming it (ldap-errors.ts); a refused login is an outcome, never an error.
 //
 // Filters are built as ldapts Filter objects, so user input is sent as a BER octet string and is
@@ -365,7 +365,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
     }
   }
 
-  /** The service account can bind and the base DNs exist (for /readyz); throws the 503 otherwise. */
+  /** The service account can bind and the base DNs exist (for /readyz); throws BackendUnavailableError otherwise. */
   async checkHealth(): Promise<void> {
     const bases: [string, string | undefined][] = [
       ['auth.ldap.user.baseDn', this.config.user.baseDn],
@@ -410,7 +410,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
   }
 
   /**
-   * Every failure other than a refused login becomes a 503: a DirectorySettingError when a
+   * Every failure other than a refused login becomes BackendUnavailableError: a DirectorySettingError when a
    * setting is wrong, else BackendUnavailableError. Each problem is logged once, not per request.
    */
   private async guard<T>(work: () => Promise<T>): Promise<T> {

@@ -46,9 +46,9 @@ export class InvalidScopeError extends RegistryError {
   readonly oauthError = 'invalid_scope';
 
   constructor(scope: string, reason: string) {
-    // No OCI error code fits a token request; UNSUPPORTED with status 400 mirrors distribution's
-    // token server (UNSUPPORTED_VALUE, 400) for a request value it cannot use.
-    super('UNSUPPORTED', `invalid scope: ${reason}`, { scope: scope.slice(0, MAX_SCOPE_LENGTH), reason }, 400);
+    // No OCI error code fits a token request; distribution's token server answers such a value
+    // with 400 too (UNSUPPORTED_VALUE).
+    super('REQUEST_INVALID', `invalid scope: ${reason}`, { scope: scope.slice(0, MAX_SCOPE_LENGTH), reason });
     this.name = 'InvalidScopeError';
   }
 }

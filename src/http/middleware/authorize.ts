@@ -4,7 +4,7 @@
 import type { ResourceAccess } from '../../auth/tokens/access.js';
 import { grants } from '../../auth/tokens/access.js';
 import { InvalidTokenError, type VerifiedToken, type TokenService } from '../../auth/tokens/token-service.js';
-import { RegistryError } from '../../registry/errors.js';
+import { HttpError } from '../errors.js';
 import type { AppContext } from '../context.js';
 
 /** What a route needs: any valid token, an action on the route's repository, the catalog, or administration. */
@@ -62,16 +62,14 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
     const header = ctx.get('Authorization');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) {
-      throw new RegistryError('UNAUTHORIZED', 'authentication required', null, 401, {
-        'WWW-Authenticate': challenge(ctx, options, need),
-      });
+      throw new HttpError('UNAUTHORIZED', 'authentication required', 401, { 'WWW-Authenticate': challenge(ctx, options, need) });
     }
     let claims: VerifiedToken;
     try {
       claims = await options.tokens.verify(match[1] as string);
     } catch (error) {
       if (!(error instanceof InvalidTokenError)) throw error;
-      throw new RegistryError('UNAUTHORIZED', error.message, null, 401, { 'WWW-Authenticate': challenge(ctx, options, need, 'invalid_token') });
+      throw new HttpError('UNAUTHORIZED', error.message, 401, { 'WWW-Authenticate': challenge(ctx, options, need, 'invalid_token') });
     }
     ctx.state.auth = { subject: claims.subject, access: claims.access };
     return claims;
@@ -82,7 +80,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
     async authorize(ctx, need) {
       const claims = await authenticate(ctx, need);
       if (!satisfied(claims.access, ctx, need)) {
-        throw new RegistryError('UNAUTHORIZED', 'access to the resource is denied', null, 401, {
+        throw new HttpError('UNAUTHORIZED', 'access to the resource is denied', 401, {
           'WWW-Authenticate': challenge(ctx, options, need, 'insufficient_scope'),
         });
       }

@@ -24,10 +24,10 @@ import type { AccessRuleStore, RuleDiff } from '../../auth/policy/store.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
 import { RobotError, type RobotAccounts } from '../../auth/robots.js';
 import { grants } from '../../auth/tokens/access.js';
-import { RegistryError } from '../../registry/errors.js';
 import { isValidName } from '../../registry/reference.js';
 import { reply, replyJson, type AppContext, type Handler, type RequestState } from '../context.js';
 import type { Authorizer } from '../middleware/authorize.js';
+import { responseOf } from '../errors.js';
 
 export interface AdminRouteOptions {
   /** The bearer-token check the registry routes use too. */
@@ -105,8 +105,9 @@ function problemFor(error: unknown, requestId: string): { problem: Problem; head
   const bodyStatus = bodyErrorStatus(error);
   if (bodyStatus === 413) return problem(413, `request body is larger than ${BODY_LIMIT} bytes`);
   if (bodyStatus !== undefined) return problem(bodyStatus, (error as Error).message);
-  if (error instanceof RegistryError && error.status < 500) return problem(error.status, error.message);
-  if (error instanceof RegistryError && error.status === 503) return problem(503, error.message);
+  // Everything else as the registry routes would answer it (one mapping: ../errors.ts).
+  const response = responseOf(error);
+  if (response && (response.status < 500 || response.status === 503)) return problem(response.status, response.message);
   const internal = problem(500, 'internal server error');
   return { ...internal, problem: { ...internal.problem, requestId } };
 }

@@ -11,6 +11,7 @@ import { formatScopes, InvalidScopeError, parseScopes, type ResourceAccess } fro
 import type { TokenService } from '../../auth/tokens/token-service.js';
 import { RegistryError } from '../../registry/errors.js';
 import { replyJson, type AppContext } from '../context.js';
+import { badRequest, HttpError, responseOf } from '../errors.js';
 
 export interface TokenRouteOptions {
   authenticator: Authenticator;
@@ -36,7 +37,7 @@ function basicCredentials(header: string): { username: string; password: string 
 
 function checkService(service: string | null | undefined, expected: string): void {
   if (service && service !== expected) {
-    throw new RegistryError('UNSUPPORTED', `unknown service ${JSON.stringify(service.slice(0, 100))}`, null, 400);
+    throw badRequest(`unknown service ${JSON.stringify(service.slice(0, 100))}`);
   }
 }
 
@@ -108,7 +109,7 @@ export function tokenRoutes(options: TokenRouteOptions) {
   /** The OAuth2 grants: password (with access_type=offline for a refresh token) and refresh_token. */
   async function grantToken(ctx: AppContext): Promise<void> {
     if (!ctx.is('application/x-www-form-urlencoded')) {
-      throw new RegistryError('UNSUPPORTED', 'expected an application/x-www-form-urlencoded body', null, 400);
+      throw badRequest('expected an application/x-www-form-urlencoded body');
     }
     const form = new URLSearchParams((await getRawBody(ctx.req, { limit: FORM_LIMIT, encoding: 'utf8' })) as string);
     checkService(form.get('service'), service);
@@ -132,9 +133,9 @@ export function tokenRoutes(options: TokenRouteOptions) {
   }
 }
 
-class UnsupportedGrantError extends RegistryError {
+class UnsupportedGrantError extends HttpError {
   constructor() {
-    super('UNSUPPORTED', 'grant_type must be password or refresh_token', null, 400);
+    super('REQUEST_INVALID', 'grant_type must be password or refresh_token', 400);
   }
 }
 
@@ -145,6 +146,7 @@ function oauthError(error: unknown): { error: string; error_description: string 
   if (error instanceof InvalidScopeError) return { error: 'invalid_scope', error_description: description };
   if (error instanceof UnsupportedGrantError) return { error: 'unsupported_grant_type', error_description: description };
   if (error.code === 'UNAUTHORIZED') return { error: 'invalid_grant', error_description: description };
-  if (error.status === 400 || error.status === 413) return { error: 'invalid_request', error_description: description };
+  const status = responseOf(error)?.status;
+  if (status === 400 || status === 413) return { error: 'invalid_request', error_description: description };
   return undefined;
 }

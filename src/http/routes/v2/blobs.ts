@@ -1,7 +1,7 @@
 // GET/HEAD/DELETE /v2/<name>/blobs/<digest>
 import rangeParser from 'range-parser';
 import type { Registry } from '../../../registry/index.js';
-import { RegistryError } from '../../../registry/errors.js';
+import { HttpError } from '../../errors.js';
 import type { ByteRange } from '../../../storage/blob-store.js';
 import { reply, type AppContext } from '../../context.js';
 import { readableDigest } from '../../../registry/blobs.js';
@@ -13,9 +13,7 @@ function requestedRange(ctx: AppContext, size: number): ByteRange | undefined {
   if (header === '') return undefined;
   const ranges = rangeParser(size, header, { combine: true });
   if (ranges === -1) {
-    throw new RegistryError('RANGE_INVALID', 'requested range not satisfiable', { range: header, size }, 416, {
-      'Content-Range': `bytes */${size}`,
-    });
+    throw new HttpError('RANGE_INVALID', 'requested range not satisfiable', 416, { 'Content-Range': `bytes */${size}` }, { range: header, size });
   }
   if (ranges === -2 || ranges.type !== 'bytes' || ranges.length !== 1) return undefined; // malformed: ignore, per RFC 9110
   const [range] = ranges;

@@ -1,7 +1,7 @@
 // GET /v2/<name>/tags/list, GET /v2/_catalog and GET /v2/<name>/referrers/<digest>
 import type { Registry } from '../../../registry/index.js';
 import type { CatalogView, Page } from '../../../registry/listing.js';
-import { RegistryError } from '../../../registry/errors.js';
+import { badRequest } from '../../errors.js';
 import { isMediaType, MediaType } from '../../../registry/media-types.js';
 import { replyJson, type AppContext } from '../../context.js';
 import { digestParam, queryValue, repositoryOf } from './request.js';
@@ -36,7 +36,7 @@ export function listingRoutes(registry: Registry, catalogFilter: CatalogFilter) 
     async referrers(ctx: AppContext): Promise<void> {
       const artifactType = queryValue(ctx, 'artifactType') || undefined;
       if (artifactType !== undefined && !isMediaType(artifactType)) {
-        throw new RegistryError('UNSUPPORTED', 'artifactType is not a valid media type', { artifactType: artifactType.slice(0, 255) }, 400);
+        throw badRequest('artifactType is not a valid media type', { artifactType: artifactType.slice(0, 255) });
       }
       const repository = repositoryOf(ctx);
       const subject = digestParam(ctx);

@@ -1,5 +1,6 @@
 // Reading the parts of a distribution API request: path parameters, query, headers.
 import { errors, RegistryError } from '../../../registry/errors.js';
+import { badRequest } from '../../errors.js';
 import { parseDigest, parseName, type Digest } from '../../../registry/reference.js';
 import type { ChunkRange } from '../../../registry/uploads.js';
 import type { AppContext } from '../../context.js';
@@ -21,7 +22,7 @@ export function digestParam(ctx: AppContext, key = 'digest'): Digest {
 /** A single-valued query parameter; repeated parameters are ambiguous and refused. */
 export function queryValue(ctx: AppContext, key: string): string | undefined {
   const value = ctx.query[key];
-  if (Array.isArray(value)) throw new RegistryError('UNSUPPORTED', `query parameter ${key} given more than once`, undefined, 400);
+  if (Array.isArray(value)) throw badRequest(`query parameter ${key} given more than once`);
   return value;
 }
 
@@ -45,7 +46,7 @@ export function chunkRange(ctx: AppContext): ChunkRange | undefined {
   const start = Number(match?.[1]);
   const end = Number(match?.[2]);
   if (!match || end < start) {
-    throw new RegistryError('RANGE_INVALID', 'invalid Content-Range', { contentRange: header }, 416);
+    throw new RegistryError('RANGE_INVALID', 'invalid Content-Range', { contentRange: header });
   }
   const length = ctx.get('Content-Length');
   if (length !== '' && Number(length) !== end - start + 1) {

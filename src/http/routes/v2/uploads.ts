@@ -3,7 +3,7 @@
 import { isValidName, parseDigest } from '../../../registry/reference.js';
 import type { Registry } from '../../../registry/index.js';
 import type { BlobRecord } from '../../../metadata/store.js';
-import { uploadProgressHeaders } from '../../../registry/uploads.js';
+import { uploadProgressHeaders } from '../../errors.js';
 import { reply, type AppContext } from '../../context.js';
 import { tokenAllows } from '../../middleware/authorize.js';
 import { chunkRange, hasBody, param, queryValue, repositoryOf, requiredDigestQuery } from './request.js';
