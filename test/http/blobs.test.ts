@@ -193,6 +193,8 @@ describe('blob uploads', () => {
     for (const response of responses) assert.equal(response.status, 201);
     const dir = join(server.dataDir, 'blobs', 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
     assert.equal((await readdir(dir)).length, 1);
+    const served = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+    assert.deepEqual(Buffer.from(await served.arrayBuffer()), bytes);
   });
 });
 

@@ -164,7 +164,7 @@ describe('serving', () => {
     }
   });
 
-  it('leaves nothing visible when it crashes in the middle of an upload, and the upload resumes', async (t) => {
+  it('leaves nothing visible when it crashes in the middle of an upload, and the same blob can be pushed again at once', async (t) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'portcullis-crash-'));
     t.after(() => rm(dataDir, { recursive: true, force: true }));
     const repository = randomName();
