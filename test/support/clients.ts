@@ -128,14 +128,6 @@ export async function inspectConfig(ref: string, options?: RunOptions): Promise<
   return parseConfig(stdout);
 }
 
-/** `skopeo inspect docker://REF` (the summary): returns its Digest field. */
-export async function inspectDigest(ref: string, options?: RunOptions): Promise<string> {
-  const { stdout } = await skopeo(['inspect', '--tls-verify=false', `docker://${ref}`], options);
-  const parsed: unknown = JSON.parse(stdout);
-  if (!isRecord(parsed) || typeof parsed.Digest !== 'string') throw new Error(`skopeo inspect gave no Digest: ${stdout}`);
-  return parsed.Digest;
-}
-
 export async function listTags(repositoryRef: string, options?: RunOptions): Promise<string[]> {
   const { stdout } = await skopeo(['list-tags', '--tls-verify=false', `docker://${repositoryRef}`], options);
   const parsed: unknown = JSON.parse(stdout);
