@@ -92,3 +92,41 @@ describe('blob storage that is full', { skip: root ? false : 'mounting a small t
     assert.deepEqual(Buffer.from(await get.arrayBuffer()), Buffer.concat(parts));
   });
 });
+
+describe('a metadata database on a full disk', { skip: root ? false : 'mounting a small tmpfs needs root' }, () => {
+  let mountPoint: string;
+  let server: RunningRegistry;
+  let registry: TestRegistry;
+
+  before(async () => {
+    mountPoint = await mkdtemp(join(tmpdir(), 'portcullis-full-db-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mountPoint]);
+    server = await startPortcullis({ dataDir: mountPoint });
+    registry = adminClient(server);
+  });
+  after(async () => {
+    await server?.stop();
+    await run('umount', [mountPoint]).catch(() => undefined);
+    await rm(mountPoint, { recursive: true, force: true });
+  });
+
+  it('answers 503 to a manifest push it cannot record, shows nothing of it, and takes it once there is room', async () => {
+    const repository = randomName();
+    const { manifest } = await registry.pushImage(repository, 'v1');
+    const filler = join(mountPoint, 'filler');
+    await run('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null || true`]);
+    const moved = { ...manifest, annotations: { 'org.example.padding': 'x'.repeat(200_000) } };
+    const body = JSON.stringify(moved);
+    const put = () =>
+      registry.fetch(`/v2/${repository}/manifests/v2`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body });
+    const refused = await put();
+    const text = await refused.text();
+    assert.equal(refused.status, 503, text);
+    assert.match(text, /UNAVAILABLE/);
+    assert.equal((await registry.fetch(`/v2/${repository}/manifests/v2`, { method: 'HEAD' })).status, 404);
+    assert.equal((await registry.fetch(`/v2/${repository}/manifests/v1`, { method: 'HEAD' })).status, 200, 'what was stored stays');
+    await rm(filler);
+    const accepted = await put();
+    assert.equal(accepted.status, 201, await accepted.text());
+  });
+});
