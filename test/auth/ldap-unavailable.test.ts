@@ -42,5 +42,30 @@ describe('directory unavailable', () => {
     const local = await requestToken(server.url, { credentials: server.admin });
     assert.equal(local.status, 200, `local users are not affected: ${await local.text()}`);
     assert.doesNotMatch(server.output(), /alice-pass/);
+
+    // Readiness names the directory, so a load balancer and an operator see why.
+    const ready = await fetch(`${server.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual(await ready.json(), { status: 'unavailable', checks: { metadata: 'ok', storage: 'ok', directory: 'unavailable' } });
+  });
+
+  it('starts while the directory cannot be reached, says so, and reports it until it answers', async () => {
+    const unreachable = await startPortcullis({
+      env: {
+        PORTCULLIS_AUTH_LDAP_URL: 'ldap://127.0.0.1:1',
+        PORTCULLIS_AUTH_LDAP_USER_BASE_DN: 'ou=people,dc=example,dc=org',
+        PORTCULLIS_AUTH_LDAP_TIMEOUT_SECONDS: '2',
+      },
+    });
+    try {
+      assert.match(unreachable.output(), /LDAP directory unreachable at startup/);
+      const ready = await fetch(`${unreachable.url}/readyz`);
+      assert.equal(ready.status, 503);
+      const body = (await ready.json()) as { checks: Record<string, string> };
+      assert.equal(body.checks.directory, 'unavailable');
+      assert.equal((await requestToken(unreachable.url, { credentials: unreachable.admin })).status, 200, 'local users log in meanwhile');
+    } finally {
+      await unreachable.stop();
+    }
   });
 });
