@@ -261,8 +261,9 @@ async function writeAll(handle: FileHandle, buffer: Buffer, position: number): P
   }
 }
 
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r+');
+/** Flushes a file (opened for writing) or a directory (opened for reading) to the disk. */
+async function sync(path: string, flags: 'r+' | 'r'): Promise<void> {
+  const handle = await open(path, flags);
   try {
     await handle.sync();
   } finally {
@@ -270,11 +271,5 @@ async function syncFile(path: string): Promise<void> {
   }
 }
 
-async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
+const syncFile = (path: string): Promise<void> => sync(path, 'r+');
+const syncDirectory = (path: string): Promise<void> => sync(path, 'r');

@@ -2,7 +2,7 @@
 // never 500), local users keep working, and nothing stored is affected.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startSlapd, type RunningSlapd } from '../support/slapd.js';
+import { startSlapd, type RunningSlapd, portcullisLdapEnv } from '../support/slapd.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { requestToken } from './support.js';
 
@@ -12,14 +12,9 @@ let server: RunningRegistry;
 before(async () => {
   slapd = await startSlapd();
   server = await startPortcullis({
-    env: {
-      PORTCULLIS_AUTH_LDAP_URL: slapd.url,
-      PORTCULLIS_AUTH_LDAP_BIND_DN: slapd.bindDn,
-      PORTCULLIS_AUTH_LDAP_BIND_PASSWORD: slapd.bindPassword,
-      PORTCULLIS_AUTH_LDAP_USER_BASE_DN: `ou=people,${slapd.baseDn}`,
-      PORTCULLIS_AUTH_LDAP_GROUPS_BASE_DN: `ou=groups,${slapd.baseDn}`,
+    env: portcullisLdapEnv(slapd, {
       PORTCULLIS_AUTH_LDAP_TIMEOUT_SECONDS: '2',
-    },
+    }),
   });
 });
 after(async () => {

@@ -4,7 +4,7 @@
 // compares medians of a few samples of each, interleaved, with generous bounds; never absolute times.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startSlapd, type RunningSlapd } from '../support/slapd.js';
+import { startSlapd, type RunningSlapd, portcullisLdapEnv } from '../support/slapd.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { addUser, basic, requestFrom } from './support.js';
 
@@ -16,13 +16,7 @@ const SAMPLES = 5;
 before(async () => {
   slapd = await startSlapd();
   server = await startPortcullis({
-    env: {
-      PORTCULLIS_AUTH_LDAP_URL: slapd.url,
-      PORTCULLIS_AUTH_LDAP_BIND_DN: slapd.bindDn,
-      PORTCULLIS_AUTH_LDAP_BIND_PASSWORD: slapd.bindPassword,
-      PORTCULLIS_AUTH_LDAP_USER_BASE_DN: `ou=people,${slapd.baseDn}`,
-      PORTCULLIS_AUTH_LDAP_GROUPS_BASE_DN: `ou=groups,${slapd.baseDn}`,
-    },
+    env: portcullisLdapEnv(slapd),
   });
   await addUser(server.dataDir, local.username, local.password);
 });

@@ -4,7 +4,7 @@
 // put `${user}` at the top level are accepted with a warning recommending `users/${user}/**`.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startSlapd, ssha, type RunningSlapd } from '../support/slapd.js';
+import { startSlapd, ssha, type RunningSlapd, portcullisLdapEnv } from '../support/slapd.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { accessOf, adminToken, api, tokenFor } from './support.js';
 
@@ -30,14 +30,9 @@ before(async () => {
   slapd = await startSlapd({ memberOf: 'overlay' });
   await slapd.modify([directoryPerson(teamA.username, teamA.password, slapd.baseDn), directoryPerson(publicAccount.username, publicAccount.password, slapd.baseDn)].join('\n'));
   server = await startPortcullis({
-    env: {
-      PORTCULLIS_AUTH_LDAP_URL: slapd.url,
-      PORTCULLIS_AUTH_LDAP_BIND_DN: slapd.bindDn,
-      PORTCULLIS_AUTH_LDAP_BIND_PASSWORD: slapd.bindPassword,
-      PORTCULLIS_AUTH_LDAP_USER_BASE_DN: `ou=people,${slapd.baseDn}`,
+    env: portcullisLdapEnv(slapd, {
       PORTCULLIS_AUTH_LDAP_GROUPS_SOURCE: 'memberOf',
-      PORTCULLIS_AUTH_LDAP_GROUPS_BASE_DN: `ou=groups,${slapd.baseDn}`,
-    },
+    }),
   });
   admin = await adminToken(server);
 });

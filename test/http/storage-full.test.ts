@@ -15,60 +15,77 @@ import { adminClient, expectError, randomName, sha256, type TestRegistry } from 
 const run = promisify(execFile);
 const root = process.getuid?.() === 0;
 
+/** A 16 MiB tmpfs, mounted for the tests of one suite, holding the registry's blobs or its whole data folder. */
+class SmallDisk {
+  mountPoint = '';
+  private running?: { server: RunningRegistry; registry: TestRegistry };
+
+  constructor(private readonly place: 'blobs' | 'data folder') {
+    before(() => this.mount());
+    after(() => this.unmount());
+  }
+
+  get registry(): TestRegistry {
+    if (!this.running) throw new Error('the registry on the small disk is not running');
+    return this.running.registry;
+  }
+
+  private async mount(): Promise<void> {
+    this.mountPoint = await mkdtemp(join(tmpdir(), 'portcullis-full-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', this.mountPoint]);
+    const server = await startPortcullis(
+      this.place === 'blobs' ? { env: { PORTCULLIS_STORAGE_FILESYSTEM_ROOT: this.mountPoint } } : { dataDir: this.mountPoint },
+    );
+    this.running = { server, registry: adminClient(server) };
+  }
+
+  private async unmount(): Promise<void> {
+    await this.running?.server.stop();
+    await run('umount', [this.mountPoint]).catch(() => undefined);
+    await rm(this.mountPoint, { recursive: true, force: true });
+  }
+}
+
 describe('blob storage that is full', { skip: root ? false : 'mounting a small tmpfs needs root' }, () => {
-  let mountPoint: string;
-  let server: RunningRegistry;
-  let registry: TestRegistry;
+  const disk = new SmallDisk('blobs');
 
-  before(async () => {
-    mountPoint = await mkdtemp(join(tmpdir(), 'portcullis-full-'));
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mountPoint]);
-    server = await startPortcullis({ env: { PORTCULLIS_STORAGE_FILESYSTEM_ROOT: mountPoint } });
-    registry = adminClient(server);
-  });
-  after(async () => {
-    await server?.stop();
-    await run('umount', [mountPoint]).catch(() => undefined);
-    await rm(mountPoint, { recursive: true, force: true });
-  });
-
-  const uploadAreas = async () => readdir(join(mountPoint, '_uploads'));
+  const uploadAreas = async () => readdir(join(disk.mountPoint, '_uploads'));
 
   it('answers 503 to a monolithic push that does not fit, and keeps nothing of it', async () => {
     const repository = randomName();
     const bytes = randomBytes(20 * 1024 * 1024);
-    const response = await registry.fetch(`/v2/${repository}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes });
+    const response = await disk.registry.fetch(`/v2/${repository}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes });
     await expectError(response, 503, 'UNAVAILABLE');
-    assert.equal((await registry.fetch(`/v2/${repository}/blobs/${sha256(bytes)}`, { method: 'HEAD' })).status, 404);
+    assert.equal((await disk.registry.fetch(`/v2/${repository}/blobs/${sha256(bytes)}`, { method: 'HEAD' })).status, 404);
     assert.deepEqual(await uploadAreas(), []);
   });
 
   it('answers 503 to a chunk that does not fit, keeping the session at its last good size', async () => {
     const repository = randomName();
-    const started = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    const started = await disk.registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
     const location = started.headers.get('Location') ?? '';
     const first = randomBytes(1024 * 1024);
-    assert.equal((await registry.fetch(location, { method: 'PATCH', body: first })).status, 202);
-    const failed = await registry.fetch(location, { method: 'PATCH', body: randomBytes(20 * 1024 * 1024) });
+    assert.equal((await disk.registry.fetch(location, { method: 'PATCH', body: first })).status, 202);
+    const failed = await disk.registry.fetch(location, { method: 'PATCH', body: randomBytes(20 * 1024 * 1024) });
     const text = await failed.text();
     assert.equal(failed.status, 503, text);
     assert.match(text, /blob storage is unavailable \(it is full\)/);
-    const status = await registry.fetch(location);
+    const status = await disk.registry.fetch(location);
     assert.equal(status.status, 204);
     assert.equal(status.headers.get('Range'), `0-${first.length - 1}`);
     // The session is still usable: finishing it with what it holds works.
-    const done = await registry.fetch(`${location}?digest=${sha256(first)}`, { method: 'PUT' });
+    const done = await disk.registry.fetch(`${location}?digest=${sha256(first)}`, { method: 'PUT' });
     assert.equal(done.status, 201, await done.text());
   });
 
   it('answers 503 when joining the parts at commit does not fit, and the blob stays invisible', async () => {
     const repository = randomName();
-    const started = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    const started = await disk.registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
     const location = started.headers.get('Location') ?? '';
     const parts = [randomBytes(2 * 1024 * 1024), randomBytes(2 * 1024 * 1024)];
     let offset = 0;
     for (const part of parts) {
-      const response = await registry.fetch(location, {
+      const response = await disk.registry.fetch(location, {
         method: 'PATCH',
         headers: { 'Content-Range': `${offset}-${offset + part.length - 1}`, 'Content-Type': 'application/octet-stream' },
         body: part,
@@ -77,54 +94,40 @@ describe('blob storage that is full', { skip: root ? false : 'mounting a small t
       offset += part.length;
     }
     // Fill what is left, so the joined copy cannot be written.
-    const filler = join(mountPoint, 'filler');
+    const filler = join(disk.mountPoint, 'filler');
     await writeFile(filler, Buffer.alloc(1)).catch(() => undefined);
     await run('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null || true`]);
     const digest = sha256(Buffer.concat(parts));
-    const failed = await registry.fetch(`${location}?digest=${digest}`, { method: 'PUT' });
+    const failed = await disk.registry.fetch(`${location}?digest=${digest}`, { method: 'PUT' });
     assert.equal(failed.status, 503, await failed.text());
-    assert.equal((await registry.fetch(`/v2/${repository}/blobs/${digest}`, { method: 'HEAD' })).status, 404);
+    assert.equal((await disk.registry.fetch(`/v2/${repository}/blobs/${digest}`, { method: 'HEAD' })).status, 404);
     // Space freed: the same session commits.
     await rm(filler);
-    const committed = await registry.fetch(`${location}?digest=${digest}`, { method: 'PUT' });
+    const committed = await disk.registry.fetch(`${location}?digest=${digest}`, { method: 'PUT' });
     assert.equal(committed.status, 201, await committed.text());
-    const get = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+    const get = await disk.registry.fetch(`/v2/${repository}/blobs/${digest}`);
     assert.deepEqual(Buffer.from(await get.arrayBuffer()), Buffer.concat(parts));
   });
 });
 
 describe('a metadata database on a full disk', { skip: root ? false : 'mounting a small tmpfs needs root' }, () => {
-  let mountPoint: string;
-  let server: RunningRegistry;
-  let registry: TestRegistry;
-
-  before(async () => {
-    mountPoint = await mkdtemp(join(tmpdir(), 'portcullis-full-db-'));
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mountPoint]);
-    server = await startPortcullis({ dataDir: mountPoint });
-    registry = adminClient(server);
-  });
-  after(async () => {
-    await server?.stop();
-    await run('umount', [mountPoint]).catch(() => undefined);
-    await rm(mountPoint, { recursive: true, force: true });
-  });
+  const disk = new SmallDisk('data folder');
 
   it('answers 503 to a manifest push it cannot record, shows nothing of it, and takes it once there is room', async () => {
     const repository = randomName();
-    const { manifest } = await registry.pushImage(repository, 'v1');
-    const filler = join(mountPoint, 'filler');
+    const { manifest } = await disk.registry.pushImage(repository, 'v1');
+    const filler = join(disk.mountPoint, 'filler');
     await run('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null || true`]);
     const moved = { ...manifest, annotations: { 'org.example.padding': 'x'.repeat(200_000) } };
     const body = JSON.stringify(moved);
     const put = () =>
-      registry.fetch(`/v2/${repository}/manifests/v2`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body });
+      disk.registry.fetch(`/v2/${repository}/manifests/v2`, { method: 'PUT', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' }, body });
     const refused = await put();
     const text = await refused.text();
     assert.equal(refused.status, 503, text);
     assert.match(text, /UNAVAILABLE/);
-    assert.equal((await registry.fetch(`/v2/${repository}/manifests/v2`, { method: 'HEAD' })).status, 404);
-    assert.equal((await registry.fetch(`/v2/${repository}/manifests/v1`, { method: 'HEAD' })).status, 200, 'what was stored stays');
+    assert.equal((await disk.registry.fetch(`/v2/${repository}/manifests/v2`, { method: 'HEAD' })).status, 404);
+    assert.equal((await disk.registry.fetch(`/v2/${repository}/manifests/v1`, { method: 'HEAD' })).status, 200, 'what was stored stays');
     await rm(filler);
     const accepted = await put();
     assert.equal(accepted.status, 201, await accepted.text());

@@ -82,6 +82,21 @@ function slapdCommands(): Promise<Record<string, string>> {
 }
 
 /** {SSHA} as slappasswd makes it: base64(sha1(password + salt) + salt). Saves a process per password. */
+/**
+ * The settings that point a Portcullis at this directory (service account, people and groups), as
+ * environment variables for startPortcullis; `overrides` adds or replaces some.
+ */
+export function portcullisLdapEnv(slapd: RunningSlapd, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    PORTCULLIS_AUTH_LDAP_URL: slapd.url,
+    PORTCULLIS_AUTH_LDAP_BIND_DN: slapd.bindDn,
+    PORTCULLIS_AUTH_LDAP_BIND_PASSWORD: slapd.bindPassword,
+    PORTCULLIS_AUTH_LDAP_USER_BASE_DN: `ou=people,${slapd.baseDn}`,
+    PORTCULLIS_AUTH_LDAP_GROUPS_BASE_DN: `ou=groups,${slapd.baseDn}`,
+    ...overrides,
+  };
+}
+
 export function ssha(password: string): string {
   const salt = randomBytes(8);
   const digest = createHash('sha1').update(password).update(salt).digest();
