@@ -5,7 +5,7 @@ import type { Knex } from 'knex';
 
 export const name = '20261130_004_admin_state';
 
-/** The fact LocalUsers checks before it creates the bootstrap administrator (see local.ts). */
+/** The fact LocalUsers checks before it creates the bootstrap administrator (its queries live in src/metadata/knex-auth-stores.ts). */
 const BOOTSTRAP_KEY = 'bootstrap_admin';
 
 export async function up(knex: Knex): Promise<void> {

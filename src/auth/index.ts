@@ -4,6 +4,7 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { AuditLog } from '../audit/events.js';
 import type { Config } from '../config/config.js';
+import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
 import { Authenticator } from './authenticator.js';
 import { LdapIdentityProvider } from './identity/ldap.js';
 import { LocalUsers } from './identity/local.js';
@@ -79,11 +80,12 @@ export interface Identities {
 
 /** Who people are and what rules apply to them: shared by the server and the CLI. */
 export function createIdentities(config: Config, db: Knex, log: Logger): Identities {
-  const users = new LocalUsers(db);
+  const stores = new KnexAuthStores(db);
+  const users = new LocalUsers(stores);
   const directory = config.auth.ldap ? new LdapIdentityProvider(config.auth.ldap, log) : undefined;
-  const robots = new RobotAccounts(db);
-  const audit = new AuditLog(db, log);
-  const rules = new AccessRuleStore(db);
+  const robots = new RobotAccounts(stores);
+  const audit = new AuditLog(stores, log);
+  const rules = new AccessRuleStore(stores);
   const policy = new AccessPolicy(rules, config.auth.rulesCacheSeconds * 1000);
   const authenticator = new Authenticator({
     local: users,
@@ -112,7 +114,7 @@ export function createIdentities(config: Config, db: Knex, log: Logger): Identit
 export async function createAuth(config: Config, db: Knex, log: Logger): Promise<Auth> {
   const identities = createIdentities(config, db, log);
   const { users, policy, authenticator } = identities;
-  const refreshTokens = new RefreshTokens(db, config.auth.refreshTokenTtlSeconds * 1000);
+  const refreshTokens = new RefreshTokens(new KnexAuthStores(db), config.auth.refreshTokenTtlSeconds * 1000);
   const keySource = { keyFile: config.auth.token.keyFile, dataDir: config.dataDir };
   const keys = await loadSigningKeys(keySource);
   log.info({ kid: keys.current.kid, source: keys.source }, 'token signing key loaded');

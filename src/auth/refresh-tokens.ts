@@ -2,15 +2,16 @@
 // `<id>.<secret>` strings, stored as digests, revocable, and deliberately NOT rotated on use —
 // Docker keeps presenting the first one it got (moby#39718).
 import { randomBytes } from 'node:crypto';
-import type { Knex } from 'knex';
+import type { AuthStores, PrincipalKind, PrincipalProvider, RefreshTokenRecord } from '../metadata/auth-stores.js';
 import { newSecret, secretDigest, secretMatches } from './secrets.js';
 
 const MAX_PER_PRINCIPAL = 20;
+const TOKEN_ID = /^[0-9a-f]{24}$/;
 
 export interface RefreshPrincipal {
-  kind: 'user' | 'robot';
+  kind: PrincipalKind;
   name: string;
-  provider: 'local' | 'ldap' | 'robot';
+  provider: PrincipalProvider;
 }
 
 export interface RefreshTokenInfo extends RefreshPrincipal {
@@ -21,32 +22,21 @@ export interface RefreshTokenInfo extends RefreshPrincipal {
   revokedAt?: number;
 }
 
-interface Row {
-  id: string;
-  secret_hash: string;
-  principal_kind: 'user' | 'robot';
-  principal_name: string;
-  provider: 'local' | 'ldap' | 'robot';
-  created_at: number | string;
-  expires_at: number | string;
-  last_used_at: number | string | null;
-  revoked_at: number | string | null;
-}
-
-const toInfo = (row: Row): RefreshTokenInfo => ({
-  id: row.id,
-  kind: row.principal_kind,
-  name: row.principal_name,
-  provider: row.provider,
-  createdAt: Number(row.created_at),
-  expiresAt: Number(row.expires_at),
-  ...(row.last_used_at !== null ? { lastUsedAt: Number(row.last_used_at) } : {}),
-  ...(row.revoked_at !== null ? { revokedAt: Number(row.revoked_at) } : {}),
+/** What administrators see of a token: everything but the secret's digest. */
+const toInfo = (record: RefreshTokenRecord): RefreshTokenInfo => ({
+  id: record.id,
+  kind: record.principalKind,
+  name: record.principalName,
+  provider: record.provider,
+  createdAt: record.createdAt,
+  expiresAt: record.expiresAt,
+  ...(record.lastUsedAt !== undefined ? { lastUsedAt: record.lastUsedAt } : {}),
+  ...(record.revokedAt !== undefined ? { revokedAt: record.revokedAt } : {}),
 });
 
 export class RefreshTokens {
   constructor(
-    private readonly db: Knex,
+    private readonly stores: AuthStores,
     private readonly lifetimeMs: number,
   ) {}
 
@@ -54,50 +44,45 @@ export class RefreshTokens {
     const id = randomBytes(12).toString('hex');
     const secret = newSecret();
     const now = Date.now();
-    await this.db('refresh_tokens').insert({
-      id,
-      secret_hash: secretDigest(secret),
-      principal_kind: principal.kind,
-      principal_name: principal.name,
-      provider: principal.provider,
-      created_at: now,
-      expires_at: now + this.lifetimeMs,
-      last_used_at: null,
-      revoked_at: null,
-    });
     // docker login makes a new one each time: keep a principal's newest few, drop the rest.
-    const keep = (await this.db('refresh_tokens')
-      .where({ principal_kind: principal.kind, principal_name: principal.name })
-      .orderBy('created_at', 'desc')
-      .limit(MAX_PER_PRINCIPAL)
-      .pluck('id')) as string[];
-    await this.db('refresh_tokens').where({ principal_kind: principal.kind, principal_name: principal.name }).whereNotIn('id', keep).delete();
+    await this.stores.refreshTokens.insert(
+      {
+        id,
+        secretHash: secretDigest(secret),
+        principalKind: principal.kind,
+        principalName: principal.name,
+        provider: principal.provider,
+        createdAt: now,
+        expiresAt: now + this.lifetimeMs,
+      },
+      MAX_PER_PRINCIPAL,
+    );
     return `${id}.${secret}`;
   }
 
   /** The principal a valid, unrevoked, unexpired token stands for, and when the token was issued. */
   async redeem(token: string): Promise<(RefreshPrincipal & { issuedAt: number }) | undefined> {
     const [id, secret, extra] = token.split('.');
-    if (!id || !secret || extra !== undefined || !/^[0-9a-f]{24}$/.test(id)) return undefined;
-    const row = (await this.db('refresh_tokens').where({ id }).first()) as Row | undefined;
-    if (!row || !secretMatches(secret, row.secret_hash)) return undefined;
-    if (row.revoked_at !== null || Number(row.expires_at) <= Date.now()) return undefined;
-    await this.db('refresh_tokens').where({ id }).update({ last_used_at: Date.now() });
-    return { kind: row.principal_kind, name: row.principal_name, provider: row.provider, issuedAt: Number(row.created_at) };
+    if (!id || !secret || extra !== undefined || !TOKEN_ID.test(id)) return undefined;
+    const record = await this.stores.refreshTokens.get(id);
+    if (!record || !secretMatches(secret, record.secretHash)) return undefined;
+    if (record.revokedAt !== undefined || record.expiresAt <= Date.now()) return undefined;
+    await this.stores.refreshTokens.markUsed(id);
+    return { kind: record.principalKind, name: record.principalName, provider: record.provider, issuedAt: record.createdAt };
   }
 
   async list(filter: { name?: string } = {}): Promise<RefreshTokenInfo[]> {
-    const query = this.db('refresh_tokens').orderBy('created_at');
-    if (filter.name !== undefined) query.where({ principal_name: filter.name });
-    return ((await query) as Row[]).map(toInfo);
+    const records = await this.stores.refreshTokens.list(filter.name === undefined ? {} : { principalName: filter.name });
+    return records.map(toInfo);
   }
 
-  async revoke(id: string): Promise<boolean> {
-    return (await this.db('refresh_tokens').where({ id }).whereNull('revoked_at').update({ revoked_at: Date.now() })) > 0;
+  /** Revokes one token; with `tx`, as part of that transaction (with the audit event recording it). */
+  revoke(id: string, tx?: AuthStores): Promise<boolean> {
+    return (tx ?? this.stores).refreshTokens.revoke(id);
   }
 
   /** Revokes every token of a principal (user removed, robot revoked). */
-  async revokeAll(kind: 'user' | 'robot', name: string): Promise<number> {
-    return this.db('refresh_tokens').where({ principal_kind: kind, principal_name: name }).whereNull('revoked_at').update({ revoked_at: Date.now() });
+  revokeAll(kind: PrincipalKind, name: string, tx?: AuthStores): Promise<number> {
+    return (tx ?? this.stores).refreshTokens.revokeAll(kind, name);
   }
 }

@@ -1,15 +1,15 @@
 // Robot accounts for CI: a name, a generated secret shown once (stored as a digest), an optional
 // expiry, revocation. They log in as `robot$<name>` and get exactly what rules for
 // `robot:<name>` grant.
-import type { Knex } from 'knex';
+import { ROBOT_COLUMNS, type AuthStores, type RobotRecord } from '../metadata/auth-stores.js';
 import { newSecret, secretDigest, secretMatches } from './secrets.js';
 
 export const ROBOT_PREFIX = 'robot$';
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
-/** Column widths of `robot_accounts` (migrations/20261126_002_auth.ts), checked before any write. */
-export const MAX_DESCRIPTION_LENGTH = 512;
-const MAX_CREATED_BY_LENGTH = 255;
+/** Column widths of `robot_accounts`, checked before any write. */
+export const MAX_DESCRIPTION_LENGTH = ROBOT_COLUMNS.description;
+const MAX_CREATED_BY_LENGTH = ROBOT_COLUMNS.createdBy;
 
 // Free text may hold tabs and line breaks; other control characters (NUL above all, which
 // PostgreSQL refuses in text) may not.
@@ -28,16 +28,6 @@ export interface RobotAccount {
   revokedAt?: number;
 }
 
-interface RobotRow {
-  name: string;
-  secret_hash: string;
-  description: string | null;
-  created_by: string;
-  created_at: number | string;
-  expires_at: number | string | null;
-  revoked_at: number | string | null;
-}
-
 export class RobotError extends Error {
   constructor(
     message: string,
@@ -48,53 +38,59 @@ export class RobotError extends Error {
   }
 }
 
-const toRobot = (row: RobotRow): RobotAccount => ({
-  name: row.name,
-  ...(row.description ? { description: row.description } : {}),
-  createdBy: row.created_by,
-  createdAt: Number(row.created_at),
-  ...(row.expires_at !== null ? { expiresAt: Number(row.expires_at) } : {}),
-  ...(row.revoked_at !== null ? { revokedAt: Number(row.revoked_at) } : {}),
+/** What a robot looks like to administrators: everything but the secret's digest. */
+const toRobot = (record: RobotRecord): RobotAccount => ({
+  name: record.name,
+  ...(record.description ? { description: record.description } : {}),
+  createdBy: record.createdBy,
+  createdAt: record.createdAt,
+  ...(record.expiresAt !== undefined ? { expiresAt: record.expiresAt } : {}),
+  ...(record.revokedAt !== undefined ? { revokedAt: record.revokedAt } : {}),
 });
 
 export class RobotAccounts {
-  constructor(private readonly db: Knex) {}
+  constructor(private readonly stores: AuthStores) {}
 
-  /** Creates a robot and returns its secret; the secret is not stored and cannot be shown again. */
-  async create(name: string, createdBy: string, options: { description?: string; expiresAt?: number } = {}): Promise<{ robot: RobotAccount; secret: string }> {
+  /**
+   * Creates a robot and returns its secret; the secret is not stored and cannot be shown again.
+   * With `tx`, as part of that transaction (with the robot's rules and the audit event, say).
+   */
+  async create(
+    name: string,
+    createdBy: string,
+    options: { description?: string; expiresAt?: number } = {},
+    tx?: AuthStores,
+  ): Promise<{ robot: RobotAccount; secret: string }> {
     validateRobot(name, createdBy, options);
     const secret = newSecret();
-    const row = {
+    const record: RobotRecord = {
       name,
-      secret_hash: secretDigest(secret),
-      description: options.description ?? null,
-      created_by: createdBy,
-      created_at: Date.now(),
-      expires_at: options.expiresAt ?? null,
-      revoked_at: null,
+      secretHash: secretDigest(secret),
+      description: options.description,
+      createdBy,
+      createdAt: Date.now(),
+      expiresAt: options.expiresAt,
     };
     // One statement decides, so two administrators creating the same name at once get one robot
     // and one 409 (a check-then-insert would let the second fail on the key instead).
-    const inserted = (await this.db('robot_accounts').insert(row).onConflict('name').ignore().returning('name')) as unknown[];
-    if (inserted.length === 0) throw new RobotError(`robot ${name} already exists`, 'exists');
-    return { robot: toRobot(row), secret };
+    if (!(await (tx ?? this.stores).robots.insert(record))) throw new RobotError(`robot ${name} already exists`, 'exists');
+    return { robot: toRobot(record), secret };
   }
 
   async list(): Promise<RobotAccount[]> {
-    return ((await this.db('robot_accounts').orderBy('name')) as RobotRow[]).map(toRobot);
+    return (await this.stores.robots.list()).map(toRobot);
   }
 
   async get(name: string): Promise<RobotAccount | undefined> {
     if (!NAME.test(name)) return undefined;
-    const row = (await this.db('robot_accounts').where({ name }).first()) as RobotRow | undefined;
-    return row && toRobot(row);
+    const record = await this.stores.robots.get(name);
+    return record && toRobot(record);
   }
 
-  async revoke(name: string): Promise<void> {
+  async revoke(name: string, tx?: AuthStores): Promise<void> {
     // A name no robot can have is not looked up (PostgreSQL refuses NUL even in a comparison).
     if (!NAME.test(name)) throw new RobotError(`no active robot ${JSON.stringify(name.slice(0, 80))}`, 'missing');
-    const updated = await this.db('robot_accounts').where({ name }).whereNull('revoked_at').update({ revoked_at: Date.now() });
-    if (updated === 0) throw new RobotError(`no active robot ${name}`, 'missing');
+    if (!(await (tx ?? this.stores).robots.revoke(name))) throw new RobotError(`no active robot ${name}`, 'missing');
   }
 
   /** The robot's name when the secret is right and the robot is neither revoked nor expired. */
@@ -102,16 +98,16 @@ export class RobotAccounts {
     if (!login.startsWith(ROBOT_PREFIX) || secret.length === 0) return undefined;
     const name = login.slice(ROBOT_PREFIX.length);
     if (!NAME.test(name)) return undefined;
-    const row = (await this.db('robot_accounts').where({ name }).first()) as RobotRow | undefined;
-    if (!row || !secretMatches(secret, row.secret_hash)) return undefined;
-    return isActive(row) ? name : undefined;
+    const record = await this.stores.robots.get(name);
+    if (!record || !secretMatches(secret, record.secretHash)) return undefined;
+    return isActive(record) ? name : undefined;
   }
 
   /** Whether a robot may still act (refresh tokens re-check this). */
   async isActive(name: string): Promise<boolean> {
     if (!NAME.test(name)) return false;
-    const row = (await this.db('robot_accounts').where({ name }).first()) as RobotRow | undefined;
-    return row !== undefined && isActive(row);
+    const record = await this.stores.robots.get(name);
+    return record !== undefined && isActive(record);
   }
 }
 
@@ -130,6 +126,6 @@ function validateRobot(name: string, createdBy: string, options: { description?:
   }
 }
 
-function isActive(row: RobotRow): boolean {
-  return row.revoked_at === null && (row.expires_at === null || Number(row.expires_at) > Date.now());
+function isActive(record: RobotRecord): boolean {
+  return record.revokedAt === undefined && (record.expiresAt === undefined || record.expiresAt > Date.now());
 }

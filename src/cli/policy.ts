@@ -46,11 +46,13 @@ export function registerPolicyCommands(program: Command, settings: LoadSettings)
       // Parse first: a bad file changes nothing.
       const wanted = parseRulesFile(await readFile(options.file, 'utf8'), options.file);
       for (const warning of personalNamespaceWarnings(wanted)) console.error(`portcullis: warning: ${warning}`);
-      const diff = await withIdentities(settings(), async ({ rules, audit }) => {
-        const result = await rules.replaceAll(wanted, { dryRun: options.dryRun ?? false });
-        if (!options.dryRun) await audit.record({ type: 'rules.changed', actor: 'cli', details: { file: options.file, added: result.added.length, removed: result.removed.length, changed: result.changed.length } });
-        return result;
-      });
+      const diff = await withIdentities(settings(), ({ rules, audit }) =>
+        audit.transaction(async (tx) => {
+          const result = await rules.replaceAll(wanted, { dryRun: options.dryRun ?? false }, tx);
+          if (!options.dryRun) await audit.record({ type: 'rules.changed', actor: 'cli', details: { file: options.file, added: result.added.length, removed: result.removed.length, changed: result.changed.length } }, tx);
+          return result;
+        }),
+      );
       console.log(formatDiff(diff));
       if (options.dryRun) console.log('(dry run: nothing changed)');
     });

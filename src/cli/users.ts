@@ -3,6 +3,9 @@ import type { Command } from 'commander';
 import { LocalUsers } from '../auth/identity/local.js';
 import { generateSecret } from '../auth/identity/passwords.js';
 import { RefreshTokens } from '../auth/refresh-tokens.js';
+import { AuditLog } from '../audit/events.js';
+import { createLogger } from '../log.js';
+import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
 import { openExistingDatabase, requireExistingDatabase } from './database.js';
 import type { CliSettings, LoadSettings } from './settings.js';
 
@@ -12,10 +15,11 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
-async function withUsers<T>(settings: CliSettings, work: (users: LocalUsers, refreshTokens: RefreshTokens) => Promise<T>): Promise<T> {
+async function withUsers<T>(settings: CliSettings, work: (users: LocalUsers, refreshTokens: RefreshTokens, audit: AuditLog) => Promise<T>): Promise<T> {
   const db = await openExistingDatabase(settings);
+  const stores = new KnexAuthStores(db);
   try {
-    return await work(new LocalUsers(db), new RefreshTokens(db, 0));
+    return await work(new LocalUsers(stores), new RefreshTokens(stores, 0), new AuditLog(stores, createLogger('warn')));
   } finally {
     await db.destroy();
   }
@@ -39,7 +43,13 @@ export function registerUserCommands(program: Command, settings: LoadSettings): 
       const loaded = settings(); // a wrong configuration is reported before a password is read
       requireExistingDatabase(loaded);
       const { password, generated } = await passwordFor(options);
-      await withUsers(loaded, (users) => users.add(username, password, { admin: options.admin ?? false }));
+      const admin = options.admin ?? false;
+      await withUsers(loaded, (users, _refreshTokens, audit) =>
+        audit.transaction(async (tx) => {
+          await users.add(username, password, { admin }, tx);
+          await audit.record({ type: 'user.created', actor: 'cli', details: { user: username, admin } }, tx);
+        }),
+      );
       console.log(generated ? `created ${username}; password (shown once): ${password}` : `created ${username}`);
     });
 
@@ -52,10 +62,13 @@ export function registerUserCommands(program: Command, settings: LoadSettings): 
       requireExistingDatabase(loaded);
       const { password, generated } = await passwordFor(options);
       // A new password ends the sessions the old one opened.
-      await withUsers(loaded, async (users, refreshTokens) => {
-        await users.setPassword(username, password);
-        await refreshTokens.revokeAll('user', username);
-      });
+      await withUsers(loaded, (users, refreshTokens, audit) =>
+        audit.transaction(async (tx) => {
+          await users.setPassword(username, password, tx);
+          const revoked = await refreshTokens.revokeAll('user', username, tx);
+          await audit.record({ type: 'user.password_changed', actor: 'cli', details: { user: username, refreshTokensRevoked: revoked } }, tx);
+        }),
+      );
       console.log(generated ? `password of ${username} changed; new password (shown once): ${password}` : `password of ${username} changed`);
     });
 
@@ -64,10 +77,13 @@ export function registerUserCommands(program: Command, settings: LoadSettings): 
     .description('delete a local user (never the last local administrator)')
     .action(async (username: string) => {
       // Its refresh tokens go too: a later user of the same name must not inherit them.
-      await withUsers(settings(), async (users, refreshTokens) => {
-        await users.remove(username);
-        await refreshTokens.revokeAll('user', username);
-      });
+      await withUsers(settings(), (users, refreshTokens, audit) =>
+        audit.transaction(async (tx) => {
+          await users.remove(username, tx);
+          const revoked = await refreshTokens.revokeAll('user', username, tx);
+          await audit.record({ type: 'user.removed', actor: 'cli', details: { user: username, refreshTokensRevoked: revoked } }, tx);
+        }),
+      );
       console.log(`deleted ${username}`);
     });
 

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { KnexAuthStores } from '../../src/metadata/knex-auth-stores.js';
 import { LocalUsers } from '../../src/auth/identity/local.js';
 import { migrationSource } from '../../migrations/index.js';
 import { hashPassword, verifyPassword } from '../../src/auth/identity/passwords.js';
@@ -48,7 +49,7 @@ describe('local users', () => {
     const db = openDatabase({ driver: 'sqlite', path: join(dataDir, 'portcullis.db') });
     try {
       await migrateToLatest(db);
-      const users = new LocalUsers(db);
+      const users = new LocalUsers(new KnexAuthStores(db));
       assert.deepEqual(await users.authenticate('alice', password), { username: 'alice', provider: 'local', groups: [], admin: false });
       assert.equal((await users.authenticate('root', 'a long admin password'))?.admin, true);
       assert.equal(await users.authenticate('alice', 'wrong password!'), undefined);
@@ -173,7 +174,7 @@ describe('the last administrator', () => {
         const older = all.filter((migration) => migration.name < '20261130_004_admin_state');
         assert.ok(older.length < all.length);
         await db.migrate.latest({ migrationSource: { ...migrationSource, getMigrations: async () => older } });
-        const users = new LocalUsers(db);
+        const users = new LocalUsers(new KnexAuthStores(db));
         await users.add('root', 'a long admin password', { admin: true });
         await migrateToLatest(db);
         // The old version removed users freely: the table can be empty now.
@@ -186,7 +187,7 @@ describe('the last administrator', () => {
       const fresh = openDatabase({ driver: 'sqlite', path: join(dir, 'fresh.db') });
       try {
         await migrateToLatest(fresh);
-        const users = new LocalUsers(fresh);
+        const users = new LocalUsers(new KnexAuthStores(fresh));
         assert.equal(await users.bootstrap('admin', TEST_ADMIN.password), 'created');
         assert.equal(await users.bootstrap('admin', TEST_ADMIN.password), 'done-before');
         assert.deepEqual((await users.list()).map((user) => [user.username, user.admin]), [['admin', true]]);

@@ -1,27 +1,13 @@
-// Local users, kept in the metadata database: the embedded default's identity provider and
-// the home of the bootstrap administrator.
+// Local users, kept in the metadata database (through its UserStore): the embedded default's
+// identity provider and the home of the bootstrap administrator.
 import { createHmac, randomBytes } from 'node:crypto';
-import type { Knex } from 'knex';
+import type { AuthStores, UserRecord, UserSummary } from '../../metadata/auth-stores.js';
 import type { Identity, IdentityProvider } from './provider.js';
 import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
 
 const USERNAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
-/** The admin_state row that says the bootstrap administrator was made (migrations/…_004_admin_state.ts). */
-const BOOTSTRAP_KEY = 'bootstrap_admin';
-
-export interface LocalUser {
-  username: string;
-  admin: boolean;
-  createdAt: number;
-}
-
-interface UserRow {
-  username: string;
-  password_hash: string;
-  admin: number | boolean;
-  created_at: number | string;
-}
+export type LocalUser = UserSummary;
 
 export class UserError extends Error {
   constructor(message: string) {
@@ -90,41 +76,36 @@ class VerifiedPasswords {
 export class LocalUsers implements IdentityProvider {
   readonly name = 'local';
   private readonly verified = new VerifiedPasswords();
+  constructor(private readonly stores: AuthStores) {}
 
-  constructor(private readonly db: Knex) {}
-
-  async add(username: string, password: string, options: { admin?: boolean } = {}): Promise<void> {
+  /** Creates a user; with `tx`, as part of that transaction (e.g. with the audit event recording it). */
+  async add(username: string, password: string, options: { admin?: boolean } = {}, tx?: AuthStores): Promise<void> {
     validateUsername(username);
-    const hash = await hashPassword(validatePassword(password));
-    const now = Date.now();
-    await this.db.transaction(async (trx) => {
-      if (await trx('users').where({ username }).first('username')) throw new UserError(`user ${username} already exists`);
-      await trx('users').insert({ username, password_hash: hash, admin: options.admin ?? false, created_at: now, updated_at: now });
-    });
+    const passwordHash = await hashPassword(validatePassword(password));
+    const created = await (tx ?? this.stores).users.insert({ username, passwordHash, admin: options.admin ?? false, createdAt: Date.now() });
+    if (!created) throw new UserError(`user ${username} already exists`);
   }
 
-  async setPassword(username: string, password: string): Promise<void> {
+  async setPassword(username: string, password: string, tx?: AuthStores): Promise<void> {
     if (!USERNAME.test(username)) throw new UserError(`no user ${JSON.stringify(username.slice(0, 80))}`);
-    const hash = await hashPassword(validatePassword(password));
-    const updated = await this.db('users').where({ username }).update({ password_hash: hash, updated_at: Date.now() });
+    const passwordHash = await hashPassword(validatePassword(password));
+    const updated = await (tx ?? this.stores).users.setPasswordHash(username, passwordHash);
     this.verified.clear();
-    if (updated === 0) throw new UserError(`no user ${username}`);
+    if (!updated) throw new UserError(`no user ${username}`);
   }
 
   /**
    * Deletes a local user, but never the last local administrator: directory administrators
    * (auth.adminGroups) do not count, since a directory change can take them away.
    */
-  async remove(username: string): Promise<void> {
+  async remove(username: string, tx?: AuthStores): Promise<void> {
     this.verified.clear();
     if (!USERNAME.test(username)) throw new UserError(`no user ${JSON.stringify(username.slice(0, 80))}`);
-    await this.db.transaction(async (trx) => {
-      const row = (await trx('users').where({ username }).first('username', 'admin')) as Pick<UserRow, 'username' | 'admin'> | undefined;
-      if (!row) throw new UserError(`no user ${username}`);
-      if (Boolean(row.admin)) {
-        // Locks every administrator's row (PostgreSQL), so two removals at once cannot each
-        // believe the other administrator stays.
-        const admins = (await trx('users').where({ admin: true }).forUpdate().pluck('username')) as string[];
+    await (tx ?? this.stores).transaction(async (within) => {
+      const user = await within.users.get(username);
+      if (!user) throw new UserError(`no user ${username}`);
+      if (user.admin) {
+        const admins = await within.users.lockAdministrators();
         if (!admins.some((other) => other !== username)) {
           throw new UserError(
             `${username} is the last local administrator and cannot be removed; ` +
@@ -132,7 +113,7 @@ export class LocalUsers implements IdentityProvider {
           );
         }
       }
-      await trx('users').where({ username }).delete();
+      await within.users.delete(username);
     });
   }
 
@@ -142,63 +123,59 @@ export class LocalUsers implements IdentityProvider {
    * nobody: an operator adds administrators with the CLI.
    */
   async bootstrap(username: string, password: string): Promise<'created' | 'users-existed' | 'done-before'> {
-    if (await this.bootstrapRecorded()) return 'done-before';
+    if (await this.stores.users.bootstrapRecorded()) return 'done-before';
     validateUsername(username);
-    const hash = await hashPassword(validatePassword(password));
-    const now = Date.now();
+    const passwordHash = await hashPassword(validatePassword(password));
     try {
-      return await this.db.transaction(async (trx) => {
-        if (await trx('admin_state').where({ key: BOOTSTRAP_KEY }).first('key')) return 'done-before' as const;
-        const usersExist = (await trx('users').first('username')) !== undefined;
-        if (!usersExist) await trx('users').insert({ username, password_hash: hash, admin: true, created_at: now, updated_at: now });
-        await trx('admin_state').insert({ key: BOOTSTRAP_KEY, value: usersExist ? 'users existed' : username, recorded_at: now });
+      return await this.stores.transaction(async (tx) => {
+        if (await tx.users.bootstrapRecorded()) return 'done-before' as const;
+        const usersExist = (await tx.users.count()) > 0;
+        if (!usersExist && !(await tx.users.insert({ username, passwordHash, admin: true, createdAt: Date.now() }))) {
+          throw new UserError(`user ${username} was created by someone else while the bootstrap ran`);
+        }
+        await tx.users.recordBootstrap(usersExist ? 'users existed' : username);
         return usersExist ? ('users-existed' as const) : ('created' as const);
       });
     } catch (error) {
       // Another server starting on the same fresh database got there first.
-      if (await this.bootstrapRecorded()) return 'done-before';
+      if (await this.stores.users.bootstrapRecorded()) return 'done-before';
       throw error;
     }
   }
 
-  private async bootstrapRecorded(): Promise<boolean> {
-    return (await this.db('admin_state').where({ key: BOOTSTRAP_KEY }).first('key')) !== undefined;
-  }
-
   async exists(username: string): Promise<boolean> {
-    return (await this.db('users').where({ username }).first('username')) !== undefined;
+    if (!USERNAME.test(username)) return false;
+    return (await this.stores.users.get(username)) !== undefined;
   }
 
-  async count(): Promise<number> {
-    const row = (await this.db('users').count({ n: '*' }).first()) as { n: number | string } | undefined;
-    return Number(row?.n ?? 0);
+  count(): Promise<number> {
+    return this.stores.users.count();
   }
 
-  async list(): Promise<LocalUser[]> {
-    const rows = (await this.db('users').orderBy('username').select('username', 'admin', 'created_at')) as UserRow[];
-    return rows.map((row) => ({ username: row.username, admin: Boolean(row.admin), createdAt: Number(row.created_at) }));
+  list(): Promise<LocalUser[]> {
+    return this.stores.users.list();
   }
 
   async authenticate(username: string, password: string): Promise<Identity | undefined> {
     if (password.length === 0 || !USERNAME.test(username)) return undefined;
-    const row = (await this.db('users').where({ username }).first()) as UserRow | undefined;
-    if (row && this.verified.has(username, password, row.password_hash)) return toIdentity(row);
+    const user = await this.stores.users.get(username);
+    if (user && this.verified.has(username, password, user.passwordHash)) return toIdentity(user);
     // Hash even for unknown users, so response time does not reveal which names exist.
-    const matches = await verifyPassword(password, row?.password_hash ?? (await decoyHash()));
-    if (!row || !matches) return undefined;
-    this.verified.add(username, password, row.password_hash);
-    return toIdentity(row);
+    const matches = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
+    if (!user || !matches) return undefined;
+    this.verified.add(username, password, user.passwordHash);
+    return toIdentity(user);
   }
 
   async lookup(username: string): Promise<Identity | undefined> {
     if (!USERNAME.test(username)) return undefined;
-    const row = (await this.db('users').where({ username }).first()) as UserRow | undefined;
-    return row && toIdentity(row);
+    const user = await this.stores.users.get(username);
+    return user && toIdentity(user);
   }
 
   async close(): Promise<void> {}
 }
 
-function toIdentity(row: UserRow): Identity {
-  return { username: row.username, provider: 'local', groups: [], admin: Boolean(row.admin) };
+function toIdentity(user: UserRecord): Identity {
+  return { username: user.username, provider: 'local', groups: [], admin: user.admin };
 }

@@ -1,6 +1,6 @@
 // Access rules live in the metadata database so every replica enforces the same set. Applying
 // a rule file replaces the whole set in one transaction and reports the difference.
-import type { Knex } from 'knex';
+import type { AuthStores, NewRule, RuleRecord } from '../../metadata/auth-stores.js';
 import { ACTIONS, formatSubject, parseStoredSubject, parseSubject, validateActions, validatePattern, type AccessRule, type Action } from './rules.js';
 
 export interface StoredRule extends AccessRule {
@@ -13,22 +13,17 @@ export interface RuleDiff {
   changed: { before: AccessRule; after: AccessRule }[];
 }
 
-interface RuleRow {
-  id: number;
-  subject: string;
-  repositories: string;
-  actions: string;
-}
-
-/** A stored row as a rule; rows no version could have written are left out rather than fatal. */
-function toRule(row: RuleRow): StoredRule | undefined {
-  const subject = parseStoredSubject(row.subject);
-  const actions = row.actions.split(',').filter((action): action is Action => (ACTIONS as readonly string[]).includes(action));
+/** A stored record as a rule; records no version could have written are left out rather than fatal. */
+function toRule(record: RuleRecord): StoredRule | undefined {
+  const subject = parseStoredSubject(record.subject);
+  const actions = record.actions.filter((action): action is Action => (ACTIONS as readonly string[]).includes(action));
   if (!subject || actions.length === 0) return undefined;
-  return { id: row.id, subject, repositories: row.repositories, actions };
+  return { id: record.id, subject, repositories: record.repositories, actions };
 }
 
-const toRules = (rows: RuleRow[]): StoredRule[] => rows.map(toRule).filter((rule): rule is StoredRule => rule !== undefined);
+const toRules = (records: RuleRecord[]): StoredRule[] => records.map(toRule).filter((rule): rule is StoredRule => rule !== undefined);
+
+const toRecord = (rule: AccessRule): NewRule => ({ subject: formatSubject(rule.subject), repositories: rule.repositories, actions: [...rule.actions] });
 
 /** The checks every write repeats, whoever built the rule: the grammar and the column widths. */
 function validateRule(rule: AccessRule): void {
@@ -54,56 +49,43 @@ export function diffRules(current: readonly AccessRule[], wanted: readonly Acces
 }
 
 export class AccessRuleStore {
-  constructor(private readonly db: Knex) {}
+  constructor(private readonly stores: AuthStores) {}
 
   async list(): Promise<StoredRule[]> {
-    return toRules((await this.db('access_rules').orderBy('id')) as RuleRow[]);
+    return toRules(await this.stores.rules.list());
   }
 
-  async add(rule: AccessRule): Promise<StoredRule> {
+  /** Stores a rule (replacing the actions of one for the same subject and repositories); with `tx`, in that transaction. */
+  async add(rule: AccessRule, tx?: AuthStores): Promise<StoredRule> {
     validateRule(rule);
-    const row = { subject: formatSubject(rule.subject), repositories: rule.repositories, actions: rule.actions.join(','), created_at: Date.now() };
-    await this.db('access_rules').insert(row).onConflict(['subject', 'repositories']).merge(['actions']);
-    const stored = (await this.db('access_rules').where({ subject: row.subject, repositories: row.repositories }).first()) as RuleRow;
+    const stored = await (tx ?? this.stores).rules.put(toRecord(rule));
     const added = toRule(stored);
     if (!added) throw new Error(`rule ${stored.id} was stored but cannot be read back`);
     return added;
   }
 
-  async remove(id: number): Promise<boolean> {
-    // Ids are positive 32-bit integers; PostgreSQL refuses a larger one instead of finding nothing.
-    if (!Number.isSafeInteger(id) || id < 1 || id > 2_147_483_647) return false;
-    return (await this.db('access_rules').where({ id }).delete()) > 0;
+  remove(id: number, tx?: AuthStores): Promise<boolean> {
+    return (tx ?? this.stores).rules.delete(id);
   }
 
   /** Removes every rule for a subject (e.g. when its robot account is deleted). */
-  async removeSubject(subject: string): Promise<number> {
-    return this.db('access_rules').where({ subject }).delete();
+  removeSubject(subject: string, tx?: AuthStores): Promise<number> {
+    return (tx ?? this.stores).rules.deleteSubject(subject);
   }
 
-  /** Makes the stored set equal to `wanted`; with dryRun only computes the difference. */
-  async replaceAll(wanted: readonly AccessRule[], options: { dryRun?: boolean } = {}): Promise<RuleDiff> {
+  /**
+   * Makes the stored set equal to `wanted`, in one transaction (nested in `tx` when given, e.g.
+   * to commit with the audit event recording it); with dryRun only computes the difference.
+   */
+  async replaceAll(wanted: readonly AccessRule[], options: { dryRun?: boolean } = {}, tx?: AuthStores): Promise<RuleDiff> {
     wanted.forEach(validateRule);
-    return this.db.transaction(async (trx) => {
-      const current = toRules((await trx('access_rules').orderBy('id')) as RuleRow[]);
+    return (tx ?? this.stores).transaction(async (within) => {
+      const current = toRules(await within.rules.list({ lock: !options.dryRun }));
       const diff = diffRules(current, wanted);
       if (options.dryRun) return diff;
-      for (const rule of diff.removed) {
-        await trx('access_rules').where({ subject: formatSubject(rule.subject), repositories: rule.repositories }).delete();
-      }
-      for (const { after } of diff.changed) {
-        await trx('access_rules')
-          .where({ subject: formatSubject(after.subject), repositories: after.repositories })
-          .update({ actions: after.actions.join(',') });
-      }
-      for (const rule of diff.added) {
-        await trx('access_rules').insert({
-          subject: formatSubject(rule.subject),
-          repositories: rule.repositories,
-          actions: rule.actions.join(','),
-          created_at: Date.now(),
-        });
-      }
+      for (const rule of diff.removed) await within.rules.deleteRule(formatSubject(rule.subject), rule.repositories);
+      for (const { after } of diff.changed) await within.rules.put(toRecord(after));
+      for (const rule of diff.added) await within.rules.put(toRecord(rule));
       return diff;
     });
   }

@@ -6,7 +6,7 @@
 import { STATUS_CODES } from 'node:http';
 import type Router from '@koa/router';
 import getRawBody from 'raw-body';
-import type { AuditEventType, AuditLog } from '../../audit/events.js';
+import type { AuditEventType, AuditLog, ChangeTransaction } from '../../audit/events.js';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { AccessPolicy } from '../../auth/policy/access-policy.js';
 import { collectRule, parseRulesDocument, rulesError } from '../../auth/policy/file.js';
@@ -256,10 +256,10 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     endpoints.push({ method: method.toUpperCase(), path: new RegExp(`^${path.replace(/:[a-z]+/gi, '[^/]+')}/?$`, 'i') });
   };
 
-  const changed = async (actor: string, ctx: AppContext, details: Record<string, unknown>) => {
-    policy.invalidate();
-    await audit.record({ type: 'rules.changed', actor, clientIp: ctx.request.ip, details });
-  };
+  // Every change below commits together with its audit event or not at all; the policy re-reads
+  // the rules only once the change has committed.
+  const changed = (actor: string, ctx: AppContext, details: Record<string, unknown>, tx: ChangeTransaction) =>
+    audit.record({ type: 'rules.changed', actor, clientIp: ctx.request.ip, details }, tx);
 
   on('get', '/admin/v1/rules', 'admin.rules.list', async (ctx) => {
     replyJson(ctx, 200, { rules: (await rules.list()).map(showRule) });
@@ -273,23 +273,36 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     const body = await jsonBody(ctx);
     onlyKeys(body, ['rules']);
     const wanted = parseRulesDocument(body, 'request body');
-    const diff = await rules.replaceAll(wanted, { dryRun });
-    if (!dryRun) await changed(actor, ctx, { applied: showDiff(diff) });
+    const diff = await audit.transaction(async (tx) => {
+      const applied = await rules.replaceAll(wanted, { dryRun }, tx);
+      if (!dryRun) await changed(actor, ctx, { applied: showDiff(applied) }, tx);
+      return applied;
+    });
+    if (!dryRun) policy.invalidate();
     replyJson(ctx, 200, { dryRun, ...showDiff(diff), warnings: personalNamespaceWarnings(wanted) });
   });
 
   on('post', '/admin/v1/rules', 'admin.rules.add', async (ctx, actor) => {
     const rule = parseOneRule(await jsonBody(ctx));
-    const stored = await rules.add(rule);
-    await changed(actor, ctx, { added: showRule(stored) });
+    const stored = await audit.transaction(async (tx) => {
+      const added = await rules.add(rule, tx);
+      await changed(actor, ctx, { added: showRule(added) }, tx);
+      return added;
+    });
+    policy.invalidate();
     replyJson(ctx, 201, { ...showRule(stored), warnings: personalNamespaceWarnings([rule]) });
   });
 
   on('delete', '/admin/v1/rules/:id', 'admin.rules.remove', async (ctx, actor) => {
     const text = String(ctx.params.id);
     const id = /^[0-9]{1,10}$/.test(text) ? Number(text) : Number.NaN;
-    if (!(await rules.remove(id))) throw new AdminRequestError(404, `no rule with id ${JSON.stringify(text.slice(0, 40))}`);
-    await changed(actor, ctx, { removed: id });
+    const removed = await audit.transaction(async (tx) => {
+      if (!(await rules.remove(id, tx))) return false;
+      await changed(actor, ctx, { removed: id }, tx);
+      return true;
+    });
+    if (!removed) throw new AdminRequestError(404, `no rule with id ${JSON.stringify(text.slice(0, 40))}`);
+    policy.invalidate();
     reply(ctx, 204);
   });
 
@@ -300,12 +313,20 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   // Creates a robot with its own rules; the secret is in this response and nowhere else.
   on('post', '/admin/v1/robots', 'admin.robots.create', async (ctx, actor) => {
     const request = parseRobotRequest(await jsonBody(ctx));
-    const { robot, secret } = await robots.create(request.name, actor, {
-      ...(request.description !== undefined ? { description: request.description } : {}),
-      ...(request.expiresAt !== undefined ? { expiresAt: request.expiresAt } : {}),
+    const { robot, secret } = await audit.transaction(async (tx) => {
+      const created = await robots.create(
+        request.name,
+        actor,
+        {
+          ...(request.description !== undefined ? { description: request.description } : {}),
+          ...(request.expiresAt !== undefined ? { expiresAt: request.expiresAt } : {}),
+        },
+        tx,
+      );
+      for (const rule of request.rules) await rules.add(rule, tx);
+      await audit.record({ type: 'robot.created', actor, clientIp: ctx.request.ip, details: { robot: created.robot.name, rules: request.rules.map(showRule) } }, tx);
+      return created;
     });
-    for (const rule of request.rules) await rules.add(rule);
-    await audit.record({ type: 'robot.created', actor, clientIp: ctx.request.ip, details: { robot: robot.name, rules: request.rules.map(showRule) } });
     policy.invalidate();
     ctx.set('Cache-Control', 'no-store');
     replyJson(ctx, 201, { robot, username: `robot$${robot.name}`, secret });
@@ -313,11 +334,13 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
 
   on('delete', '/admin/v1/robots/:name', 'admin.robots.revoke', async (ctx, actor) => {
     const name = String(ctx.params.name);
-    await robots.revoke(name);
-    await refreshTokens.revokeAll('robot', name);
-    await rules.removeSubject(`robot:${name}`);
+    await audit.transaction(async (tx) => {
+      await robots.revoke(name, tx);
+      await refreshTokens.revokeAll('robot', name, tx);
+      await rules.removeSubject(`robot:${name}`, tx);
+      await audit.record({ type: 'robot.revoked', actor, clientIp: ctx.request.ip, details: { robot: name } }, tx);
+    });
     policy.invalidate();
-    await audit.record({ type: 'robot.revoked', actor, clientIp: ctx.request.ip, details: { robot: name } });
     reply(ctx, 204);
   });
 
@@ -330,8 +353,14 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   on('delete', '/admin/v1/refresh-tokens/:id', 'admin.refresh.revoke', async (ctx, actor) => {
     const id = String(ctx.params.id);
     // Ids are hex; anything else cannot be one (and is not sent to the database).
-    if (!/^[0-9a-f]{1,64}$/.test(id) || !(await refreshTokens.revoke(id))) throw new AdminRequestError(404, 'no such active refresh token');
-    await audit.record({ type: 'refresh_token.revoked', actor, clientIp: ctx.request.ip, details: { id } });
+    const revoked =
+      /^[0-9a-f]{1,64}$/.test(id) &&
+      (await audit.transaction(async (tx) => {
+        if (!(await refreshTokens.revoke(id, tx))) return false;
+        await audit.record({ type: 'refresh_token.revoked', actor, clientIp: ctx.request.ip, details: { id } }, tx);
+        return true;
+      }));
+    if (!revoked) throw new AdminRequestError(404, 'no such active refresh token');
     reply(ctx, 204);
   });
 

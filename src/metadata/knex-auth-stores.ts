@@ -1,0 +1,385 @@
+// AuthStores on knex: the same code serves SQLite (embedded) and PostgreSQL. Every query on the
+// users, access_rules, robot_accounts, refresh_tokens, audit_events and admin_state tables is here.
+import type { Knex } from 'knex';
+import { withDatabase } from './errors.js';
+import type {
+  AuditRecord,
+  AuditStore,
+  AuthStores,
+  NewRule,
+  PrincipalKind,
+  PrincipalProvider,
+  RefreshTokenRecord,
+  RefreshTokenStore,
+  RobotRecord,
+  RobotStore,
+  RuleRecord,
+  RuleStore,
+  UserRecord,
+  UserStore,
+  UserSummary,
+} from './auth-stores.js';
+
+/** The admin_state row that says the bootstrap administrator was dealt with (migrations/…_004_admin_state.ts). */
+const BOOTSTRAP_KEY = 'bootstrap_admin';
+
+/** Rows per INSERT: well below every driver's limit on bound parameters. */
+const INSERT_CHUNK = 100;
+
+/** access_rules.id is a 32-bit serial: PostgreSQL refuses a larger value in a comparison instead of finding nothing. */
+const MAX_RULE_ID = 2_147_483_647;
+
+type Timestamp = number | string;
+const optionalTime = (value: Timestamp | null): number | undefined => (value === null ? undefined : Number(value));
+
+/** Where the stores send their queries: the pool, or one transaction. */
+class Connection {
+  readonly isPostgres: boolean;
+
+  constructor(readonly db: Knex) {
+    this.isPostgres = db.client.config.client === 'pg';
+  }
+
+  /** One statement, failures reported as the metadata errors (unavailable, unstorable value). */
+  run<T>(work: (db: Knex) => Promise<T>): Promise<T> {
+    return withDatabase(() => work(this.db));
+  }
+
+  /** Several statements as one: a transaction, or a savepoint inside the transaction we are in. */
+  atomic<T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return withDatabase(() => this.db.transaction(work));
+  }
+}
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  admin: number | boolean;
+  created_at: Timestamp;
+}
+
+const toUserSummary = (row: Omit<UserRow, 'password_hash'>): UserSummary => ({
+  username: row.username,
+  admin: Boolean(row.admin),
+  createdAt: Number(row.created_at),
+});
+
+class KnexUserStore implements UserStore {
+  constructor(private readonly connection: Connection) {}
+
+  get(username: string): Promise<UserRecord | undefined> {
+    return this.connection.run(async (db) => {
+      const row = (await db('users').where({ username }).first('username', 'password_hash', 'admin', 'created_at')) as UserRow | undefined;
+      return row && { ...toUserSummary(row), passwordHash: row.password_hash };
+    });
+  }
+
+  insert(user: UserRecord): Promise<boolean> {
+    return this.connection.run(async (db) => {
+      const row = { username: user.username, password_hash: user.passwordHash, admin: user.admin, created_at: user.createdAt, updated_at: user.createdAt };
+      const inserted = (await db('users').insert(row).onConflict('username').ignore().returning('username')) as unknown[];
+      return inserted.length > 0;
+    });
+  }
+
+  setPasswordHash(username: string, passwordHash: string): Promise<boolean> {
+    return this.connection.run(async (db) => (await db('users').where({ username }).update({ password_hash: passwordHash, updated_at: Date.now() })) > 0);
+  }
+
+  delete(username: string): Promise<boolean> {
+    return this.connection.run(async (db) => (await db('users').where({ username }).delete()) > 0);
+  }
+
+  lockAdministrators(): Promise<string[]> {
+    return this.connection.run(async (db) => {
+      const query = db('users').where({ admin: true }).orderBy('username');
+      // SQLite has one writer at a time: a transaction that writes is alone anyway.
+      if (this.connection.isPostgres) query.forUpdate();
+      return (await query.pluck('username')) as string[];
+    });
+  }
+
+  count(): Promise<number> {
+    return this.connection.run(async (db) => {
+      const row = (await db('users').count({ n: '*' }).first()) as { n: number | string } | undefined;
+      return Number(row?.n ?? 0);
+    });
+  }
+
+  list(): Promise<UserSummary[]> {
+    return this.connection.run(async (db) => {
+      const rows = (await db('users').orderBy('username').select('username', 'admin', 'created_at')) as Omit<UserRow, 'password_hash'>[];
+      return rows.map(toUserSummary);
+    });
+  }
+
+  bootstrapRecorded(): Promise<boolean> {
+    return this.connection.run(async (db) => (await db('admin_state').where({ key: BOOTSTRAP_KEY }).first('key')) !== undefined);
+  }
+
+  recordBootstrap(note: string): Promise<void> {
+    return this.connection.run(async (db) => {
+      await db('admin_state').insert({ key: BOOTSTRAP_KEY, value: note, recorded_at: Date.now() });
+    });
+  }
+}
+
+interface RuleRow {
+  id: number | string;
+  subject: string;
+  repositories: string;
+  actions: string;
+}
+
+const toRuleRecord = (row: RuleRow): RuleRecord => ({
+  id: Number(row.id),
+  subject: row.subject,
+  repositories: row.repositories,
+  actions: row.actions.split(',').filter((action) => action.length > 0),
+});
+
+class KnexRuleStore implements RuleStore {
+  constructor(private readonly connection: Connection) {}
+
+  list(options: { lock?: boolean } = {}): Promise<RuleRecord[]> {
+    return this.connection.run(async (db) => {
+      // Outside a transaction the lock ends with the statement; SQLite serialises writers itself.
+      if (options.lock && this.connection.isPostgres) await db.raw('select pg_advisory_xact_lock(hashtext(?))', ['access_rules']);
+      return ((await db('access_rules').orderBy('id').select('id', 'subject', 'repositories', 'actions')) as RuleRow[]).map(toRuleRecord);
+    });
+  }
+
+  put(rule: NewRule): Promise<RuleRecord> {
+    return this.connection.atomic(async (trx) => {
+      const row = { subject: rule.subject, repositories: rule.repositories, actions: rule.actions.join(','), created_at: Date.now() };
+      await trx('access_rules').insert(row).onConflict(['subject', 'repositories']).merge(['actions']);
+      const stored = (await trx('access_rules').where({ subject: rule.subject, repositories: rule.repositories }).first('id', 'subject', 'repositories', 'actions')) as
+        | RuleRow
+        | undefined;
+      if (!stored) throw new Error(`rule for ${rule.subject} on ${rule.repositories} vanished inside its own transaction`);
+      return toRuleRecord(stored);
+    });
+  }
+
+  delete(id: number): Promise<boolean> {
+    if (!Number.isSafeInteger(id) || id < 1 || id > MAX_RULE_ID) return Promise.resolve(false);
+    return this.connection.run(async (db) => (await db('access_rules').where({ id }).delete()) > 0);
+  }
+
+  deleteRule(subject: string, repositories: string): Promise<boolean> {
+    return this.connection.run(async (db) => (await db('access_rules').where({ subject, repositories }).delete()) > 0);
+  }
+
+  deleteSubject(subject: string): Promise<number> {
+    return this.connection.run(async (db) => db('access_rules').where({ subject }).delete());
+  }
+}
+
+interface RobotRow {
+  name: string;
+  secret_hash: string;
+  description: string | null;
+  created_by: string;
+  created_at: Timestamp;
+  expires_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+const toRobotRecord = (row: RobotRow): RobotRecord => ({
+  name: row.name,
+  secretHash: row.secret_hash,
+  description: row.description ?? undefined,
+  createdBy: row.created_by,
+  createdAt: Number(row.created_at),
+  expiresAt: optionalTime(row.expires_at),
+  revokedAt: optionalTime(row.revoked_at),
+});
+
+class KnexRobotStore implements RobotStore {
+  constructor(private readonly connection: Connection) {}
+
+  insert(robot: RobotRecord): Promise<boolean> {
+    return this.connection.run(async (db) => {
+      const row: RobotRow = {
+        name: robot.name,
+        secret_hash: robot.secretHash,
+        description: robot.description ?? null,
+        created_by: robot.createdBy,
+        created_at: robot.createdAt,
+        expires_at: robot.expiresAt ?? null,
+        revoked_at: robot.revokedAt ?? null,
+      };
+      const inserted = (await db('robot_accounts').insert(row).onConflict('name').ignore().returning('name')) as unknown[];
+      return inserted.length > 0;
+    });
+  }
+
+  get(name: string): Promise<RobotRecord | undefined> {
+    return this.connection.run(async (db) => {
+      const row = (await db('robot_accounts').where({ name }).first()) as RobotRow | undefined;
+      return row && toRobotRecord(row);
+    });
+  }
+
+  list(): Promise<RobotRecord[]> {
+    return this.connection.run(async (db) => ((await db('robot_accounts').orderBy('name')) as RobotRow[]).map(toRobotRecord));
+  }
+
+  revoke(name: string): Promise<boolean> {
+    return this.connection.run(async (db) => (await db('robot_accounts').where({ name }).whereNull('revoked_at').update({ revoked_at: Date.now() })) > 0);
+  }
+}
+
+interface RefreshTokenRow {
+  id: string;
+  secret_hash: string;
+  principal_kind: PrincipalKind;
+  principal_name: string;
+  provider: PrincipalProvider;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+const toRefreshTokenRecord = (row: RefreshTokenRow): RefreshTokenRecord => ({
+  id: row.id,
+  secretHash: row.secret_hash,
+  principalKind: row.principal_kind,
+  principalName: row.principal_name,
+  provider: row.provider,
+  createdAt: Number(row.created_at),
+  expiresAt: Number(row.expires_at),
+  lastUsedAt: optionalTime(row.last_used_at),
+  revokedAt: optionalTime(row.revoked_at),
+});
+
+class KnexRefreshTokenStore implements RefreshTokenStore {
+  constructor(private readonly connection: Connection) {}
+
+  insert(token: RefreshTokenRecord, keepNewest: number): Promise<void> {
+    return this.connection.atomic(async (trx) => {
+      const row: RefreshTokenRow = {
+        id: token.id,
+        secret_hash: token.secretHash,
+        principal_kind: token.principalKind,
+        principal_name: token.principalName,
+        provider: token.provider,
+        created_at: token.createdAt,
+        expires_at: token.expiresAt,
+        last_used_at: token.lastUsedAt ?? null,
+        revoked_at: token.revokedAt ?? null,
+      };
+      await trx('refresh_tokens').insert(row);
+      const principal = { principal_kind: token.principalKind, principal_name: token.principalName };
+      const keep = (await trx('refresh_tokens').where(principal).orderBy('created_at', 'desc').orderBy('id').limit(keepNewest).pluck('id')) as string[];
+      await trx('refresh_tokens').where(principal).whereNotIn('id', keep).delete();
+    });
+  }
+
+  get(id: string): Promise<RefreshTokenRecord | undefined> {
+    return this.connection.run(async (db) => {
+      const row = (await db('refresh_tokens').where({ id }).first()) as RefreshTokenRow | undefined;
+      return row && toRefreshTokenRecord(row);
+    });
+  }
+
+  markUsed(id: string): Promise<void> {
+    return this.connection.run(async (db) => {
+      await db('refresh_tokens').where({ id }).update({ last_used_at: Date.now() });
+    });
+  }
+
+  list(filter: { principalName?: string } = {}): Promise<RefreshTokenRecord[]> {
+    return this.connection.run(async (db) => {
+      const query = db('refresh_tokens').orderBy('created_at').orderBy('id');
+      if (filter.principalName !== undefined) query.where({ principal_name: filter.principalName });
+      return ((await query) as RefreshTokenRow[]).map(toRefreshTokenRecord);
+    });
+  }
+
+  revoke(id: string): Promise<boolean> {
+    return this.connection.run(async (db) => (await db('refresh_tokens').where({ id }).whereNull('revoked_at').update({ revoked_at: Date.now() })) > 0);
+  }
+
+  revokeAll(kind: PrincipalKind, name: string): Promise<number> {
+    return this.connection.run(async (db) =>
+      db('refresh_tokens').where({ principal_kind: kind, principal_name: name }).whereNull('revoked_at').update({ revoked_at: Date.now() }),
+    );
+  }
+}
+
+interface AuditRow {
+  at: Timestamp;
+  type: string;
+  actor: string | null;
+  client_ip: string | null;
+  repository: string | null;
+  details: string | null;
+}
+
+const toAuditRow = (event: AuditRecord): AuditRow => ({
+  at: event.at,
+  type: event.type,
+  actor: event.actor ?? null,
+  client_ip: event.clientIp ?? null,
+  repository: event.repository ?? null,
+  details: event.details ?? null,
+});
+
+const toAuditRecord = (row: AuditRow): AuditRecord => ({
+  at: Number(row.at),
+  type: row.type,
+  actor: row.actor ?? undefined,
+  clientIp: row.client_ip ?? undefined,
+  repository: row.repository ?? undefined,
+  details: row.details ?? undefined,
+});
+
+class KnexAuditStore implements AuditStore {
+  constructor(private readonly connection: Connection) {}
+
+  append(events: readonly AuditRecord[]): Promise<void> {
+    const rows = events.map(toAuditRow);
+    if (rows.length === 0) return Promise.resolve();
+    if (rows.length <= INSERT_CHUNK) {
+      return this.connection.run(async (db) => {
+        await db('audit_events').insert(rows);
+      });
+    }
+    return this.connection.atomic(async (trx) => {
+      for (let i = 0; i < rows.length; i += INSERT_CHUNK) await trx('audit_events').insert(rows.slice(i, i + INSERT_CHUNK));
+    });
+  }
+
+  recent(filter: { type?: string | undefined; limit: number }): Promise<AuditRecord[]> {
+    return this.connection.run(async (db) => {
+      const query = db('audit_events').orderBy('id', 'desc').limit(filter.limit).select('at', 'type', 'actor', 'client_ip', 'repository', 'details');
+      if (filter.type !== undefined) query.where({ type: filter.type });
+      return ((await query) as AuditRow[]).map(toAuditRecord);
+    });
+  }
+}
+
+export class KnexAuthStores implements AuthStores {
+  readonly users: UserStore;
+  readonly rules: RuleStore;
+  readonly robots: RobotStore;
+  readonly refreshTokens: RefreshTokenStore;
+  readonly audit: AuditStore;
+  private readonly connection: Connection;
+
+  /** On the pool, or (from `transaction`) on one transaction. */
+  constructor(db: Knex) {
+    this.connection = new Connection(db);
+    this.users = new KnexUserStore(this.connection);
+    this.rules = new KnexRuleStore(this.connection);
+    this.robots = new KnexRobotStore(this.connection);
+    this.refreshTokens = new KnexRefreshTokenStore(this.connection);
+    this.audit = new KnexAuditStore(this.connection);
+  }
+
+  transaction<T>(work: (tx: AuthStores) => Promise<T>): Promise<T> {
+    return this.connection.atomic((trx) => work(new KnexAuthStores(trx)));
+  }
+}
