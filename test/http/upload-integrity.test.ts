@@ -198,6 +198,23 @@ describe('stored copies', () => {
     assert.equal((await stat(copies[0] as string)).size, bytes.length);
   });
 
+  it('answers a push of content stored elsewhere exactly like a push of new content', async () => {
+    const answer = async (repository: string, bytes: Buffer) => {
+      const response = await registry.fetch(`/v2/${repository}/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes });
+      const headers = Object.fromEntries([...response.headers].filter(([name]) => !['date', 'x-request-id'].includes(name)));
+      return { status: response.status, headers, body: await response.text() };
+    };
+    const known = randomBytes(4096);
+    await registry.pushBlob(randomName('elsewhere'), known); // in a repository the pusher may not read
+    const repository = randomName();
+    const fresh = await answer(repository, randomBytes(4096));
+    const deduplicated = await answer(repository, known);
+    assert.equal(deduplicated.status, fresh.status);
+    assert.deepEqual(Object.keys(deduplicated.headers).sort(), Object.keys(fresh.headers).sort());
+    assert.equal(deduplicated.body, fresh.body);
+    assert.equal(deduplicated.headers.location, `/v2/${repository}/blobs/${sha256(known)}`);
+  });
+
   it('checks the digest of a copy stored before sealed uploads before reusing it', async () => {
     const bytes = randomBytes(2048);
     const { digest } = await registry.pushBlob(randomName(), bytes);
