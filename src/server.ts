@@ -12,6 +12,8 @@ import { createListener } from './http/listener.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
+import { KnexTrustPolicyStore } from './metadata/trust-policy-store.js';
+import { TrustPolicies } from './trust/policies.js';
 import { createRegistry } from './registry/index.js';
 import { FilesystemBlobStore } from './storage/filesystem.js';
 
@@ -76,6 +78,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     throw database.driver === 'postgres' ? unreachableDatabase(database.url, error) : error;
   }
   const metadata = new KnexMetadataStore(db);
+  const trustPolicies = new TrustPolicies(new KnexTrustPolicyStore(db), config.auth.rulesCacheSeconds * 1000);
   const store = new FilesystemBlobStore(blobRoot(config));
   await store.init();
 
@@ -86,6 +89,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     pageMaxEntries: config.limits.pageMaxEntries,
     uploads: { maxOpenPerOwner: config.uploads.maxOpenPerPrincipal },
     referrersPageMaxBytes: config.limits.referrersPageMaxBytes,
+    tagGuard: trustPolicies,
   });
   const auth = await createAuth(config, db, log);
   const { directory } = auth;

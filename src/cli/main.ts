@@ -10,6 +10,8 @@ import { UserError } from '../auth/identity/local.js';
 import { registerUserCommands } from './users.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerKeyCommands } from './keys.js';
+import { registerTrustCommands } from './trust.js';
+import { TrustPolicyError } from '../trust/policy-file.js';
 import { RuleError } from '../auth/policy/rules.js';
 import { RegistryError } from '../registry/errors.js';
 import { loadSettings, type CliSettings } from './settings.js';
@@ -74,9 +76,10 @@ program
 registerUserCommands(program, settings);
 registerPolicyCommands(program, settings);
 registerKeyCommands(program, settings);
+registerTrustCommands(program, settings);
 
 program.parseAsync().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof UserError || error instanceof RuleError || error instanceof RegistryError) {
+  if (error instanceof ConfigError || error instanceof UserError || error instanceof RuleError || error instanceof RegistryError || error instanceof TrustPolicyError) {
     console.error(`portcullis: ${error.message}`);
     process.exit(2);
   }

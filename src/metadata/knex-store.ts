@@ -77,6 +77,13 @@ const toManifest = (row: ManifestRow): ManifestRecord => ({
 /** JSON of a referrer descriptor besides its variable-length fields, for the page byte budget. */
 const DESCRIPTOR_OVERHEAD = 128;
 
+/** Thrown inside a transaction to roll a push back: its immutable tag points at another manifest. */
+class TagRefused extends Error {
+  constructor(readonly current: string) {
+    super('the tag is immutable and points at another manifest');
+  }
+}
+
 /** Thrown inside a transaction to roll it back and report why. */
 class RolledBack extends Error {
   constructor(readonly problems: DependencyProblem[]) {
@@ -316,7 +323,8 @@ export class KnexMetadataStore implements MetadataStore {
     manifest: ManifestRecord,
     dependencies: ManifestDependency[],
     tag?: string,
-  ): Promise<{ problems: DependencyProblem[] }> {
+    options: { immutableTag?: boolean } = {},
+  ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.ensureRepository(trx, repository);
       const problems = await this.checkDependencies(trx, repositoryId, dependencies);
@@ -345,7 +353,18 @@ export class KnexMetadataStore implements MetadataStore {
           await trx('manifest_references').insert(rows.slice(i, i + 200)).onConflict(['manifest_id', 'digest']).ignore();
         }
       }
-      if (tag !== undefined) {
+      if (tag !== undefined && options.immutableTag) {
+        // Created if new, never moved: of two first pushes at once, the second finds the first's
+        // row (its insert waits on the unique index) and is refused with nothing stored.
+        await trx('tags')
+          .insert({ repository_id: repositoryId, name: tag, manifest_id: id, updated_at: Date.now() })
+          .onConflict(['repository_id', 'name'])
+          .ignore();
+        const current = (await this.locked(
+          trx('tags as t').join('manifests as m', 'm.id', 't.manifest_id').where({ 't.repository_id': repositoryId, 't.name': tag }).first('m.digest'),
+        )) as { digest: string } | undefined;
+        if (current && current.digest !== manifest.digest) throw new TagRefused(current.digest);
+      } else if (tag !== undefined) {
         await trx('tags')
           .insert({ repository_id: repositoryId, name: tag, manifest_id: id, updated_at: Date.now() })
           .onConflict(['repository_id', 'name'])
@@ -354,6 +373,7 @@ export class KnexMetadataStore implements MetadataStore {
       return { problems: [] };
     }).catch((error: unknown) => {
       if (error instanceof RolledBack) return { problems: error.problems };
+      if (error instanceof TagRefused) return { problems: [], tagPointsElsewhere: error.current };
       throw error;
     });
   }
@@ -398,12 +418,20 @@ export class KnexMetadataStore implements MetadataStore {
     return problems;
   }
 
-  deleteManifest(repository: string, digest: string): Promise<boolean> {
+  deleteManifest(repository: string, digest: string, protectedTag?: (tag: string) => boolean): Promise<{ deleted: boolean; protectedBy?: string }> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.repositoryId(trx, repository);
-      if (repositoryId === undefined) return false;
+      if (repositoryId === undefined) return { deleted: false };
+      const manifest = (await this.locked(trx('manifests').where({ repository_id: repositoryId, digest }).first('id'))) as { id: number } | undefined;
+      if (!manifest) return { deleted: false };
+      if (protectedTag) {
+        const tags = (await trx('tags').where({ manifest_id: manifest.id }).pluck('name')) as string[];
+        const protectedBy = tags.find(protectedTag);
+        if (protectedBy !== undefined) return { deleted: false, protectedBy };
+      }
       // tags and references go with it (ON DELETE CASCADE)
-      return (await trx('manifests').where({ repository_id: repositoryId, digest }).delete()) > 0;
+      await trx('manifests').where({ id: manifest.id }).delete();
+      return { deleted: true };
     });
   }
 

@@ -141,8 +141,13 @@ export interface MetadataStore {
     manifest: ManifestRecord,
     dependencies: ManifestDependency[],
     tag?: string,
-  ): Promise<{ problems: DependencyProblem[] }>;
-  deleteManifest(repository: string, digest: string): Promise<boolean>;
+    options?: { immutableTag?: boolean },
+  ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }>;
+  /**
+   * Deletes a manifest and its tags, unless one of its tags is `protectedTag` (then nothing is
+   * deleted and that tag is returned); the check and the delete are one transaction.
+   */
+  deleteManifest(repository: string, digest: string, protectedTag?: (tag: string) => boolean): Promise<{ deleted: boolean; protectedBy?: string }>;
   deleteTag(repository: string, tag: string): Promise<boolean>;
 
   /** Tags in lexical order, or undefined when the repository does not exist. */

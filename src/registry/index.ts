@@ -5,6 +5,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { BlobService } from './blobs.js';
 import { ListingService } from './listing.js';
 import { ManifestService } from './manifests.js';
+import type { TagGuard } from './tag-guard.js';
 import { UploadService, type UploadLimits } from './uploads.js';
 
 export interface Registry {
@@ -22,13 +23,15 @@ export interface RegistryOptions {
   uploads: UploadLimits;
   /** Descriptor bytes per referrers page. */
   referrersPageMaxBytes: number;
+  /** Which tags may not move or go (the trust policies); none by default. */
+  tagGuard?: TagGuard;
 }
 
-export function createRegistry({ metadata, store, log, pageMaxEntries, uploads, referrersPageMaxBytes }: RegistryOptions): Registry {
+export function createRegistry({ metadata, store, log, pageMaxEntries, uploads, referrersPageMaxBytes, tagGuard }: RegistryOptions): Registry {
   return {
     blobs: new BlobService(metadata, store, log),
     uploads: new UploadService(metadata, store, log, uploads),
-    manifests: new ManifestService(metadata, { maxEntries: pageMaxEntries, maxBytes: referrersPageMaxBytes }),
+    manifests: new ManifestService(metadata, { maxEntries: pageMaxEntries, maxBytes: referrersPageMaxBytes }, tagGuard),
     listing: new ListingService(metadata, pageMaxEntries),
   };
 }

@@ -6,6 +6,7 @@ import { errors, RegistryError } from './errors.js';
 import { parseManifest, type Descriptor } from './manifest-parser.js';
 import { MediaType } from './media-types.js';
 import { parseManifestReference, type Digest, type ManifestReference } from './reference.js';
+import { NO_TAG_PROTECTION, type TagGuard, type TagProtection } from './tag-guard.js';
 
 export interface PushedManifest {
   digest: string;
@@ -28,6 +29,7 @@ export class ManifestService {
   constructor(
     private readonly metadata: MetadataStore,
     private readonly referrerPages: ReferrerPaging,
+    private readonly tags: TagGuard = NO_TAG_PROTECTION,
   ) {}
 
   /**
@@ -61,7 +63,12 @@ export class ManifestService {
       payload,
     };
     const tag = target.kind === 'tag' ? target.tag : undefined;
-    const { problems } = await this.metadata.putManifest(repository, record, parsed.dependencies, tag);
+    const protection = tag === undefined ? undefined : await this.tags.protection(repository);
+    const immutableTag = tag !== undefined && protection?.isImmutable(tag) === true;
+    const { problems, tagPointsElsewhere } = await this.metadata.putManifest(repository, record, parsed.dependencies, tag, { immutableTag });
+    if (tagPointsElsewhere !== undefined && protection) {
+      throw immutable(protection, tag as string, `it points at ${tagPointsElsewhere} and cannot be moved`);
+    }
     const missing = problems.filter((p) => p.problem === 'missing');
     if (missing.length > 0) {
       throw new RegistryError('MANIFEST_BLOB_UNKNOWN', 'manifest references content unknown to this repository', {
@@ -78,10 +85,16 @@ export class ManifestService {
 
   async delete(repository: string, reference: string): Promise<void> {
     const parsed = readableReference(reference);
-    const deleted =
-      parsed.kind === 'tag'
-        ? await this.metadata.deleteTag(repository, parsed.tag)
-        : await this.metadata.deleteManifest(repository, parsed.digest.value);
+    const protection = await this.tags.protection(repository);
+    if (parsed.kind === 'tag') {
+      if (protection?.isImmutable(parsed.tag) && (await this.metadata.getManifest(repository, { tag: parsed.tag }))) {
+        throw immutable(protection, parsed.tag, 'it cannot be deleted');
+      }
+      if (!(await this.metadata.deleteTag(repository, parsed.tag))) throw errors.manifestUnknown(reference);
+      return;
+    }
+    const { deleted, protectedBy } = await this.metadata.deleteManifest(repository, parsed.digest.value, protection && ((tag) => protection.isImmutable(tag)));
+    if (protection && protectedBy !== undefined) throw immutable(protection, protectedBy, `the manifest it points at cannot be deleted`);
     if (!deleted) throw errors.manifestUnknown(reference);
   }
 
@@ -105,6 +118,14 @@ function readableReference(reference: string): ManifestReference {
     if (error instanceof RegistryError) throw errors.manifestUnknown(reference.slice(0, 255));
     throw error;
   }
+}
+
+/** DENIED for an immutable tag, naming the policy that protects it. */
+function immutable(protection: TagProtection, tag: string, why: string): RegistryError {
+  return new RegistryError('DENIED', `tag ${tag} is immutable under the trust policy for ${protection.policy}: ${why}`, {
+    tag,
+    policy: protection.policy,
+  });
 }
 
 function parseCursor(cursor: string | undefined): number | undefined {

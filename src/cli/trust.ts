@@ -1,0 +1,46 @@
+// portcullis trust apply | export — the trust policies (immutable tags, required signatures) from
+// the command line, straight against the metadata database.
+import type { Command } from 'commander';
+import { KnexTrustPolicyStore } from '../metadata/trust-policy-store.js';
+import { TrustPolicies, type TrustPolicyDiff } from '../trust/policies.js';
+import { formatTrustFile, parseTrustFile } from '../trust/policy-file.js';
+import { openExistingDatabase } from './database.js';
+import type { CliSettings, LoadSettings } from './settings.js';
+
+async function withPolicies<T>(settings: CliSettings, work: (policies: TrustPolicies) => Promise<T>): Promise<T> {
+  const db = await openExistingDatabase(settings);
+  try {
+    return await work(new TrustPolicies(new KnexTrustPolicyStore(db), 0));
+  } finally {
+    await db.destroy();
+  }
+}
+
+export function formatTrustDiff(diff: TrustPolicyDiff): string {
+  const lines = [...diff.added.map((p) => `+ ${p}`), ...diff.removed.map((p) => `- ${p}`), ...diff.changed.map((p) => `~ ${p}`)];
+  return lines.length === 0 ? 'no changes' : lines.join('\n');
+}
+
+export function registerTrustCommands(program: Command, settings: LoadSettings): void {
+  const trust = program.command('trust').description('manage trust policies (immutable tags, required signatures)');
+
+  trust
+    .command('apply')
+    .description('make the stored trust policies exactly those of a policy file, showing the difference')
+    .requiredOption('-f, --file <trust.yaml>', 'trust policy file (key and trusted-root paths are relative to it)')
+    .option('--dry-run', 'show the difference without changing anything')
+    .action(async (options: { file: string; dryRun?: boolean }) => {
+      // Parse (and read every key) first: a bad file changes nothing.
+      const wanted = parseTrustFile(options.file);
+      const diff = await withPolicies(settings(), (policies) => policies.apply(wanted, { dryRun: options.dryRun ?? false }));
+      console.log(formatTrustDiff(diff));
+      if (options.dryRun) console.log('(dry run: nothing changed)');
+    });
+
+  trust
+    .command('export')
+    .description('print the stored trust policies as a policy file (keys inline)')
+    .action(async () => {
+      process.stdout.write(formatTrustFile(await withPolicies(settings(), (policies) => policies.list())));
+    });
+}
