@@ -11,6 +11,8 @@ import { clientAddressResolver } from './http/client-address.js';
 import { createListener } from './http/listener.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
+import { KnexSignatureStore } from './metadata/knex-signature-store.js';
+import { SignatureService } from './trust/signatures.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
 import { KnexTrustPolicyStore } from './metadata/trust-policy-store.js';
 import { TrustPolicies } from './trust/policies.js';
@@ -106,6 +108,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(directory ? { directory: () => directory.checkHealth() } : {}),
     },
     auth,
+    signatures: new SignatureService({
+      store: new KnexSignatureStore(db),
+      log,
+      // Signatures are judged against the signers of the policy that applies (whatever its mode:
+      // the result is recorded for auditors either way).
+      trust: async (repository) => {
+        const policy = await trustPolicies.for(repository);
+        return policy ? { signers: policy.signatures.signers, trustedRoot: policy.signatures.trustedRoot } : { signers: [] };
+      },
+    }),
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

@@ -12,7 +12,11 @@ import { HttpError } from './errors.js';
 import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { opsRoutes, type HealthCheck } from './routes/ops.js';
-import { distributionRoutes, type Route } from './routes/v2/index.js';
+import { distributionRoutes, patterns, type Route } from './routes/v2/index.js';
+import { BASE_EXTENSION_HEADERS } from './routes/v2/base.js';
+import { signatureExtensionRoutes } from './routes/extensions.js';
+import { SIGNATURES_ADMIN_PATH, signaturesAdminHandler } from './routes/signatures-admin.js';
+import type { SignatureService } from '../trust/signatures.js';
 import type { CatalogFilter } from './routes/v2/listings.js';
 import { tokenRoutes } from './routes/token.js';
 import { registerAdminRoutes } from './routes/admin.js';
@@ -29,6 +33,8 @@ export interface AppOptions {
   /** Deadline for a whole request to the token and admin routes (small bodies; slow ones are an attack). */
   authRequestTimeoutMs: number;
   auth: Auth;
+  /** GPG signatures through the registry signature extension (/extensions/v2/…/signatures). */
+  signatures: SignatureService;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -105,7 +111,10 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   const authorizer = createAuthorizer({ tokens: auth.tokens, service: auth.service, realm: auth.realm });
   const catalogFilter: CatalogFilter = (ctx) => auth.pullScope(ctx.state.auth?.subject ?? '');
   const router = new Router<RequestState>();
-  const routes = distributionRoutes(options.registry, { manifestMaxBytes: options.manifestMaxBytes, catalogFilter });
+  const routes = [
+    ...distributionRoutes(options.registry, { manifestMaxBytes: options.manifestMaxBytes, catalogFilter }),
+    ...signatureExtensionRoutes(options.signatures),
+  ];
   for (const route of routes) {
     router.register(route.pattern, [route.method], bind(route, authorizer.authorize), { name: route.name, pathAsRegExp: true });
   }
@@ -119,6 +128,8 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   router.get('/auth/token', named('token.get', token.get));
   router.post('/auth/token', named('token.post', token.post));
   router.get('/auth/jwks', named('token.jwks', token.jwks));
+  // Before the admin routes: their catch-all answers every other /admin path.
+  router.get(SIGNATURES_ADMIN_PATH, signaturesAdminHandler(options.signatures, authorizer));
   registerAdminRoutes(router, {
     bearer: authorizer,
     rules: auth.rules,
@@ -140,6 +151,7 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   app.use(deadlineFor(/^\/(?:auth|admin)\//, options.authRequestTimeoutMs));
   app.use(async (ctx, next) => {
     ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
+    if (patterns.base.test(ctx.path)) ctx.set({ ...BASE_EXTENSION_HEADERS });
     await next();
   });
   app.use(errorResponses(options.log));
