@@ -12,11 +12,13 @@ import { createListener } from './http/listener.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
 import { KnexSignatureStore } from './metadata/knex-signature-store.js';
-import { SignatureService } from './trust/signatures.js';
+import { SignatureService, type TrustSource } from './trust/signatures.js';
+import { SignatureIntake, type BlobReader } from './trust/intake.js';
+import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
 import { KnexTrustPolicyStore } from './metadata/trust-policy-store.js';
 import { TrustPolicies } from './trust/policies.js';
-import { createRegistry } from './registry/index.js';
+import { createRegistry, type Registry } from './registry/index.js';
 import { FilesystemBlobStore } from './storage/filesystem.js';
 
 export interface RunningServer {
@@ -43,6 +45,22 @@ async function probeDirectory(directory: LdapIdentityProvider, log: Logger): Pro
     if (error instanceof ConfigError) throw error;
     log.warn({ err: (error as Error).message }, 'LDAP directory unreachable at startup; /readyz reports it until it answers');
   }
+}
+
+/** Reads a small blob (a signature payload, a bundle) a repository holds, bounded by `maxBytes`. */
+function blobReader(registry: Registry): BlobReader {
+  return async (repository, digest, maxBytes) => {
+    let blob;
+    try {
+      blob = await registry.blobs.stat(repository, parseDigest(digest));
+    } catch {
+      return undefined; // not a digest, or not in this repository
+    }
+    if (blob.size > maxBytes) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const chunk of await registry.blobs.open(blob)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  };
 }
 
 /** A database that cannot be reached at start is a configuration problem: say which setting. */
@@ -93,6 +111,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     referrersPageMaxBytes: config.limits.referrersPageMaxBytes,
     tagGuard: trustPolicies,
   });
+  const signatureStore = new KnexSignatureStore(db);
+  // Signatures are judged against the signers of the policy that applies (whatever its mode: the
+  // result is recorded for auditors either way).
+  const trust: TrustSource = async (repository) => {
+    const policy = await trustPolicies.for(repository);
+    return policy ? { signers: policy.signatures.signers, trustedRoot: policy.signatures.trustedRoot } : { signers: [] };
+  };
   const auth = await createAuth(config, db, log);
   const { directory } = auth;
   if (directory) await probeDirectory(directory, log);
@@ -108,16 +133,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(directory ? { directory: () => directory.checkHealth() } : {}),
     },
     auth,
-    signatures: new SignatureService({
-      store: new KnexSignatureStore(db),
-      log,
-      // Signatures are judged against the signers of the policy that applies (whatever its mode:
-      // the result is recorded for auditors either way).
-      trust: async (repository) => {
-        const policy = await trustPolicies.for(repository);
-        return policy ? { signers: policy.signatures.signers, trustedRoot: policy.signatures.trustedRoot } : { signers: [] };
-      },
-    }),
+    signatures: new SignatureService({ store: signatureStore, log, trust }),
+    intake: new SignatureIntake({ store: signatureStore, log, trust, blobs: blobReader(registry) }),
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

@@ -17,6 +17,7 @@ import { BASE_EXTENSION_HEADERS } from './routes/v2/base.js';
 import { signatureExtensionRoutes } from './routes/extensions.js';
 import { SIGNATURES_ADMIN_PATH, signaturesAdminHandler } from './routes/signatures-admin.js';
 import type { SignatureService } from '../trust/signatures.js';
+import type { SignatureIntake } from '../trust/intake.js';
 import type { CatalogFilter } from './routes/v2/listings.js';
 import { tokenRoutes } from './routes/token.js';
 import { registerAdminRoutes } from './routes/admin.js';
@@ -35,6 +36,8 @@ export interface AppOptions {
   auth: Auth;
   /** GPG signatures through the registry signature extension (/extensions/v2/…/signatures). */
   signatures: SignatureService;
+  /** cosign signatures and sigstore bundles, verified as their manifests arrive */
+  intake: SignatureIntake;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -112,7 +115,11 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   const catalogFilter: CatalogFilter = (ctx) => auth.pullScope(ctx.state.auth?.subject ?? '');
   const router = new Router<RequestState>();
   const routes = [
-    ...distributionRoutes(options.registry, { manifestMaxBytes: options.manifestMaxBytes, catalogFilter }),
+    ...distributionRoutes(options.registry, {
+      manifestMaxBytes: options.manifestMaxBytes,
+      catalogFilter,
+      manifestPushed: (manifest) => options.intake.arrived(manifest),
+    }),
     ...signatureExtensionRoutes(options.signatures),
   ];
   for (const route of routes) {

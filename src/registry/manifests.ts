@@ -11,6 +11,9 @@ import { NO_TAG_PROTECTION, type TagGuard, type TagProtection } from './tag-guar
 export interface PushedManifest {
   digest: string;
   subject?: Descriptor;
+  artifactType?: string | undefined;
+  /** the tag it was pushed under, when pushed by tag */
+  tag?: string | undefined;
 }
 
 export interface ReferrersIndex {
@@ -80,7 +83,7 @@ export class ManifestService {
         mismatched: problems.map((p) => ({ digest: p.dependency.digest, declared: p.dependency.size, actual: p.actualSize })),
       });
     }
-    return parsed.subject ? { digest, subject: parsed.subject } : { digest };
+    return { digest, tag, artifactType: parsed.artifactType, ...(parsed.subject ? { subject: parsed.subject } : {}) };
   }
 
   async delete(repository: string, reference: string): Promise<void> {

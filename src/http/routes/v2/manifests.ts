@@ -4,7 +4,10 @@ import type { Registry } from '../../../registry/index.js';
 import { reply, type AppContext } from '../../context.js';
 import { acceptedTypes, param, repositoryOf } from './request.js';
 
-export function manifestRoutes(registry: Registry, manifestMaxBytes: number) {
+/** Told of every manifest pushed (the trust layer verifies the ones that are signatures). */
+export type ManifestPushed = (manifest: { repository: string; tag?: string | undefined; digest: string; payload: Buffer; subjectDigest?: string | undefined; artifactType?: string | undefined }) => Promise<void>;
+
+export function manifestRoutes(registry: Registry, manifestMaxBytes: number, pushed: ManifestPushed = async () => undefined) {
   const { manifests } = registry;
   return {
     async get(ctx: AppContext): Promise<void> {
@@ -26,11 +29,12 @@ export function manifestRoutes(registry: Registry, manifestMaxBytes: number) {
         length: length === '' ? undefined : length,
       });
       ctx.state.bytesIn = payload.length;
-      const pushed = await manifests.put(repository, param(ctx, 'reference'), ctx.get('Content-Type') || undefined, payload);
+      const stored = await manifests.put(repository, param(ctx, 'reference'), ctx.get('Content-Type') || undefined, payload);
+      await pushed({ repository, tag: stored.tag, digest: stored.digest, payload, subjectDigest: stored.subject?.digest, artifactType: stored.artifactType });
       reply(ctx, 201, {
-        Location: `/v2/${repository}/manifests/${pushed.digest}`,
-        'Docker-Content-Digest': pushed.digest,
-        ...(pushed.subject ? { 'OCI-Subject': pushed.subject.digest } : {}),
+        Location: `/v2/${repository}/manifests/${stored.digest}`,
+        'Docker-Content-Digest': stored.digest,
+        ...(stored.subject ? { 'OCI-Subject': stored.subject.digest } : {}),
       });
     },
 
