@@ -5,6 +5,7 @@ import * as registryCore from './20261126_001_registry_core.js';
 import * as auth from './20261126_002_auth.js';
 import * as uploadParts from './20261130_003_upload_parts.js';
 import * as adminState from './20261130_004_admin_state.js';
+import * as auditChain from './20261130_005_audit_chain.js';
 import * as signatures from './20261130_006_signatures.js';
 import * as trustPolicies from './20261130_007_trust_policies.js';
 
@@ -14,7 +15,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, signatures, trustPolicies];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

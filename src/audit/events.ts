@@ -1,8 +1,9 @@
-// The audit trail's writer. For now: logins and administrative changes; the trust and audit
-// issues extend it (hash chaining, tag moves, signatures) on the same table. Logins are many and
-// are written in batches; an administrative change writes its event in its own transaction.
+// The audit trail's writer: an append-only hash chain (see chain.ts for what is hashed, and
+// AuditStore.append for how concurrent writers extend one chain). Logins are many and are written
+// in batches; a change (administrative now, registry and trust changes as they come) writes its
+// events inside its own transaction, so both commit or neither does.
 import { isIP } from 'node:net';
-import { AUDIT_COLUMNS, type AuditRecord, type AuthStores } from '../metadata/auth-stores.js';
+import { AUDIT_COLUMNS, type AuditQuery, type AuditRecord, type AuthStores, type ChainedAuditRecord } from '../metadata/auth-stores.js';
 import type { Logger } from 'pino';
 
 export type AuditEventType =
@@ -14,14 +15,83 @@ export type AuditEventType =
   | 'refresh_token.revoked'
   | 'user.created'
   | 'user.password_changed'
-  | 'user.removed';
+  | 'user.removed'
+  // The registry and trust layers' events (issue 7): what changed is in repository, tag and
+  // oldDigest → newDigest; a verification's or a refusal's result in outcome and reason.
+  | 'manifest.pushed'
+  | 'manifest.deleted'
+  | 'blob.deleted'
+  | 'tag.created'
+  | 'tag.moved'
+  | 'tag.deleted'
+  | 'signature.stored'
+  | 'signature.verified'
+  | 'pull.denied'
+  | 'pull.unsatisfied'
+  | 'trust.changed';
+
+/** Who acted: a person, a robot account, nobody logged in, an operator's command line, or the server itself. */
+export type ActorKind = 'user' | 'robot' | 'anonymous' | 'cli' | 'system';
+
+export type AuditOutcome = 'success' | 'failure' | 'denied';
 
 export interface AuditEvent {
   type: AuditEventType;
+  /** Derived from `actor` when left out: see actorKindOf. */
+  actorKind?: ActorKind | undefined;
   actor?: string | undefined;
   clientIp?: string | undefined;
   repository?: string | undefined;
+  tag?: string | undefined;
+  oldDigest?: string | undefined;
+  newDigest?: string | undefined;
+  /** Left out: `failure` for *.failure, `denied` for *.denied, else `success`. */
+  outcome?: AuditOutcome | undefined;
+  /** Left out: details.reason when that is a string. */
+  reason?: string | undefined;
   details?: Record<string, unknown>;
+}
+
+/** An event as the admin API shows it: every stored field, its place in the chain and its hash. */
+export interface AuditEntry {
+  seq: number;
+  /** `at` in RFC 3339 (UTC) */
+  time: string;
+  at: number;
+  type: string;
+  actorKind?: string;
+  actor?: string;
+  clientIp?: string;
+  repository?: string;
+  tag?: string;
+  oldDigest?: string;
+  newDigest?: string;
+  outcome?: string;
+  reason?: string;
+  /** the stored JSON document, parsed (the stored text itself when it does not parse) */
+  details?: unknown;
+  prevHash: string;
+  hash?: string;
+}
+
+/** What the command line records as its actor: the operator on the server's machine. */
+export const CLI_ACTOR = { actor: 'cli', actorKind: 'cli' } as const;
+
+const ROBOT_SUBJECT_PREFIX = 'robot$';
+
+/**
+ * The kind of actor a token subject or login name stands for: '' or none is anonymous (the
+ * token spec's subject for nobody), `robot$…` a robot account, anything else a person.
+ */
+export function actorKindOf(actor: string | undefined): ActorKind {
+  if (actor === undefined || actor === '') return 'anonymous';
+  return actor.startsWith(ROBOT_SUBJECT_PREFIX) ? 'robot' : 'user';
+}
+
+function defaultOutcome(type: string): AuditOutcome {
+  if (type.endsWith('.failure')) return 'failure';
+  if (type.endsWith('.denied')) return 'denied';
+  return 'success';
 }
 
 /** Events are written in small batches: one transaction for many logins instead of one each. */
@@ -41,7 +111,10 @@ const MAX_DETAILS = 64 * 1024;
 export function storable(value: string, max: number): string {
   // eslint-disable-next-line no-control-regex
   const clean = value.replace(/[\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
-  return clean.length <= max ? clean : `${clean.slice(0, max - 1)}…`;
+  if (clean.length <= max) return clean;
+  // Never cut a surrogate pair in two: half of one is not text, and would not hash as stored.
+  const kept = clean.slice(0, max - 1).replace(/[\ud800-\udbff]$/, '');
+  return `${kept}…`;
 }
 
 /**
@@ -55,18 +128,65 @@ function storableAddress(address: string | undefined): string | undefined {
   return isIP(withoutZone) && withoutZone.length <= AUDIT_COLUMNS.clientIp ? withoutZone : undefined;
 }
 
-/** An event as the store keeps it: every value made to fit whatever the database accepts. */
-function toRecord(event: AuditEvent): AuditRecord {
+const optional = (value: string | undefined, max: number): string | undefined => (value === undefined ? undefined : storable(value, max));
+
+/**
+ * An event as the store keeps it: every value made to fit whatever the database accepts. For
+ * appending in a transaction of the metadata store (appendAuditEvents), as AuditLog does.
+ */
+export function auditRecord(event: AuditEvent, at = Date.now()): AuditRecord {
   const details = event.details ? JSON.stringify(event.details) : undefined;
+  const detailsReason = event.details?.reason;
   return {
-    at: Date.now(),
+    at,
     type: event.type,
-    actor: event.actor === undefined ? undefined : storable(event.actor, AUDIT_COLUMNS.actor),
+    actorKind: event.actorKind ?? actorKindOf(event.actor),
+    actor: optional(event.actor, AUDIT_COLUMNS.actor),
     clientIp: storableAddress(event.clientIp),
-    repository: event.repository === undefined ? undefined : storable(event.repository, AUDIT_COLUMNS.repository),
+    repository: optional(event.repository, AUDIT_COLUMNS.repository),
+    tag: optional(event.tag, AUDIT_COLUMNS.tag),
+    oldDigest: optional(event.oldDigest, AUDIT_COLUMNS.digest),
+    newDigest: optional(event.newDigest, AUDIT_COLUMNS.digest),
+    outcome: event.outcome ?? defaultOutcome(event.type),
+    reason: optional(event.reason ?? (typeof detailsReason === 'string' ? detailsReason : undefined), AUDIT_COLUMNS.reason),
     // JSON escapes control characters itself; an oversized document is replaced by a note saying so.
     details: details === undefined ? undefined : details.length <= MAX_DETAILS ? storable(details, MAX_DETAILS) : JSON.stringify({ truncated: true, length: details.length }),
   };
+}
+
+function parseDetails(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    // Only a direct write stores text that is not JSON: show it as it is (verify names the row).
+    return text;
+  }
+}
+
+/** Absent values are left undefined, so the JSON answer leaves them out. */
+const toEntry = (record: ChainedAuditRecord): AuditEntry => ({
+  seq: record.seq,
+  time: new Date(record.at).toISOString(),
+  at: record.at,
+  type: record.type,
+  actorKind: record.actorKind,
+  actor: record.actor,
+  clientIp: record.clientIp,
+  repository: record.repository,
+  tag: record.tag,
+  oldDigest: record.oldDigest,
+  newDigest: record.newDigest,
+  outcome: record.outcome,
+  reason: record.reason,
+  details: record.details === undefined ? undefined : parseDetails(record.details),
+  prevHash: record.prevHash,
+  hash: record.hash,
+});
+
+/** One page of events, newest first, and the cursor of the next (older) page when there is one. */
+export interface AuditPage {
+  events: AuditEntry[];
+  nextBeforeSeq?: number;
 }
 
 /** The transaction an administrative change and the events recording it share (see AuditLog.transaction). */
@@ -99,10 +219,10 @@ export class AuditLog {
    */
   async record(event: AuditEvent, tx?: ChangeTransaction): Promise<void> {
     if (tx) {
-      await tx.audit.append([toRecord(event)]);
+      await tx.audit.append([auditRecord(event)]);
       return;
     }
-    this.queue.push(toRecord(event));
+    this.queue.push(auditRecord(event));
     this.flushing ??= new Promise<void>((resolve) => setTimeout(resolve, FLUSH_DELAY_MS)).then(() => this.write());
   }
 
@@ -136,16 +256,18 @@ export class AuditLog {
     }
   }
 
-  async recent(filter: { type?: AuditEventType; limit?: number } = {}): Promise<(AuditEvent & { at: number })[]> {
+  /** The newest events, at most `limit` (1 to 1000, 100 when left out); with `type`, that type only. */
+  async recent(filter: { type?: AuditEventType; limit?: number } = {}): Promise<AuditEntry[]> {
+    const limit = Math.max(1, Math.min(filter.limit ?? 100, 1000));
+    return (await this.page({ types: filter.type === undefined ? undefined : [filter.type], limit })).events;
+  }
+
+  /** Events matching `query`, newest first; the batch in flight is written first. */
+  async page(query: AuditQuery): Promise<AuditPage> {
     await this.flush();
-    const records = await this.stores.audit.recent({ type: filter.type, limit: Math.max(1, Math.min(filter.limit ?? 100, 1000)) });
-    return records.map((record) => ({
-      at: record.at,
-      type: record.type as AuditEventType,
-      actor: record.actor,
-      clientIp: record.clientIp,
-      repository: record.repository,
-      ...(record.details ? { details: JSON.parse(record.details) as Record<string, unknown> } : {}),
-    }));
+    const records = await this.stores.audit.query({ ...query, limit: query.limit + 1 });
+    const shown = records.slice(0, query.limit);
+    const last = shown[shown.length - 1];
+    return { events: shown.map(toEntry), ...(records.length > query.limit && last ? { nextBeforeSeq: last.seq } : {}) };
   }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list
+// portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list | audit verify
 import './threadpool.js';
 import { Command } from 'commander';
 import { ConfigError } from '../config/config.js';
@@ -10,6 +10,7 @@ import { UserError } from '../auth/identity/local.js';
 import { registerUserCommands } from './users.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerKeyCommands } from './keys.js';
+import { registerAuditCommands } from './audit.js';
 import { registerTrustCommands } from './trust.js';
 import { TrustPolicyError } from '../trust/policy-file.js';
 import { RuleError } from '../auth/policy/rules.js';
@@ -76,6 +77,7 @@ program
 registerUserCommands(program, settings);
 registerPolicyCommands(program, settings);
 registerKeyCommands(program, settings);
+registerAuditCommands(program, settings);
 registerTrustCommands(program, settings);
 
 program.parseAsync().catch((error: unknown) => {

@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Knex } from 'knex';
+import { CLI_ACTOR } from '../audit/events.js';
 import { createIdentities, type Identities } from '../auth/index.js';
 import { formatRulesFile, parseRulesFile } from '../auth/policy/file.js';
 import { formatSubject, personalNamespaceWarnings, type AccessRule, type Principal } from '../auth/policy/rules.js';
@@ -49,7 +50,7 @@ export function registerPolicyCommands(program: Command, settings: LoadSettings)
       const diff = await withIdentities(settings(), ({ rules, audit }) =>
         audit.transaction(async (tx) => {
           const result = await rules.replaceAll(wanted, { dryRun: options.dryRun ?? false }, tx);
-          if (!options.dryRun) await audit.record({ type: 'rules.changed', actor: 'cli', details: { file: options.file, added: result.added.length, removed: result.removed.length, changed: result.changed.length } }, tx);
+          if (!options.dryRun) await audit.record({ type: 'rules.changed', ...CLI_ACTOR, details: { file: options.file, added: result.added.length, removed: result.removed.length, changed: result.changed.length } }, tx);
           return result;
         }),
       );

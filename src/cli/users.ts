@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { LocalUsers } from '../auth/identity/local.js';
 import { generateSecret } from '../auth/identity/passwords.js';
 import { RefreshTokens } from '../auth/refresh-tokens.js';
-import { AuditLog } from '../audit/events.js';
+import { AuditLog, CLI_ACTOR } from '../audit/events.js';
 import { createLogger } from '../log.js';
 import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
 import { openExistingDatabase, requireExistingDatabase } from './database.js';
@@ -47,7 +47,7 @@ export function registerUserCommands(program: Command, settings: LoadSettings): 
       await withUsers(loaded, (users, _refreshTokens, audit) =>
         audit.transaction(async (tx) => {
           await users.add(username, password, { admin }, tx);
-          await audit.record({ type: 'user.created', actor: 'cli', details: { user: username, admin } }, tx);
+          await audit.record({ type: 'user.created', ...CLI_ACTOR, details: { user: username, admin } }, tx);
         }),
       );
       console.log(generated ? `created ${username}; password (shown once): ${password}` : `created ${username}`);
@@ -66,7 +66,7 @@ export function registerUserCommands(program: Command, settings: LoadSettings): 
         audit.transaction(async (tx) => {
           await users.setPassword(username, password, tx);
           const revoked = await refreshTokens.revokeAll('user', username, tx);
-          await audit.record({ type: 'user.password_changed', actor: 'cli', details: { user: username, refreshTokensRevoked: revoked } }, tx);
+          await audit.record({ type: 'user.password_changed', ...CLI_ACTOR, details: { user: username, refreshTokensRevoked: revoked } }, tx);
         }),
       );
       console.log(generated ? `password of ${username} changed; new password (shown once): ${password}` : `password of ${username} changed`);
@@ -81,7 +81,7 @@ export function registerUserCommands(program: Command, settings: LoadSettings): 
         audit.transaction(async (tx) => {
           await users.remove(username, tx);
           const revoked = await refreshTokens.revokeAll('user', username, tx);
-          await audit.record({ type: 'user.removed', actor: 'cli', details: { user: username, refreshTokensRevoked: revoked } }, tx);
+          await audit.record({ type: 'user.removed', ...CLI_ACTOR, details: { user: username, refreshTokensRevoked: revoked } }, tx);
         }),
       );
       console.log(`deleted ${username}`);

@@ -7,9 +7,9 @@
 export type PrincipalKind = 'user' | 'robot';
 export type PrincipalProvider = 'local' | 'ldap' | 'robot';
 
-/** Column widths of migrations/20261126_002_auth.ts that callers check values against (or cut them to) first. */
+/** Column widths of migrations/20261126_002_auth.ts and …_005_audit_chain.ts that callers check values against (or cut them to) first. */
 export const ROBOT_COLUMNS = { description: 512, createdBy: 255 } as const;
-export const AUDIT_COLUMNS = { type: 64, actor: 255, clientIp: 64, repository: 255 } as const;
+export const AUDIT_COLUMNS = { type: 64, actorKind: 16, actor: 255, clientIp: 64, repository: 255, tag: 128, digest: 160, outcome: 16, reason: 512 } as const;
 
 export interface UserRecord {
   username: string;
@@ -113,18 +113,62 @@ export interface RefreshTokenStore {
 export interface AuditRecord {
   at: number;
   type: string;
+  /** `user`, `robot`, `anonymous`, `cli` or `system` */
+  actorKind?: string | undefined;
   actor?: string | undefined;
   clientIp?: string | undefined;
   repository?: string | undefined;
+  tag?: string | undefined;
+  oldDigest?: string | undefined;
+  newDigest?: string | undefined;
+  outcome?: string | undefined;
+  reason?: string | undefined;
   /** a JSON document */
   details?: string | undefined;
 }
 
+/** An event as the chain holds it (src/metadata/audit-chain.ts): its position, the previous event's hash and its own. */
+export interface ChainedAuditRecord extends AuditRecord {
+  /** the row's id: a storage detail, not hashed */
+  id: number;
+  seq: number;
+  /** empty when the row has none */
+  prevHash: string;
+  hash: string | undefined;
+}
+
+/** Which events to read, newest first: every filter given must match. */
+export interface AuditQuery {
+  types?: readonly string[] | undefined;
+  actorKind?: string | undefined;
+  actor?: string | undefined;
+  repository?: string | undefined;
+  /** at >= since (epoch ms) */
+  since?: number | undefined;
+  /** at < until (epoch ms) */
+  until?: number | undefined;
+  /** only events with a smaller seq: the cursor of the next page */
+  beforeSeq?: number | undefined;
+  limit: number;
+}
+
 export interface AuditStore {
-  /** Appends events, all or none. */
+  /**
+   * Appends events to the chain, all or none: under a lock on the chain head, so that concurrent
+   * writers (other replicas too) extend one chain. Inside a transaction the lock is held until it
+   * ends: append last, after the change the events record.
+   */
   append(events: readonly AuditRecord[]): Promise<void>;
   /** The newest events first, at most `limit`; with `type`, that type only. */
-  recent(filter: { type?: string | undefined; limit: number }): Promise<AuditRecord[]>;
+  recent(filter: { type?: string | undefined; limit: number }): Promise<ChainedAuditRecord[]>;
+  /** The newest events that match, first. */
+  query(query: AuditQuery): Promise<ChainedAuditRecord[]>;
+  /** The chain's head: the newest event's seq and hash (seq 0 before any); undefined when its row is gone. */
+  head(): Promise<{ seq: number; hash: string } | undefined>;
+  /** Up to `limit` events with afterSeq < seq <= throughSeq, oldest first (to walk the chain). */
+  chainSlice(afterSeq: number, throughSeq: number, limit: number): Promise<ChainedAuditRecord[]>;
+  /** Ids of up to `limit` rows that have no place in the chain (no seq): only a direct write makes one. */
+  unchained(limit: number): Promise<number[]>;
 }
 
 export interface AuthStores {

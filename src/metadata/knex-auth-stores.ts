@@ -1,11 +1,16 @@
 // AuthStores on knex: the same code serves SQLite (embedded) and PostgreSQL. Every query on the
-// users, access_rules, robot_accounts, refresh_tokens, audit_events and admin_state tables is here.
+// users, access_rules, robot_accounts, refresh_tokens, audit_events, audit_chain_head and
+// admin_state tables is here. The audit chain's canonical form is ./audit-chain.ts (the store
+// takes each hash here, under the lock on the chain head).
 import type { Knex } from 'knex';
 import { withDatabase } from './errors.js';
+import { eventHash } from './audit-chain.js';
 import type {
+  AuditQuery,
   AuditRecord,
   AuditStore,
   AuthStores,
+  ChainedAuditRecord,
   NewRule,
   PrincipalKind,
   PrincipalProvider,
@@ -312,52 +317,184 @@ class KnexRefreshTokenStore implements RefreshTokenStore {
 interface AuditRow {
   at: Timestamp;
   type: string;
+  actor_kind: string | null;
   actor: string | null;
   client_ip: string | null;
   repository: string | null;
+  tag: string | null;
+  old_digest: string | null;
+  new_digest: string | null;
+  outcome: string | null;
+  reason: string | null;
   details: string | null;
 }
+
+interface ChainedAuditRow extends AuditRow {
+  id: number | string;
+  seq: Timestamp;
+  prev_hash: string | null;
+  hash: string | null;
+}
+
+const CHAINED_AUDIT_COLUMNS = [
+  'id',
+  'seq',
+  'at',
+  'type',
+  'actor_kind',
+  'actor',
+  'client_ip',
+  'repository',
+  'tag',
+  'old_digest',
+  'new_digest',
+  'outcome',
+  'reason',
+  'details',
+  'prev_hash',
+  'hash',
+] as const;
+
+/** The one row of audit_chain_head (migrations/…_005_audit_chain.ts). */
+const CHAIN_HEAD_ID = 1;
 
 const toAuditRow = (event: AuditRecord): AuditRow => ({
   at: event.at,
   type: event.type,
+  actor_kind: event.actorKind ?? null,
   actor: event.actor ?? null,
   client_ip: event.clientIp ?? null,
   repository: event.repository ?? null,
+  tag: event.tag ?? null,
+  old_digest: event.oldDigest ?? null,
+  new_digest: event.newDigest ?? null,
+  outcome: event.outcome ?? null,
+  reason: event.reason ?? null,
   details: event.details ?? null,
 });
 
-const toAuditRecord = (row: AuditRow): AuditRecord => ({
+const toChainedAuditRecord = (row: ChainedAuditRow): ChainedAuditRecord => ({
+  id: Number(row.id),
+  seq: Number(row.seq),
   at: Number(row.at),
   type: row.type,
+  actorKind: row.actor_kind ?? undefined,
   actor: row.actor ?? undefined,
   clientIp: row.client_ip ?? undefined,
   repository: row.repository ?? undefined,
+  tag: row.tag ?? undefined,
+  oldDigest: row.old_digest ?? undefined,
+  newDigest: row.new_digest ?? undefined,
+  outcome: row.outcome ?? undefined,
+  reason: row.reason ?? undefined,
   details: row.details ?? undefined,
+  prevHash: row.prev_hash ?? '',
+  hash: row.hash ?? undefined,
 });
+
+/**
+ * Locks the chain head for the rest of the transaction and reads it. PostgreSQL: the row lock
+ * makes every other appender, on any replica, wait until this transaction ends, and the read
+ * then sees the head it committed. SQLite has one writer: a write comes first, so the
+ * transaction holds the write lock (waiting for it as long as busy_timeout allows) before it
+ * reads a head nobody else can move.
+ */
+async function lockChainHead(trx: Knex.Transaction, isPostgres: boolean): Promise<{ seq: number; hash: string }> {
+  const head = trx('audit_chain_head').where({ id: CHAIN_HEAD_ID });
+  if (isPostgres) head.forUpdate();
+  else await trx('audit_chain_head').where({ id: CHAIN_HEAD_ID }).update({ seq: trx.ref('seq') });
+  const row = (await head.first('seq', 'hash')) as { seq: Timestamp; hash: string } | undefined;
+  // Only a direct write removes it; appending without it would start a second chain.
+  if (!row) throw new Error('the audit chain head (table audit_chain_head) is missing: no audit event can be appended; restore it from a backup');
+  return { seq: Number(row.seq), hash: row.hash };
+}
+
+/**
+ * Appends events to the audit chain on `db`: the pool (then in a transaction of their own) or a
+ * transaction, such as the one of the change they record (then inside it, as a savepoint, and
+ * the head stays locked until that transaction ends: append last). For the metadata store's
+ * transactions as much as for AuthStores.
+ */
+export async function appendAuditEvents(db: Knex, events: readonly AuditRecord[]): Promise<void> {
+  if (events.length === 0) return;
+  const isPostgres = db.client.config.client === 'pg';
+  await db.transaction(async (trx) => {
+    const head = await lockChainHead(trx, isPostgres);
+    let seq = head.seq;
+    let previous = head.hash;
+    const rows = events.map((event) => {
+      seq++;
+      const hash = eventHash({
+        seq,
+        prevHash: previous,
+        at: event.at,
+        type: event.type,
+        actorKind: event.actorKind,
+        actor: event.actor,
+        clientIp: event.clientIp,
+        repository: event.repository,
+        tag: event.tag,
+        oldDigest: event.oldDigest,
+        newDigest: event.newDigest,
+        outcome: event.outcome,
+        reason: event.reason,
+        details: event.details,
+      });
+      const row = { ...toAuditRow(event), seq, prev_hash: previous, hash };
+      previous = hash;
+      return row;
+    });
+    for (let i = 0; i < rows.length; i += INSERT_CHUNK) await trx('audit_events').insert(rows.slice(i, i + INSERT_CHUNK));
+    await trx('audit_chain_head').where({ id: CHAIN_HEAD_ID }).update({ seq, hash: previous, updated_at: Date.now() });
+  });
+}
 
 class KnexAuditStore implements AuditStore {
   constructor(private readonly connection: Connection) {}
 
   append(events: readonly AuditRecord[]): Promise<void> {
-    const rows = events.map(toAuditRow);
-    if (rows.length === 0) return Promise.resolve();
-    if (rows.length <= INSERT_CHUNK) {
-      return this.connection.run(async (db) => {
-        await db('audit_events').insert(rows);
-      });
-    }
-    return this.connection.atomic(async (trx) => {
-      for (let i = 0; i < rows.length; i += INSERT_CHUNK) await trx('audit_events').insert(rows.slice(i, i + INSERT_CHUNK));
+    return this.connection.run((db) => appendAuditEvents(db, events));
+  }
+
+  recent(filter: { type?: string | undefined; limit: number }): Promise<ChainedAuditRecord[]> {
+    return this.query({ types: filter.type === undefined ? undefined : [filter.type], limit: filter.limit });
+  }
+
+  query(query: AuditQuery): Promise<ChainedAuditRecord[]> {
+    return this.connection.run(async (db) => {
+      const select = db('audit_events').whereNotNull('seq').orderBy('seq', 'desc').limit(query.limit).select(CHAINED_AUDIT_COLUMNS);
+      if (query.types !== undefined) select.whereIn('type', query.types);
+      if (query.actorKind !== undefined) select.where({ actor_kind: query.actorKind });
+      if (query.actor !== undefined) select.where({ actor: query.actor });
+      if (query.repository !== undefined) select.where({ repository: query.repository });
+      if (query.since !== undefined) select.where('at', '>=', query.since);
+      if (query.until !== undefined) select.where('at', '<', query.until);
+      if (query.beforeSeq !== undefined) select.where('seq', '<', query.beforeSeq);
+      return ((await select) as ChainedAuditRow[]).map(toChainedAuditRecord);
     });
   }
 
-  recent(filter: { type?: string | undefined; limit: number }): Promise<AuditRecord[]> {
+  head(): Promise<{ seq: number; hash: string } | undefined> {
     return this.connection.run(async (db) => {
-      const query = db('audit_events').orderBy('id', 'desc').limit(filter.limit).select('at', 'type', 'actor', 'client_ip', 'repository', 'details');
-      if (filter.type !== undefined) query.where({ type: filter.type });
-      return ((await query) as AuditRow[]).map(toAuditRecord);
+      const row = (await db('audit_chain_head').where({ id: CHAIN_HEAD_ID }).first('seq', 'hash')) as { seq: Timestamp; hash: string } | undefined;
+      return row && { seq: Number(row.seq), hash: row.hash };
     });
+  }
+
+  chainSlice(afterSeq: number, throughSeq: number, limit: number): Promise<ChainedAuditRecord[]> {
+    return this.connection.run(async (db) => {
+      const rows = (await db('audit_events')
+        .where('seq', '>', afterSeq)
+        .andWhere('seq', '<=', throughSeq)
+        .orderBy('seq')
+        .limit(limit)
+        .select(CHAINED_AUDIT_COLUMNS)) as ChainedAuditRow[];
+      return rows.map(toChainedAuditRecord);
+    });
+  }
+
+  unchained(limit: number): Promise<number[]> {
+    return this.connection.run(async (db) => ((await db('audit_events').whereNull('seq').orderBy('id').limit(limit).pluck('id')) as (number | string)[]).map(Number));
   }
 }
 

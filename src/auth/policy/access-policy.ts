@@ -2,7 +2,7 @@
 // request with what the rules allow — never a refusal for asking too much (Docker asks for
 // pull,push even to pull: moby#15640).
 import type { ResourceAccess } from '../tokens/access.js';
-import { allowedActions, explain, type AccessRule, type Action, type Principal } from './rules.js';
+import { allowedActions, explain, mayAudit, type AccessRule, type Action, type Principal } from './rules.js';
 import type { AccessRuleStore } from './store.js';
 
 const TOKEN_ACTIONS = ['pull', 'push', 'delete'] as const;
@@ -39,6 +39,11 @@ export class AccessPolicy {
     return principal.kind === 'user' && principal.identity.admin === true;
   }
 
+  /** Whether the principal may read the audit log (see rules.ts, mayAudit). */
+  async mayAudit(principal: Principal): Promise<boolean> {
+    return mayAudit(await this.rules(), principal);
+  }
+
   async grant(principal: Principal, requested: readonly ResourceAccess[]): Promise<ResourceAccess[]> {
     const granted: ResourceAccess[] = [];
     for (const resource of requested) {
@@ -52,6 +57,9 @@ export class AccessPolicy {
         actions = resource.actions.includes('*') ? ['*'] : [];
       } else if (resource.type === 'registry' && resource.name === 'admin') {
         actions = this.isAdmin(principal) && resource.actions.includes('*') ? ['*'] : [];
+      } else if (resource.type === 'registry' && resource.name === 'audit') {
+        // The auditors' scope: the audit endpoints of the admin API, and nothing else there.
+        actions = resource.actions.includes('*') && (await this.mayAudit(principal)) ? ['*'] : [];
       } else {
         actions = [];
       }

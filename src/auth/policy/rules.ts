@@ -4,8 +4,15 @@ import { isValidName } from '../../registry/reference.js';
 import type { Identity } from '../identity/provider.js';
 import { isValidRobotName } from '../robots.js';
 
-export const ACTIONS = ['pull', 'push', 'delete', 'admin'] as const;
+/**
+ * `admin` on a pattern stands for pull, push and delete there. `audit` reads the audit log (and
+ * the signature report), which spans every repository: it counts only in a rule for `**`.
+ */
+export const ACTIONS = ['pull', 'push', 'delete', 'admin', 'audit'] as const;
 export type Action = (typeof ACTIONS)[number];
+
+/** What `admin` grants on a repository, and what an administrator holds on every one. */
+const REPOSITORY_ACTIONS: readonly Action[] = ['pull', 'push', 'delete', 'admin'];
 
 /**
  * Who a rule is for, written as text in rule files and the admin API:
@@ -315,13 +322,25 @@ function usernameOf(principal: Principal): string | undefined {
   return principal.kind === 'user' ? principal.identity.username : undefined;
 }
 
-/** Every action the rules allow this principal on this repository (admin implies all). */
+/** Every action the rules allow this principal on this repository (admin implies pull, push and delete). */
 export function allowedActions(rules: readonly AccessRule[], principal: Principal, repository: string): Set<Action> {
-  if (principal.kind === 'user' && principal.identity.admin) return new Set(ACTIONS);
+  if (principal.kind === 'user' && principal.identity.admin) return new Set(REPOSITORY_ACTIONS);
   const allowed = new Set<Action>();
   for (const rule of matching(rules, principal, repository)) for (const action of rule.actions) allowed.add(action);
-  if (allowed.has('admin')) return new Set(ACTIONS);
+  if (allowed.has('admin')) for (const action of REPOSITORY_ACTIONS) allowed.add(action);
   return allowed;
+}
+
+/**
+ * Whether a principal may read the audit log: administrators, and whoever a rule grants `audit`
+ * on every repository (a pattern of `**` only; the log spans them all). A token without a login
+ * never may, whatever a rule for `anonymous` says.
+ */
+export function mayAudit(rules: readonly AccessRule[], principal: Principal): boolean {
+  if (principal.kind === 'anonymous') return false;
+  if (principal.kind === 'user' && principal.identity.admin) return true;
+  const everyRepository = (pattern: string) => pattern.split('/').every((segment) => segment === '**');
+  return rules.some((rule) => rule.actions.includes('audit') && everyRepository(rule.repositories) && appliesTo(rule.subject, principal));
 }
 
 /** The rules that grant anything to this principal on this repository, for `access check`. */

@@ -9,7 +9,7 @@
 //   actions = after the last `:`, name = everything between.
 // - The resource class (`repository(plugin)`) is accepted and dropped; distribution treats
 //   `repository` and `repository(plugin)` as equal and tells token servers not to return classes.
-// - Only `repository` and `registry` (names `catalog` and `admin`) resources exist here.
+// - Only `repository` and `registry` (names `catalog`, `admin` and `audit`) resources exist here.
 // - Actions: `pull`, `push`, `delete` and `*` (everything). Other words that fit the grammar's
 //   `[a-z]+` are dropped rather than refused: the token server hands out the intersection of what
 //   was asked and what is allowed, so an action nobody can hold is simply not granted.
@@ -31,8 +31,11 @@ export interface ResourceAccess {
   actions: string[];
 }
 
-/** `registry`-type resources: the catalog (`registry:catalog:*`) and the admin API (`registry:admin:*`). */
-export const REGISTRY_RESOURCES = ['catalog', 'admin'] as const;
+/**
+ * `registry`-type resources: the catalog (`registry:catalog:*`), the admin API (`registry:admin:*`)
+ * and the audit endpoints alone, for auditors (`registry:audit:*`).
+ */
+export const REGISTRY_RESOURCES = ['catalog', 'admin', 'audit'] as const;
 
 /** Longer scope strings are refused before any parsing (name limit 255 plus slack). */
 const MAX_SCOPE_LENGTH = 1024;

@@ -1,12 +1,13 @@
 // The admin REST API under /admin/v1: access rules, robot accounts, refresh tokens, access
-// explanations and login audit. Every call needs a token granting `registry:admin:*`, which the
-// token endpoint gives only to administrators; nothing here trusts an id from the client
+// explanations and the audit log. Every call needs a token granting `registry:admin:*`, which the
+// token endpoint gives only to administrators; the audit log also accepts `registry:audit:*`, which
+// it gives to auditors. Nothing here trusts an id from the client
 // beyond looking it up. Mistakes are answered as RFC 9457 problem documents
 // (application/problem+json), mapped from errors in one place: `problemFor`.
 import { STATUS_CODES } from 'node:http';
 import type Router from '@koa/router';
 import getRawBody from 'raw-body';
-import type { AuditEventType, AuditLog, ChangeTransaction } from '../../audit/events.js';
+import type { AuditLog, ChangeTransaction } from '../../audit/events.js';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { AccessPolicy } from '../../auth/policy/access-policy.js';
 import { collectRule, parseRulesDocument, rulesError } from '../../auth/policy/file.js';
@@ -28,6 +29,7 @@ import { isValidName } from '../../registry/reference.js';
 import { reply, replyJson, type AppContext, type Handler, type RequestState } from '../context.js';
 import type { Authorizer } from '../middleware/authorize.js';
 import { responseOf } from '../errors.js';
+import { AuditQueryError, nextPageLink, parseAuditQuery, type ParsedAuditQuery } from './audit-query.js';
 
 export interface AdminRouteOptions {
   /** The bearer-token check the registry routes use too. */
@@ -231,13 +233,17 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   const { bearer, rules, policy, robots, refreshTokens, authenticator, audit } = options;
   const endpoints: Endpoint[] = [];
 
-  /** Admin calls: a valid bearer token with registry:admin:*, then the handler; failures become problems. */
-  const admin = (name: string, handler: (ctx: AppContext, actor: string) => Promise<void>): Handler => {
+  /**
+   * Admin calls: a valid bearer token with registry:admin:* (the audit endpoints: registry:audit:*
+   * does too, the auditors' scope), then the handler; failures become problems.
+   */
+  const admin = (name: string, handler: (ctx: AppContext, actor: string) => Promise<void>, need: 'admin' | 'audit' = 'admin'): Handler => {
     return async (ctx) => {
       ctx.state.route = name;
       const claims = await bearer.authenticate(ctx, { kind: 'admin' });
       try {
-        if (!grants(claims.access, 'registry', 'admin', '*')) throw new AdminRequestError(403, 'administrator rights required');
+        const allowed = grants(claims.access, 'registry', 'admin', '*') || (need === 'audit' && grants(claims.access, 'registry', 'audit', '*'));
+        if (!allowed) throw new AdminRequestError(403, 'administrator rights required');
         await handler(ctx, claims.subject);
       } catch (error) {
         const { problem, headers } = problemFor(error, ctx.state.requestId);
@@ -251,8 +257,8 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   };
 
   type Method = 'get' | 'put' | 'post' | 'delete';
-  const on = (method: Method, path: string, name: string, handler: (ctx: AppContext, actor: string) => Promise<void>) => {
-    router[method](path, admin(name, handler));
+  const on = (method: Method, path: string, name: string, handler: (ctx: AppContext, actor: string) => Promise<void>, need: 'admin' | 'audit' = 'admin') => {
+    router[method](path, admin(name, handler, need));
     endpoints.push({ method: method.toUpperCase(), path: new RegExp(`^${path.replace(/:[a-z]+/gi, '[^/]+')}/?$`, 'i') });
   };
 
@@ -381,14 +387,25 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     });
   });
 
-  on('get', '/admin/v1/audit', 'admin.audit.list', async (ctx) => {
-    const type = queryParameter(ctx, 'type');
-    if (type !== undefined && !/^[a-z0-9_-]{1,32}(?:\.[a-z0-9_-]{1,32})*$/.test(type)) throw badRequest('type must be an event type such as login.failure');
-    const limitText = queryParameter(ctx, 'limit') ?? '100';
-    const limit = /^[0-9]{1,4}$/.test(limitText) ? Number(limitText) : 0;
-    if (limit < 1 || limit > 1000) throw badRequest('limit must be a whole number from 1 to 1000');
-    replyJson(ctx, 200, { events: await audit.recent({ ...(type ? { type: type as AuditEventType } : {}), limit }) });
-  });
+  // The audit log, newest first, filtered and paged (./audit-query.ts); auditors may read it too.
+  on(
+    'get',
+    '/admin/v1/audit',
+    'admin.audit.list',
+    async (ctx) => {
+      let parsed: ParsedAuditQuery;
+      try {
+        parsed = parseAuditQuery(ctx.query);
+      } catch (error) {
+        if (error instanceof AuditQueryError) throw badRequest(error.message);
+        throw error;
+      }
+      const page = await audit.page(parsed.query);
+      const link: Record<string, string> = page.nextBeforeSeq === undefined ? {} : { Link: nextPageLink('/admin/v1/audit', parsed, page.nextBeforeSeq) };
+      replyJson(ctx, 200, { events: page.events, ...(page.nextBeforeSeq === undefined ? {} : { next: String(page.nextBeforeSeq) }) }, link);
+    },
+    'audit',
+  );
 
   // Anything else under /admin: 405 with Allow on a known path, else 404 — as problems too.
   router.all(
