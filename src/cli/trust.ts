@@ -1,16 +1,23 @@
 // portcullis trust apply | export — the trust policies (immutable tags, required signatures) from
 // the command line, straight against the metadata database.
 import type { Command } from 'commander';
+import { AuditLog, CLI_ACTOR, type ChangeTransaction } from '../audit/events.js';
+import { createLogger } from '../log.js';
+import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
 import { KnexTrustPolicyStore } from '../metadata/trust-policy-store.js';
 import { TrustPolicies, type TrustPolicyDiff } from '../trust/policies.js';
 import { formatTrustFile, parseTrustFile } from '../trust/policy-file.js';
 import { openExistingDatabase } from './database.js';
 import type { CliSettings, LoadSettings } from './settings.js';
 
-async function withPolicies<T>(settings: CliSettings, work: (policies: TrustPolicies) => Promise<T>): Promise<T> {
+/**
+ * Runs `work` on the trust policies in one database transaction, with the auth stores of that
+ * same transaction: a policy change and its audit event commit together or not at all.
+ */
+async function withPolicies<T>(settings: CliSettings, work: (policies: TrustPolicies, tx: ChangeTransaction) => Promise<T>): Promise<T> {
   const db = await openExistingDatabase(settings);
   try {
-    return await work(new TrustPolicies(new KnexTrustPolicyStore(db), 0));
+    return await db.transaction((trx) => work(new TrustPolicies(new KnexTrustPolicyStore(trx), 0), new KnexAuthStores(trx)));
   } finally {
     await db.destroy();
   }
@@ -32,7 +39,14 @@ export function registerTrustCommands(program: Command, settings: LoadSettings):
     .action(async (options: { file: string; dryRun?: boolean }) => {
       // Parse (and read every key) first: a bad file changes nothing.
       const wanted = parseTrustFile(options.file);
-      const diff = await withPolicies(settings(), (policies) => policies.apply(wanted, { dryRun: options.dryRun ?? false }));
+      const diff = await withPolicies(settings(), async (policies, tx) => {
+        const result = await policies.apply(wanted, { dryRun: options.dryRun ?? false });
+        const changed = result.added.length + result.removed.length + result.changed.length > 0;
+        if (!options.dryRun && changed) {
+          await new AuditLog(tx, createLogger('warn')).record({ type: 'trust.changed', ...CLI_ACTOR, details: { file: options.file, ...result } }, tx);
+        }
+        return result;
+      });
       console.log(formatTrustDiff(diff));
       if (options.dryRun) console.log('(dry run: nothing changed)');
     });

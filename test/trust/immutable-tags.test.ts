@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { adminToken, api } from '../auth/support.js';
 import { runCli } from '../support/cli.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { adminClient, expectError, OCI_MANIFEST, randomName, type TestRegistry } from '../support/registry-client.js';
@@ -48,6 +49,12 @@ describe('portcullis trust', () => {
     assert.match(exported.stdout, /repositories: prod\/\*\*\n {4}immutableTags:\n {6}- v\*\n {6}- stable/);
     const again = await policyFile('exported.yaml', exported.stdout);
     assert.equal((await trust(['apply', '-f', again])).stdout, 'no changes\n', 'an export applies back unchanged');
+    // The change is in the audit log, once (the dry run and the runs that changed nothing are not).
+    const token = await adminToken(server);
+    const { body } = await api<{ events: { type: string; actorKind?: string; details?: { added?: string[] } }[] }>(server.url, token, 'GET', '/admin/v1/audit?type=trust.changed');
+    assert.equal(body.events.length, 1, JSON.stringify(body.events));
+    assert.equal(body.events[0]?.actorKind, 'cli');
+    assert.deepEqual(body.events[0]?.details?.added, ['prod/**', 'prod/sandbox/**']);
   });
 
   it('refuses a bad file naming the key, and changes nothing', async () => {
