@@ -1,7 +1,6 @@
 // The audit log's hash chain: the exact bytes each event's SHA-256 is taken over, and the walk
 // that checks a chain. In metadata/ because the store computes the hashes under its lock on the
-// chain head (and the migration chains old rows); free of other project imports, so what is
-// hashed can be read in one place.
+// chain head (and the migration chains old rows); what is hashed can be read in one place.
 //
 // An event's hash is SHA-256, in lowercase hex, of the UTF-8 bytes of this JSON array, written with
 // no spaces (JSON.stringify in JavaScript; json.dumps(…, ensure_ascii=False, separators=(",", ":"))
@@ -15,6 +14,7 @@
 // text as it is (not re-encoded). Every value is exactly what the audit_events row holds, so
 // anyone can re-check a copy of the table with a few lines of code.
 import { createHash } from 'node:crypto';
+import type { AuditRecord } from './auth-stores.js';
 
 /** Names the canonical form; a different form would get a different name, never a changed meaning. */
 export const CHAIN_FORMAT = 'portcullis.audit.v1';
@@ -22,23 +22,8 @@ export const CHAIN_FORMAT = 'portcullis.audit.v1';
 /** The previous hash of the first event. */
 export const GENESIS_HASH = '0'.repeat(64);
 
-/** Every value of an event that its hash covers, as stored. */
-export interface ChainedFields {
-  seq: number;
-  prevHash: string;
-  at: number;
-  type: string;
-  actorKind?: string | undefined;
-  actor?: string | undefined;
-  clientIp?: string | undefined;
-  repository?: string | undefined;
-  tag?: string | undefined;
-  oldDigest?: string | undefined;
-  newDigest?: string | undefined;
-  outcome?: string | undefined;
-  reason?: string | undefined;
-  details?: string | undefined;
-}
+/** Every value of an event that its hash covers, as stored: the record, its place and the link before it. */
+export type ChainedFields = AuditRecord & { seq: number; prevHash: string };
 
 const orNull = <T>(value: T | undefined): T | null => (value === undefined ? null : value);
 
