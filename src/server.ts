@@ -14,6 +14,7 @@ import { KnexMetadataStore } from './metadata/knex-store.js';
 import { KnexSignatureStore } from './metadata/knex-signature-store.js';
 import { SignatureService, type TrustSource } from './trust/signatures.js';
 import { SignatureIntake, type BlobReader } from './trust/intake.js';
+import { PullEnforcement } from './trust/enforcement.js';
 import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
 import { KnexTrustPolicyStore } from './metadata/trust-policy-store.js';
@@ -135,6 +136,18 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     auth,
     signatures: new SignatureService({ store: signatureStore, log, trust }),
     intake: new SignatureIntake({ store: signatureStore, log, trust, blobs: blobReader(registry) }),
+    enforcement: new PullEnforcement(trustPolicies, signatureStore, (event) =>
+      auth.audit.record({
+        type: event.type,
+        actor: event.actor,
+        clientIp: event.clientIp,
+        repository: event.repository,
+        tag: event.tag,
+        newDigest: event.digest,
+        reason: event.reason,
+        details: { policy: event.policy },
+      }),
+    ),
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

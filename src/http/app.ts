@@ -18,11 +18,12 @@ import { signatureExtensionRoutes } from './routes/extensions.js';
 import { SIGNATURES_ADMIN_PATH, signaturesAdminHandler } from './routes/signatures-admin.js';
 import type { SignatureService } from '../trust/signatures.js';
 import type { SignatureIntake } from '../trust/intake.js';
+import type { PullEnforcement } from '../trust/enforcement.js';
 import type { CatalogFilter } from './routes/v2/listings.js';
 import { tokenRoutes } from './routes/token.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import type { Auth } from '../auth/index.js';
-import { createAuthorizer, type Authorizer } from './middleware/authorize.js';
+import { createAuthorizer, tokenAllows, type Authorizer } from './middleware/authorize.js';
 
 export interface AppOptions {
   registry: Registry;
@@ -38,6 +39,8 @@ export interface AppOptions {
   signatures: SignatureService;
   /** cosign signatures and sigstore bundles, verified as their manifests arrive */
   intake: SignatureIntake;
+  /** the trust policies' signature requirement, at pull time */
+  enforcement: PullEnforcement;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -119,6 +122,18 @@ export function createApp(options: AppOptions): Koa<RequestState> {
       manifestMaxBytes: options.manifestMaxBytes,
       catalogFilter,
       manifestPushed: (manifest) => options.intake.arrived(manifest),
+      pullGate: async (ctx, repository, reference, manifest) => {
+        const verdict = await options.enforcement.judge({
+          repository,
+          reference,
+          method: ctx.method === 'HEAD' ? 'HEAD' : 'GET',
+          mayPush: tokenAllows(ctx, repository, 'push'),
+          manifest,
+          actor: ctx.state.auth?.subject,
+          clientIp: ctx.request.ip,
+        });
+        if (!verdict.serve) throw new RegistryError('DENIED', verdict.reason, { policy: verdict.policy });
+      },
     }),
     ...signatureExtensionRoutes(options.signatures),
   ];

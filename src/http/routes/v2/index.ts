@@ -7,7 +7,7 @@ import type { RouteAccess } from '../../middleware/authorize.js';
 import { apiVersionCheck } from './base.js';
 import { blobRoutes } from './blobs.js';
 import { listingRoutes, type CatalogFilter } from './listings.js';
-import { manifestRoutes, type ManifestPushed } from './manifests.js';
+import { manifestRoutes, type ManifestPushed, type PullGate } from './manifests.js';
 import { uploadRoutes } from './uploads.js';
 
 export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -41,11 +41,11 @@ export const patterns = {
 
 export function distributionRoutes(
   registry: Registry,
-  options: { manifestMaxBytes: number; catalogFilter: CatalogFilter; manifestPushed?: ManifestPushed },
+  options: { manifestMaxBytes: number; catalogFilter: CatalogFilter; manifestPushed?: ManifestPushed; pullGate?: PullGate },
 ): Route[] {
   const blobs = blobRoutes(registry);
   const uploads = uploadRoutes(registry);
-  const manifests = manifestRoutes(registry, options.manifestMaxBytes, options.manifestPushed);
+  const manifests = manifestRoutes(registry, options.manifestMaxBytes, options.manifestPushed, options.pullGate);
   const listings = listingRoutes(registry, options.catalogFilter);
   return [
     { name: 'base', method: 'GET', pattern: patterns.base, access: { kind: 'authenticated' }, handler: apiVersionCheck },

@@ -1,5 +1,6 @@
 // GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>
 import getRawBody from 'raw-body';
+import type { ManifestRecord } from '../../../metadata/store.js';
 import type { Registry } from '../../../registry/index.js';
 import { reply, type AppContext } from '../../context.js';
 import { acceptedTypes, param, repositoryOf } from './request.js';
@@ -7,11 +8,22 @@ import { acceptedTypes, param, repositoryOf } from './request.js';
 /** Told of every manifest pushed (the trust layer verifies the ones that are signatures). */
 export type ManifestPushed = (manifest: { repository: string; tag?: string | undefined; digest: string; payload: Buffer; subjectDigest?: string | undefined; artifactType?: string | undefined }) => Promise<void>;
 
-export function manifestRoutes(registry: Registry, manifestMaxBytes: number, pushed: ManifestPushed = async () => undefined) {
+/** Decides whether a manifest found may be served to this caller (the trust policy); throws DENIED if not. */
+export type PullGate = (ctx: AppContext, repository: string, reference: string, manifest: ManifestRecord) => Promise<void>;
+
+export function manifestRoutes(
+  registry: Registry,
+  manifestMaxBytes: number,
+  pushed: ManifestPushed = async () => undefined,
+  pullGate: PullGate = async () => undefined,
+) {
   const { manifests } = registry;
   return {
     async get(ctx: AppContext): Promise<void> {
-      const manifest = await manifests.get(repositoryOf(ctx), param(ctx, 'reference'), acceptedTypes(ctx));
+      const repository = repositoryOf(ctx);
+      const reference = param(ctx, 'reference');
+      const manifest = await manifests.get(repository, reference, acceptedTypes(ctx));
+      await pullGate(ctx, repository, reference, manifest);
       const headers = {
         'Content-Type': manifest.mediaType,
         'Docker-Content-Digest': manifest.digest,
