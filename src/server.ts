@@ -11,16 +11,12 @@ import { clientAddressResolver } from './http/client-address.js';
 import { createListener } from './http/listener.js';
 import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
-import { KnexSignatureStore } from './metadata/knex-signature-store.js';
-import { SignatureService, type TrustSource } from './trust/signatures.js';
-import { SignatureIntake, type BlobReader } from './trust/intake.js';
-import { PullEnforcement } from './trust/enforcement.js';
 import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
-import { KnexTrustPolicyStore } from './metadata/trust-policy-store.js';
-import { TrustPolicies } from './trust/policies.js';
 import { createRegistry, type Registry } from './registry/index.js';
 import { FilesystemBlobStore } from './storage/filesystem.js';
+import { createSignatureServices, createTrustPolicies } from './trust/index.js';
+import type { BlobReader } from './trust/intake.js';
 
 export interface RunningServer {
   address: string;
@@ -99,7 +95,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     throw database.driver === 'postgres' ? unreachableDatabase(database.url, error) : error;
   }
   const metadata = new KnexMetadataStore(db);
-  const trustPolicies = new TrustPolicies(new KnexTrustPolicyStore(db), config.auth.rulesCacheSeconds * 1000);
+  const trustPolicies = createTrustPolicies(db, config.auth.rulesCacheSeconds * 1000);
   const store = new FilesystemBlobStore(blobRoot(config));
   await store.init();
 
@@ -112,13 +108,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     referrersPageMaxBytes: config.limits.referrersPageMaxBytes,
     tagGuard: trustPolicies,
   });
-  const signatureStore = new KnexSignatureStore(db);
-  // Signatures are judged against the signers of the policy that applies (whatever its mode: the
-  // result is recorded for auditors either way).
-  const trust: TrustSource = async (repository) => {
-    const policy = await trustPolicies.for(repository);
-    return policy ? { signers: policy.signatures.signers, trustedRoot: policy.signatures.trustedRoot } : { signers: [] };
-  };
   const auth = await createAuth(config, db, log);
   const { directory } = auth;
   if (directory) await probeDirectory(directory, log);
@@ -134,20 +123,23 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(directory ? { directory: () => directory.checkHealth() } : {}),
     },
     auth,
-    signatures: new SignatureService({ store: signatureStore, log, trust }),
-    intake: new SignatureIntake({ store: signatureStore, log, trust, blobs: blobReader(registry) }),
-    enforcement: new PullEnforcement(trustPolicies, signatureStore, (event) =>
-      auth.audit.record({
-        type: event.type,
-        actor: event.actor,
-        clientIp: event.clientIp,
-        repository: event.repository,
-        tag: event.tag,
-        newDigest: event.digest,
-        reason: event.reason,
-        details: { policy: event.policy },
-      }),
-    ),
+    ...createSignatureServices({
+      db,
+      policies: trustPolicies,
+      blobs: blobReader(registry),
+      recordPull: (event) =>
+        auth.audit.record({
+          type: event.type,
+          actor: event.actor,
+          clientIp: event.clientIp,
+          repository: event.repository,
+          tag: event.tag,
+          newDigest: event.digest,
+          reason: event.reason,
+          details: { policy: event.policy },
+        }),
+      log,
+    }),
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

@@ -4,8 +4,8 @@ import type { Command } from 'commander';
 import { AuditLog, CLI_ACTOR, type ChangeTransaction } from '../audit/events.js';
 import { createLogger } from '../log.js';
 import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
-import { KnexTrustPolicyStore } from '../metadata/trust-policy-store.js';
-import { TrustPolicies, type TrustPolicyDiff } from '../trust/policies.js';
+import { createTrustPolicies } from '../trust/index.js';
+import type { TrustPolicies, TrustPolicyDiff } from '../trust/policies.js';
 import { formatTrustFile, parseTrustFile } from '../trust/policy-file.js';
 import { openExistingDatabase } from './database.js';
 import type { CliSettings, LoadSettings } from './settings.js';
@@ -17,7 +17,7 @@ import type { CliSettings, LoadSettings } from './settings.js';
 async function withPolicies<T>(settings: CliSettings, work: (policies: TrustPolicies, tx: ChangeTransaction) => Promise<T>): Promise<T> {
   const db = await openExistingDatabase(settings);
   try {
-    return await db.transaction((trx) => work(new TrustPolicies(new KnexTrustPolicyStore(trx), 0), new KnexAuthStores(trx)));
+    return await db.transaction((trx) => work(createTrustPolicies(trx, 0), new KnexAuthStores(trx)));
   } finally {
     await db.destroy();
   }
