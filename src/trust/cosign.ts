@@ -6,7 +6,7 @@
 // out, so it is parsed only then, and then strictly (exact shape, exact type string), and bound
 // to the manifest digest and the repository it is judged for.
 import { parseImageReference, namesRepository } from './image-reference.js';
-import { cachedPublicKey, verifyRawSignature, type PublicKey } from './keys.js';
+import { signerKeys, unusableKeys, verifyRawSignature } from './keys.js';
 import { parseStrictJson, StrictJsonError } from './strict-json.js';
 import type { SignatureVerifier, SignedSubject, TrustContext, TrustedSigner, VerificationResult } from './verifier.js';
 
@@ -45,16 +45,8 @@ export class CosignSignatureVerifier implements SignatureVerifier<CosignSignatur
     const signatureBytes = decodeBase64(signature.signatureBase64);
     if (signatureBytes === undefined) return invalid(`the ${COSIGN_SIGNATURE_ANNOTATION} annotation is not base64`);
 
-    const unreadable: string[] = [];
-    for (const signer of signers) {
-      let key: PublicKey;
-      try {
-        key = cachedPublicKey(signer.publicKeyPem);
-      } catch (error) {
-        // One broken key in a policy must not stop the others from verifying.
-        unreadable.push(`${signer.name} (${(error as Error).message})`);
-        continue;
-      }
+    const { usable, unreadable } = signerKeys(signers);
+    for (const { signer, key } of usable) {
       if (!verifyRawSignature(key.key, signature.payload, signatureBytes)) continue;
 
       const problem = payloadProblem(signature.payload, subject);
@@ -68,8 +60,7 @@ export class CosignSignatureVerifier implements SignatureVerifier<CosignSignatur
       };
     }
     const names = signers.map((signer) => signer.name).join(', ');
-    const broken = unreadable.length > 0 ? `; unusable keys: ${unreadable.join('; ')}` : '';
-    return invalid(`the signature does not verify with the public key of any trusted signer (${names}): the payload was altered or signed with another key${broken}`);
+    return invalid(`the signature does not verify with the public key of any trusted signer (${names}): the payload was altered or signed with another key${unusableKeys(unreadable)}`);
   }
 }
 

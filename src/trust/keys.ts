@@ -115,6 +115,31 @@ function schemesFor(key: KeyObject): Scheme[] {
  * Whether `signature` (ECDSA in ASN.1 DER, as cosign writes it) is `key`'s signature over `data`.
  * Never throws for a malformed signature: that is simply not a valid one.
  */
+/** A policy's public-key signers, read: the usable ones, and why the others cannot be used. */
+export interface SignerKeys<S extends { name: string; publicKeyPem: string }> {
+  usable: { signer: S; key: PublicKey }[];
+  /** `<name> (<why>)`, for the reason of a refusal */
+  unreadable: string[];
+}
+
+/** Reads each signer's key; one broken key in a policy must not stop the others from verifying. */
+export function signerKeys<S extends { name: string; publicKeyPem: string }>(signers: readonly S[]): SignerKeys<S> {
+  const keys: SignerKeys<S> = { usable: [], unreadable: [] };
+  for (const signer of signers) {
+    try {
+      keys.usable.push({ signer, key: cachedPublicKey(signer.publicKeyPem) });
+    } catch (error) {
+      keys.unreadable.push(`${signer.name} (${(error as Error).message})`);
+    }
+  }
+  return keys;
+}
+
+/** The tail of a refusal naming the keys that could not be used, if any. */
+export function unusableKeys(unreadable: readonly string[]): string {
+  return unreadable.length > 0 ? `; unusable keys: ${unreadable.join('; ')}` : '';
+}
+
 export function verifyRawSignature(key: KeyObject, data: Uint8Array, signature: Uint8Array): boolean {
   return schemesFor(key).some((scheme) => {
     try {

@@ -13,7 +13,7 @@ import { dsse } from '@sigstore/core';
 import { toSignedEntity, VerificationError, Verifier, type SignedEntity, type Signer, type TrustMaterial, type VerifierOptions } from '@sigstore/verify';
 import { parseStatement, statementCovers, IN_TOTO_PAYLOAD_TYPE } from './in-toto.js';
 import { matchesIdentity } from './identity-pattern.js';
-import { cachedPublicKey, verifyRawSignature, type PublicKey } from './keys.js';
+import { signerKeys, unusableKeys, verifyRawSignature } from './keys.js';
 import { trustMaterialOf } from './trusted-root.js';
 import type { SignatureVerifier, SignedSubject, TrustContext, TrustedSigner, VerificationResult } from './verifier.js';
 
@@ -185,15 +185,8 @@ type Outcome = VerifiedSigner | { problem: string; identity?: string };
 function verifyKeyed(entity: SignedEntity, material: TrustMaterial, signers: readonly TrustedSigner[]): Outcome {
   const keyed = signers.filter((signer): signer is CosignSigner => signer.kind === 'cosign');
   if (keyed.length === 0) return { problem: 'the bundle is signed with a public key, but the policy names no public key (cosign) signer' };
-  const unreadable: string[] = [];
-  for (const signer of keyed) {
-    let key: PublicKey;
-    try {
-      key = cachedPublicKey(signer.publicKeyPem);
-    } catch (error) {
-      unreadable.push(`${signer.name} (${(error as Error).message})`);
-      continue;
-    }
+  const { usable, unreadable } = signerKeys(keyed);
+  for (const { signer, key } of usable) {
     // The bundle's key hint is only a hint: each trusted key is tried, and the signature decides.
     const withKey: TrustMaterial = { ...material, publicKey: () => ({ publicKey: key.key, validFor: () => true }) };
     try {
@@ -206,8 +199,7 @@ function verifyKeyed(entity: SignedEntity, material: TrustMaterial, signers: rea
     }
   }
   const names = keyed.map((signer) => signer.name).join(', ');
-  const broken = unreadable.length > 0 ? `; unusable keys: ${unreadable.join('; ')}` : '';
-  return { problem: `the bundle's signature does not verify with the public key of any trusted signer (${names})${broken}` };
+  return { problem: `the bundle's signature does not verify with the public key of any trusted signer (${names})${unusableKeys(unreadable)}` };
 }
 
 function verifyKeyless(entity: SignedEntity, material: TrustMaterial, signers: readonly TrustedSigner[]): Outcome {
