@@ -10,9 +10,10 @@
 //   sign), GET to principals that may push (the signers); everyone else is refused, recorded.
 // Every manifest needs a signature of its own: an index is served only when it is signed itself
 // (and its platform manifests when they are: `cosign sign --recursive` signs both).
-import type { SignatureStore } from '../metadata/signature-store.js';
+import type { SignatureStore, VerificationRecord } from '../metadata/signature-store.js';
 import { COSIGN_PAYLOAD_MEDIA_TYPE } from './cosign.js';
 import type { TrustPolicies } from './policies.js';
+import type { TrustPolicy } from './policy.js';
 
 export interface PullRequest {
   repository: string;
@@ -55,9 +56,7 @@ export class PullEnforcement {
     const policy = await this.policies.for(request.repository);
     if (!policy || policy.signatures.mode === 'off') return { serve: true };
     if (isSignatureArtifact(request)) return { serve: true };
-    const names = new Set(policy.signatures.signers.map((signer) => signer.name));
-    const results = await this.store.verificationsOf(request.repository, request.manifest.digest);
-    if (results.some((result) => result.outcome === 'valid' && result.signer !== undefined && names.has(result.signer))) return { serve: true };
+    if (satisfyingSignature(policy, await this.store.verificationsOf(request.repository, request.manifest.digest))) return { serve: true };
 
     const reason = `${request.manifest.digest} has no valid signature from a signer of the trust policy for ${policy.repositories}`;
     const tag = request.reference.includes(':') ? undefined : request.reference;
@@ -71,6 +70,12 @@ export class PullEnforcement {
     await this.record({ type: 'pull.denied', ...base });
     return { serve: false, reason, policy: policy.repositories };
   }
+}
+
+/** The stored result that satisfies a policy: a valid signature from one of its signers. */
+export function satisfyingSignature(policy: TrustPolicy, results: readonly VerificationRecord[]): VerificationRecord | undefined {
+  const names = new Set(policy.signatures.signers.map((signer) => signer.name));
+  return results.find((result) => result.outcome === 'valid' && result.signer !== undefined && names.has(result.signer));
 }
 
 function isSignatureArtifact(request: PullRequest): boolean {

@@ -119,3 +119,35 @@ describe('audit', () => {
     assert.ok(recorded.some((event) => event.repository === repository && event.newDigest === image.descriptor.digest), JSON.stringify(recorded));
   });
 });
+
+describe('portcullis trust check', () => {
+  it('explains the policy, each signature with its outcome, and the verdict', async () => {
+    const repository = `prod/${randomName()}`;
+    const image = await admin.pushImage(repository, 'v1');
+    const check = (image: string) => runCli(['trust', 'check', image], { dataDir: server.dataDir });
+
+    const unsigned = await check(`${repository}:v1`);
+    assert.equal(unsigned.code, 1, unsigned.stderr);
+    assert.match(unsigned.stdout, new RegExp(`^image {7}${repository}:v1@${image.descriptor.digest}$`, 'm'));
+    assert.match(unsigned.stdout, /^policy {6}prod\/\*\* \(signatures: enforce\)$/m);
+    assert.match(unsigned.stdout, /^signatures {2}none$/m);
+    assert.match(unsigned.stdout, /^verdict {5}refused to pull-only principals/m);
+
+    await sign(repository, image.descriptor.digest, makeKey('ecdsa-p256'));
+    await sign(repository, image.descriptor.digest, key);
+    const signed = await check(`${repository}@${image.descriptor.digest}`);
+    assert.equal(signed.code, 0, signed.stdout);
+    assert.match(signed.stdout, /^ {2}valid {3}cosign {10}release {9}signed with release's key/m);
+    assert.match(signed.stdout, /^ {2}invalid cosign {10}- {15}the signature does not verify/m);
+    assert.match(signed.stdout, /^verdict {5}served \(valid signature from release\)$/m);
+
+    const none = await check(`${randomName()}:v1`);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no such manifest/);
+    const outside = `free/${randomName()}`;
+    await admin.pushImage(outside, 'v1');
+    const free = await check(`${outside}:v1`);
+    assert.equal(free.code, 0);
+    assert.match(free.stdout, /^policy {6}none applies: no requirements$/m);
+  });
+});
