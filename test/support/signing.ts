@@ -6,6 +6,7 @@ import { createHash, generateKeyPairSync, sign, constants, type KeyObject } from
 // The submodules, not the package index: the index also loads nock's HTTP interception.
 import { initializeCA, initializeCTLog, type CA } from '@sigstore/mock/dist/fulcio/index.js';
 import { initializeTLog, type TLog } from '@sigstore/mock/dist/rekor/index.js';
+import { OCI_MANIFEST, type TestRegistry } from './registry-client.js';
 
 export type KeyKind = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-pkcs1' | 'rsa-pss' | 'ed25519';
 
@@ -241,4 +242,20 @@ export async function createFakeSigstore(): Promise<FakeSigstore> {
       return bundle(statement, signature, key.publicKeyPem, { publicKey: { hint: key.fingerprint } });
     },
   };
+}
+
+/**
+ * Pushes a cosign signature of `signed` into a registry, in exactly the layout cosign writes: a
+ * manifest under `sha256-<hex>.sig` whose one layer is the payload, the signature in its annotation.
+ */
+export async function pushCosignSignature(registry: TestRegistry, repository: string, signed: string, key: TestKey, payload: Buffer): Promise<void> {
+  const config = await registry.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
+  const layer = await registry.pushBlob(repository, payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config,
+    layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': cosignSignature(key, payload) } }],
+  };
+  await registry.pushManifest(repository, `${signed.replace(':', '-')}.sig`, manifest, OCI_MANIFEST);
 }

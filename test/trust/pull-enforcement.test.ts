@@ -8,10 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import { adminToken, api } from '../auth/support.js';
 import { runCli } from '../support/cli.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
-import { adminClient, expectError, OCI_INDEX, OCI_MANIFEST, randomName, TestRegistry } from '../support/registry-client.js';
-import { cosignPayload, cosignSignature, makeKey, type TestKey } from '../support/signing.js';
+import { adminClient, expectError, OCI_INDEX, randomName, TestRegistry } from '../support/registry-client.js';
+import { cosignPayload, makeKey, pushCosignSignature, type TestKey } from '../support/signing.js';
 
-const COSIGN_LAYER = 'application/vnd.dev.cosign.simplesigning.v1+json';
 const deployer = { username: 'deployer', password: 'a deployer password' };
 
 let server: RunningRegistry;
@@ -19,17 +18,9 @@ let admin: TestRegistry;
 let deploy: TestRegistry;
 let key: TestKey;
 
+/** A cosign signature of `digest` by `by`, naming this registry's repository. */
 async function sign(repository: string, digest: string, by: TestKey): Promise<void> {
-  const payload = cosignPayload({ reference: `${server.host}/${repository}`, digest });
-  const config = await admin.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
-  const layer = await admin.pushBlob(repository, payload, COSIGN_LAYER);
-  const manifest = {
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config,
-    layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': cosignSignature(by, payload) } }],
-  };
-  await admin.pushManifest(repository, `${digest.replace(':', '-')}.sig`, manifest, OCI_MANIFEST);
+  await pushCosignSignature(admin, repository, digest, by, cosignPayload({ reference: `${server.host}/${repository}`, digest }));
 }
 
 async function auditEvents(type: string): Promise<{ repository?: string; newDigest?: string; actor?: string }[]> {

@@ -9,9 +9,8 @@ import { adminToken } from '../auth/support.js';
 import { runCli } from '../support/cli.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { adminClient, OCI_MANIFEST, randomName, type Descriptor, type TestRegistry } from '../support/registry-client.js';
-import { cosignPayload, cosignSignature, createFakeSigstore, inTotoStatement, makeKey, type FakeSigstore, type TestKey } from '../support/signing.js';
+import { cosignPayload, createFakeSigstore, pushCosignSignature, inTotoStatement, makeKey, type FakeSigstore, type TestKey } from '../support/signing.js';
 
-const COSIGN_LAYER = 'application/vnd.dev.cosign.simplesigning.v1+json';
 const BUNDLE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 const ISSUER = 'https://issuer.example';
 
@@ -34,19 +33,6 @@ async function verifications(repository: string, digest: string): Promise<Verifi
   const response = await fetch(`${server.url}/admin/v1/signatures?${query.toString()}`, { headers: { Authorization: `Bearer ${token}` } });
   assert.equal(response.status, 200, await response.clone().text());
   return ((await response.json()) as { verifications: Verification[] }).verifications;
-}
-
-/** Pushes a cosign signature manifest for `signed` in exactly the layout cosign writes. */
-async function pushCosignSignature(repository: string, signed: string, key: TestKey, payload: Buffer): Promise<void> {
-  const config = await registry.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
-  const layer = await registry.pushBlob(repository, payload, COSIGN_LAYER);
-  const manifest = {
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    config,
-    layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': cosignSignature(key, payload) } }],
-  };
-  await registry.pushManifest(repository, `${signed.replace(':', '-')}.sig`, manifest, OCI_MANIFEST);
 }
 
 /** Pushes a sigstore bundle as a referrer of `subject`, as cosign v3 does. */
@@ -89,7 +75,7 @@ describe('cosign signatures (.sig tags)', () => {
   it('records a signature by the policy key as valid, naming the signer', async () => {
     const repository = `signed/${randomName()}`;
     const image = await registry.pushImage(repository, 'v1');
-    await pushCosignSignature(repository, image.descriptor.digest, trusted, cosignPayload({ reference: `${server.host}/${repository}`, digest: image.descriptor.digest }));
+    await pushCosignSignature(registry, repository, image.descriptor.digest, trusted, cosignPayload({ reference: `${server.host}/${repository}`, digest: image.descriptor.digest }));
     const [result, ...others] = await verifications(repository, image.descriptor.digest);
     assert.equal(others.length, 0);
     assert.equal(result?.format, 'cosign');
@@ -107,7 +93,7 @@ describe('cosign signatures (.sig tags)', () => {
       const repository = `signed/${randomName()}`;
       const image = await registry.pushImage(repository, 'v1');
       const other = await registry.pushImage(repository, 'v2');
-      await pushCosignSignature(repository, image.descriptor.digest, key(), payload(repository, image.descriptor.digest, other.descriptor.digest));
+      await pushCosignSignature(registry, repository, image.descriptor.digest, key(), payload(repository, image.descriptor.digest, other.descriptor.digest));
       const [result, ...more] = await verifications(repository, image.descriptor.digest);
       assert.equal(more.length, 0, what);
       assert.equal(result?.outcome, 'invalid', `${what}: ${JSON.stringify(result)}`);
