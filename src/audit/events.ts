@@ -30,6 +30,15 @@ export type AuditEventType =
   | 'pull.unsatisfied'
   | 'trust.changed';
 
+/**
+ * Who made a change through the API, as the audit log records it: the bearer token's subject ('' or
+ * none for anonymous) and the client address.
+ */
+export interface Author {
+  actor?: string | undefined;
+  clientIp?: string | undefined;
+}
+
 /** Who acted: a person, a robot account, nobody logged in, an operator's command line, or the server itself. */
 export type ActorKind = 'user' | 'robot' | 'anonymous' | 'cli' | 'system';
 

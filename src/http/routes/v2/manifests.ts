@@ -1,12 +1,25 @@
 // GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>
 import getRawBody from 'raw-body';
+import type { Author } from '../../../audit/events.js';
 import type { ManifestRecord } from '../../../metadata/store.js';
 import type { Registry } from '../../../registry/index.js';
 import { reply, type AppContext } from '../../context.js';
 import { acceptedTypes, param, repositoryOf } from './request.js';
 
 /** Told of every manifest pushed (the trust layer verifies the ones that are signatures). */
-export type ManifestPushed = (manifest: { repository: string; tag?: string | undefined; digest: string; payload: Buffer; subjectDigest?: string | undefined; artifactType?: string | undefined }) => Promise<void>;
+export type ManifestPushed = (manifest: {
+  repository: string;
+  tag?: string | undefined;
+  digest: string;
+  payload: Buffer;
+  subjectDigest?: string | undefined;
+  artifactType?: string | undefined;
+  /** who pushed it */
+  author: Author;
+}) => Promise<void>;
+
+/** Who a request acts for, as the audit log records it. */
+export const authorOf = (ctx: AppContext): Author => ({ actor: ctx.state.auth?.subject, clientIp: ctx.request.ip });
 
 /** Decides whether a manifest found may be served to this caller (the trust policy); throws DENIED if not. */
 export type PullGate = (ctx: AppContext, repository: string, reference: string, manifest: ManifestRecord) => Promise<void>;
@@ -42,7 +55,7 @@ export function manifestRoutes(
       });
       ctx.state.bytesIn = payload.length;
       const stored = await manifests.put(repository, param(ctx, 'reference'), ctx.get('Content-Type') || undefined, payload);
-      await pushed({ repository, tag: stored.tag, digest: stored.digest, payload, subjectDigest: stored.subject?.digest, artifactType: stored.artifactType });
+      await pushed({ repository, tag: stored.tag, digest: stored.digest, payload, subjectDigest: stored.subject?.digest, artifactType: stored.artifactType, author: authorOf(ctx) });
       reply(ctx, 201, {
         Location: `/v2/${repository}/manifests/${stored.digest}`,
         'Docker-Content-Digest': stored.digest,
