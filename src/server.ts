@@ -14,6 +14,7 @@ import { KnexMetadataStore } from './metadata/knex-store.js';
 import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
 import { createRegistry, type Registry } from './registry/index.js';
+import { RegistryAuditTrail } from './audit/registry-changes.js';
 import { FilesystemBlobStore } from './storage/filesystem.js';
 import { createSignatureServices, createTrustPolicies } from './trust/index.js';
 import type { BlobReader } from './trust/intake.js';
@@ -99,6 +100,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const store = new FilesystemBlobStore(blobRoot(config));
   await store.init();
 
+  const auth = await createAuth(config, db, log);
   const registry = createRegistry({
     metadata,
     store,
@@ -107,8 +109,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     uploads: { maxOpenPerOwner: config.uploads.maxOpenPerPrincipal },
     referrersPageMaxBytes: config.limits.referrersPageMaxBytes,
     tagGuard: trustPolicies,
+    changeLog: new RegistryAuditTrail(auth.audit),
   });
-  const auth = await createAuth(config, db, log);
   const { directory } = auth;
   if (directory) await probeDirectory(directory, log);
   const app = createApp({

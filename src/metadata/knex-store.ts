@@ -1,9 +1,11 @@
 // MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
 import type { Knex } from 'knex';
 import { withDatabase } from './errors.js';
+import { appendAuditEvents } from './knex-auth-stores.js';
 import type { UploadPart } from '../storage/blob-store.js';
 import type {
   BlobRecord,
+  ChangeJournal,
   FinishedUpload,
   DependencyProblem,
   ManifestDependency,
@@ -13,6 +15,7 @@ import type {
   PageRequest,
   Referrer,
   ReferrersPage,
+  RegistryChange,
   UploadRecord,
 } from './store.js';
 
@@ -120,6 +123,11 @@ export class KnexMetadataStore implements MetadataStore {
     return this.isPostgres ? (query.forShare() as Q) : query;
   }
 
+  /** Appends the journal's records of `changes` to the audit log, last in the transaction. */
+  private async journal(trx: Knex.Transaction, journal: ChangeJournal | undefined, changes: readonly RegistryChange[]): Promise<void> {
+    if (journal && changes.length > 0) await appendAuditEvents(trx, journal(changes));
+  }
+
   private async repositoryId(db: Knex, name: string): Promise<number | undefined> {
     const row = (await db('repositories').where({ name }).first('id')) as { id: number } | undefined;
     return row?.id;
@@ -204,7 +212,7 @@ export class KnexMetadataStore implements MetadataStore {
     });
   }
 
-  unlinkBlob(repository: string, digest: string): Promise<{ unlinked: boolean; orphan?: BlobRecord }> {
+  unlinkBlob(repository: string, digest: string, journal?: ChangeJournal): Promise<{ unlinked: boolean; orphan?: BlobRecord }> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.repositoryId(trx, repository);
       if (repositoryId === undefined) return { unlinked: false };
@@ -213,9 +221,9 @@ export class KnexMetadataStore implements MetadataStore {
       const removed = await trx('repository_blobs').where({ repository_id: repositoryId, digest }).delete();
       if (removed === 0) return { unlinked: false };
       const stillLinked = await trx('repository_blobs').where({ digest }).first('digest');
-      if (stillLinked) return { unlinked: true };
-      await trx('blobs').where({ digest }).delete();
-      return { unlinked: true, orphan: toBlob(blob) };
+      if (!stillLinked) await trx('blobs').where({ digest }).delete();
+      await this.journal(trx, journal, [{ type: 'blob.deleted', repository, digest }]);
+      return stillLinked ? { unlinked: true } : { unlinked: true, orphan: toBlob(blob) };
     });
   }
 
@@ -323,7 +331,7 @@ export class KnexMetadataStore implements MetadataStore {
     manifest: ManifestRecord,
     dependencies: ManifestDependency[],
     tag?: string,
-    options: { immutableTag?: boolean } = {},
+    options: { immutableTag?: boolean; journal?: ChangeJournal } = {},
   ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.ensureRepository(trx, repository);
@@ -353,29 +361,57 @@ export class KnexMetadataStore implements MetadataStore {
           await trx('manifest_references').insert(rows.slice(i, i + 200)).onConflict(['manifest_id', 'digest']).ignore();
         }
       }
-      if (tag !== undefined && options.immutableTag) {
-        // Created if new, never moved: of two first pushes at once, the second finds the first's
-        // row (its insert waits on the unique index) and is refused with nothing stored.
-        await trx('tags')
-          .insert({ repository_id: repositoryId, name: tag, manifest_id: id, updated_at: Date.now() })
-          .onConflict(['repository_id', 'name'])
-          .ignore();
-        const current = (await this.locked(
-          trx('tags as t').join('manifests as m', 'm.id', 't.manifest_id').where({ 't.repository_id': repositoryId, 't.name': tag }).first('m.digest'),
-        )) as { digest: string } | undefined;
-        if (current && current.digest !== manifest.digest) throw new TagRefused(current.digest);
-      } else if (tag !== undefined) {
-        await trx('tags')
-          .insert({ repository_id: repositoryId, name: tag, manifest_id: id, updated_at: Date.now() })
-          .onConflict(['repository_id', 'name'])
-          .merge(['manifest_id', 'updated_at']);
+      const changes: RegistryChange[] = [{ type: 'manifest.pushed', repository, digest: manifest.digest, tag }];
+      if (tag !== undefined) {
+        const moved = await this.pointTag(trx, repositoryId, tag, { id, digest: manifest.digest }, options.immutableTag === true);
+        if (moved === 'created') changes.push({ type: 'tag.created', repository, tag, digest: manifest.digest });
+        else if (moved !== 'unchanged') changes.push({ type: 'tag.moved', repository, tag, from: moved.from, to: manifest.digest });
       }
+      await this.journal(trx, options.journal, changes);
       return { problems: [] };
     }).catch((error: unknown) => {
       if (error instanceof RolledBack) return { problems: error.problems };
       if (error instanceof TagRefused) return { problems: [], tagPointsElsewhere: error.current };
       throw error;
     });
+  }
+
+  /**
+   * Locks a tag's row and reads the digest it points at. The row is locked alone: PostgreSQL
+   * re-checks a locked row that a concurrent move changed, but not a joined row, so a join would
+   * lose a tag just moved to a manifest pushed meanwhile. The manifest is read after the lock.
+   */
+  private async lockedTagTarget(trx: Knex.Transaction, repositoryId: number, tag: string): Promise<{ digest: string } | undefined> {
+    const row = (await this.locked(trx('tags').where({ repository_id: repositoryId, name: tag }).first('manifest_id'))) as { manifest_id: number } | undefined;
+    if (!row) return undefined;
+    return (await trx('manifests').where({ id: row.manifest_id }).first('digest')) as { digest: string } | undefined;
+  }
+
+  /**
+   * Points a tag at a manifest: creates it, or moves it (an immutable one never moves: TagRefused
+   * rolls the push back). Creation is an insert that does nothing when the row exists; otherwise
+   * the row is locked and read, so of two pushes at once the second waits for the first and sees
+   * where the first left the tag.
+   */
+  private async pointTag(
+    trx: Knex.Transaction,
+    repositoryId: number,
+    tag: string,
+    manifest: { id: number; digest: string },
+    immutable: boolean,
+  ): Promise<'created' | 'unchanged' | { from: string }> {
+    const inserted = (await trx('tags')
+      .insert({ repository_id: repositoryId, name: tag, manifest_id: manifest.id, updated_at: Date.now() })
+      .onConflict(['repository_id', 'name'])
+      .ignore()
+      .returning('manifest_id')) as unknown[];
+    if (inserted.length > 0) return 'created';
+    const current = await this.lockedTagTarget(trx, repositoryId, tag);
+    if (!current) throw new Error(`tag ${tag} vanished inside its own transaction`);
+    if (current.digest === manifest.digest) return 'unchanged';
+    if (immutable) throw new TagRefused(current.digest);
+    await trx('tags').where({ repository_id: repositoryId, name: tag }).update({ manifest_id: manifest.id, updated_at: Date.now() });
+    return { from: current.digest };
   }
 
   private async checkDependencies(
@@ -418,28 +454,38 @@ export class KnexMetadataStore implements MetadataStore {
     return problems;
   }
 
-  deleteManifest(repository: string, digest: string, protectedTag?: (tag: string) => boolean): Promise<{ deleted: boolean; protectedBy?: string }> {
+  deleteManifest(
+    repository: string,
+    digest: string,
+    options: { protectedTag?: ((tag: string) => boolean) | undefined; journal?: ChangeJournal } = {},
+  ): Promise<{ deleted: boolean; protectedBy?: string }> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.repositoryId(trx, repository);
       if (repositoryId === undefined) return { deleted: false };
       const manifest = (await this.locked(trx('manifests').where({ repository_id: repositoryId, digest }).first('id'))) as { id: number } | undefined;
       if (!manifest) return { deleted: false };
-      if (protectedTag) {
-        const tags = (await trx('tags').where({ manifest_id: manifest.id }).pluck('name')) as string[];
-        const protectedBy = tags.find(protectedTag);
-        if (protectedBy !== undefined) return { deleted: false, protectedBy };
-      }
+      const tags = ((await this.locked(trx('tags').where({ manifest_id: manifest.id }).orderBy('name').select('name'))) as { name: string }[]).map((row) => row.name);
+      const protectedBy = options.protectedTag && tags.find(options.protectedTag);
+      if (protectedBy !== undefined) return { deleted: false, protectedBy };
       // tags and references go with it (ON DELETE CASCADE)
       await trx('manifests').where({ id: manifest.id }).delete();
+      await this.journal(trx, options.journal, [
+        ...tags.map((tag): RegistryChange => ({ type: 'tag.deleted', repository, tag, digest })),
+        { type: 'manifest.deleted', repository, digest, tags },
+      ]);
       return { deleted: true };
     });
   }
 
-  deleteTag(repository: string, tag: string): Promise<boolean> {
+  deleteTag(repository: string, tag: string, journal?: ChangeJournal): Promise<boolean> {
     return this.transaction(async (trx) => {
       const repositoryId = await this.repositoryId(trx, repository);
       if (repositoryId === undefined) return false;
-      return (await trx('tags').where({ repository_id: repositoryId, name: tag }).delete()) > 0;
+      const current = await this.lockedTagTarget(trx, repositoryId, tag);
+      if (!current) return false;
+      await trx('tags').where({ repository_id: repositoryId, name: tag }).delete();
+      await this.journal(trx, journal, [{ type: 'tag.deleted', repository, tag, digest: current.digest }]);
+      return true;
     });
   }
 

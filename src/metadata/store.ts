@@ -1,4 +1,5 @@
 import type { UploadPart } from '../storage/blob-store.js';
+import type { AuditRecord } from './auth-stores.js';
 
 // The metadata seam: the truth about what exists where. Implementations must make every method
 // atomic (one transaction), so a crash or a concurrent request never exposes half a change.
@@ -81,6 +82,21 @@ export interface PageRequest {
 
 export type ManifestLookup = { tag: string } | { digest: string };
 
+/** A change to what a repository holds, as the transaction that made it saw it. */
+export type RegistryChange =
+  | { type: 'manifest.pushed'; repository: string; digest: string; tag?: string | undefined }
+  | { type: 'tag.created'; repository: string; tag: string; digest: string }
+  | { type: 'tag.moved'; repository: string; tag: string; from: string; to: string }
+  | { type: 'tag.deleted'; repository: string; tag: string; digest: string }
+  | { type: 'manifest.deleted'; repository: string; digest: string; tags: string[] }
+  | { type: 'blob.deleted'; repository: string; digest: string };
+
+/**
+ * Turns the changes of one transaction into the audit records that transaction appends last,
+ * so a change and its record commit together or not at all (and a rolled-back change leaves none).
+ */
+export type ChangeJournal = (changes: readonly RegistryChange[]) => readonly AuditRecord[];
+
 export interface MetadataStore {
   repositoryExists(repository: string): Promise<boolean>;
 
@@ -104,7 +120,7 @@ export interface MetadataStore {
    * Unlinks a blob from a repository. When no repository links it any more the blob record is
    * removed as well and returned as `orphan`, whose bytes the caller may then delete.
    */
-  unlinkBlob(repository: string, digest: string): Promise<{ unlinked: boolean; orphan?: BlobRecord }>;
+  unlinkBlob(repository: string, digest: string, journal?: ChangeJournal): Promise<{ unlinked: boolean; orphan?: BlobRecord }>;
 
   /**
    * Records a new session unless its owner already has `maxOpen` sessions open (false then);
@@ -134,21 +150,27 @@ export interface MetadataStore {
   /**
    * Stores a manifest and optionally points a tag at it, after checking in the same transaction
    * that everything it depends on is present in the repository. Nothing is written when a
-   * problem is returned.
+   * problem is returned. An `immutableTag` that points at another manifest is not moved: nothing
+   * is written and `tagPointsElsewhere` names where it points. Concurrent pushes of one tag
+   * take turns on its row, so the journal sees each move from the manifest the previous one set.
    */
   putManifest(
     repository: string,
     manifest: ManifestRecord,
     dependencies: ManifestDependency[],
     tag?: string,
-    options?: { immutableTag?: boolean },
+    options?: { immutableTag?: boolean; journal?: ChangeJournal },
   ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }>;
   /**
    * Deletes a manifest and its tags, unless one of its tags is `protectedTag` (then nothing is
    * deleted and that tag is returned); the check and the delete are one transaction.
    */
-  deleteManifest(repository: string, digest: string, protectedTag?: (tag: string) => boolean): Promise<{ deleted: boolean; protectedBy?: string }>;
-  deleteTag(repository: string, tag: string): Promise<boolean>;
+  deleteManifest(
+    repository: string,
+    digest: string,
+    options?: { protectedTag?: ((tag: string) => boolean) | undefined; journal?: ChangeJournal },
+  ): Promise<{ deleted: boolean; protectedBy?: string }>;
+  deleteTag(repository: string, tag: string, journal?: ChangeJournal): Promise<boolean>;
 
   /** Tags in lexical order, or undefined when the repository does not exist. */
   listTags(repository: string, page: PageRequest): Promise<string[] | undefined>;

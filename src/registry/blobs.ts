@@ -2,8 +2,10 @@
 // is linked to: there is deliberately no global lookup by digest (zot CVE-2024-39897).
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import type { Author } from '../audit/events.js';
 import type { BlobRecord, MetadataStore } from '../metadata/store.js';
 import type { BlobStore, ByteRange } from '../storage/blob-store.js';
+import { NO_CHANGE_LOG, type ChangeLog } from './change-log.js';
 import { errors, RegistryError } from './errors.js';
 import { parseDigest, type Digest } from './reference.js';
 
@@ -27,6 +29,7 @@ export class BlobService {
     private readonly metadata: MetadataStore,
     private readonly store: BlobStore,
     private readonly log: Logger,
+    private readonly changes: ChangeLog = NO_CHANGE_LOG,
   ) {}
 
   async stat(repository: string, digest: Digest): Promise<BlobRecord> {
@@ -53,8 +56,8 @@ export class BlobService {
     return this.metadata.mountBlob(repository, from, digest.value);
   }
 
-  async delete(repository: string, digest: Digest): Promise<void> {
-    const { unlinked, orphan } = await this.metadata.unlinkBlob(repository, digest.value);
+  async delete(repository: string, digest: Digest, author: Author = {}): Promise<void> {
+    const { unlinked, orphan } = await this.metadata.unlinkBlob(repository, digest.value, this.changes.journal(author));
     if (!unlinked) throw errors.blobUnknown(digest.value);
     if (orphan) {
       // The record is already gone, so nothing can link these bytes any more.

@@ -1,6 +1,8 @@
 // Manifests and tags: push (validate, check dependencies, store, tag), pull with content
 // negotiation, delete, and the referrers API.
-import type { ManifestRecord, MetadataStore, Referrer } from '../metadata/store.js';
+import type { Author } from '../audit/events.js';
+import type { ManifestRecord, MetadataStore, Referrer, RegistryChange } from '../metadata/store.js';
+import { NO_CHANGE_LOG, type ChangeLog } from './change-log.js';
 import { digestOf } from './digest.js';
 import { errors, RegistryError } from './errors.js';
 import { parseManifest, type Descriptor } from './manifest-parser.js';
@@ -33,6 +35,7 @@ export class ManifestService {
     private readonly metadata: MetadataStore,
     private readonly referrerPages: ReferrerPaging,
     private readonly tags: TagGuard = NO_TAG_PROTECTION,
+    private readonly changes: ChangeLog = NO_CHANGE_LOG,
   ) {}
 
   /**
@@ -52,7 +55,7 @@ export class ManifestService {
     return manifest;
   }
 
-  async put(repository: string, reference: string, contentType: string | undefined, payload: Buffer): Promise<PushedManifest> {
+  async put(repository: string, reference: string, contentType: string | undefined, payload: Buffer, author: Author = {}): Promise<PushedManifest> {
     const target = parseManifestReference(reference);
     const parsed = parseManifest(payload, contentType);
     const digest = target.kind === 'digest' ? verifiedDigest(target.digest, payload) : digestOf(payload);
@@ -68,9 +71,12 @@ export class ManifestService {
     const tag = target.kind === 'tag' ? target.tag : undefined;
     const protection = tag === undefined ? undefined : await this.tags.protection(repository);
     const immutableTag = tag !== undefined && protection?.isImmutable(tag) === true;
-    const { problems, tagPointsElsewhere } = await this.metadata.putManifest(repository, record, parsed.dependencies, tag, { immutableTag });
-    if (tagPointsElsewhere !== undefined && protection) {
-      throw immutable(protection, tag as string, `it points at ${tagPointsElsewhere} and cannot be moved`);
+    const { problems, tagPointsElsewhere } = await this.metadata.putManifest(repository, record, parsed.dependencies, tag, {
+      immutableTag,
+      journal: this.changes.journal(author),
+    });
+    if (tagPointsElsewhere !== undefined && protection && tag !== undefined) {
+      throw await this.refuse(author, { type: 'tag.moved', repository, tag, from: tagPointsElsewhere, to: digest }, immutable(protection, tag, `it points at ${tagPointsElsewhere} and cannot be moved`));
     }
     const missing = problems.filter((p) => p.problem === 'missing');
     if (missing.length > 0) {
@@ -86,19 +92,36 @@ export class ManifestService {
     return { digest, tag, artifactType: parsed.artifactType, ...(parsed.subject ? { subject: parsed.subject } : {}) };
   }
 
-  async delete(repository: string, reference: string): Promise<void> {
+  async delete(repository: string, reference: string, author: Author = {}): Promise<void> {
     const parsed = readableReference(reference);
     const protection = await this.tags.protection(repository);
+    const journal = this.changes.journal(author);
     if (parsed.kind === 'tag') {
-      if (protection?.isImmutable(parsed.tag) && (await this.metadata.getManifest(repository, { tag: parsed.tag }))) {
-        throw immutable(protection, parsed.tag, 'it cannot be deleted');
+      if (protection?.isImmutable(parsed.tag)) {
+        // A protected tag is never deleted: not even one created after this check.
+        const current = await this.metadata.getManifest(repository, { tag: parsed.tag });
+        if (!current) throw errors.manifestUnknown(reference);
+        throw await this.refuse(author, { type: 'tag.deleted', repository, tag: parsed.tag, digest: current.digest }, immutable(protection, parsed.tag, 'it cannot be deleted'));
       }
-      if (!(await this.metadata.deleteTag(repository, parsed.tag))) throw errors.manifestUnknown(reference);
+      if (!(await this.metadata.deleteTag(repository, parsed.tag, journal))) throw errors.manifestUnknown(reference);
       return;
     }
-    const { deleted, protectedBy } = await this.metadata.deleteManifest(repository, parsed.digest.value, protection && ((tag) => protection.isImmutable(tag)));
-    if (protection && protectedBy !== undefined) throw immutable(protection, protectedBy, `the manifest it points at cannot be deleted`);
+    const digest = parsed.digest.value;
+    const { deleted, protectedBy } = await this.metadata.deleteManifest(repository, digest, {
+      protectedTag: protection && ((tag) => protection.isImmutable(tag)),
+      journal,
+    });
+    if (protection && protectedBy !== undefined) {
+      const refusal = immutable(protection, protectedBy, 'the manifest it points at cannot be deleted');
+      throw await this.refuse(author, { type: 'manifest.deleted', repository, digest, tags: [protectedBy] }, refusal);
+    }
     if (!deleted) throw errors.manifestUnknown(reference);
+  }
+
+  /** Records a refused change in the change log; returns the refusal to throw. */
+  private async refuse(author: Author, change: RegistryChange, refusal: RegistryError): Promise<RegistryError> {
+    await this.changes.refused(author, change, refusal.message);
+    return refusal;
   }
 
   /**

@@ -5,6 +5,7 @@ import { HttpError } from '../../errors.js';
 import type { ByteRange } from '../../../storage/blob-store.js';
 import { reply, type AppContext } from '../../context.js';
 import { readableDigest } from '../../../registry/blobs.js';
+import { authorOf } from './manifests.js';
 import { param, repositoryOf } from './request.js';
 
 /** The single satisfiable range asked for, undefined for the whole blob. Multiple ranges: whole blob. */
@@ -50,7 +51,7 @@ export function blobRoutes(registry: Registry) {
     },
 
     async delete(ctx: AppContext): Promise<void> {
-      await registry.blobs.delete(repositoryOf(ctx), readableDigest(param(ctx, 'digest')));
+      await registry.blobs.delete(repositoryOf(ctx), readableDigest(param(ctx, 'digest')), authorOf(ctx));
       reply(ctx, 202);
     },
   };

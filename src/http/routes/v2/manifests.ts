@@ -54,8 +54,9 @@ export function manifestRoutes(
         length: length === '' ? undefined : length,
       });
       ctx.state.bytesIn = payload.length;
-      const stored = await manifests.put(repository, param(ctx, 'reference'), ctx.get('Content-Type') || undefined, payload);
-      await pushed({ repository, tag: stored.tag, digest: stored.digest, payload, subjectDigest: stored.subject?.digest, artifactType: stored.artifactType, author: authorOf(ctx) });
+      const author = authorOf(ctx);
+      const stored = await manifests.put(repository, param(ctx, 'reference'), ctx.get('Content-Type') || undefined, payload, author);
+      await pushed({ repository, tag: stored.tag, digest: stored.digest, payload, subjectDigest: stored.subject?.digest, artifactType: stored.artifactType, author });
       reply(ctx, 201, {
         Location: `/v2/${repository}/manifests/${stored.digest}`,
         'Docker-Content-Digest': stored.digest,
@@ -64,7 +65,7 @@ export function manifestRoutes(
     },
 
     async delete(ctx: AppContext): Promise<void> {
-      await manifests.delete(repositoryOf(ctx), param(ctx, 'reference'));
+      await manifests.delete(repositoryOf(ctx), param(ctx, 'reference'), authorOf(ctx));
       reply(ctx, 202);
     },
   };
