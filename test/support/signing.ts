@@ -6,7 +6,7 @@ import { createHash, generateKeyPairSync, sign, constants, type KeyObject } from
 // The submodules, not the package index: the index also loads nock's HTTP interception.
 import { initializeCA, initializeCTLog, type CA } from '@sigstore/mock/dist/fulcio/index.js';
 import { initializeTLog, type TLog } from '@sigstore/mock/dist/rekor/index.js';
-import { OCI_MANIFEST, type TestRegistry } from './registry-client.js';
+import { OCI_MANIFEST, type Descriptor, type TestRegistry } from './registry-client.js';
 
 export type KeyKind = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-pkcs1' | 'rsa-pss' | 'ed25519';
 
@@ -248,14 +248,31 @@ export async function createFakeSigstore(): Promise<FakeSigstore> {
  * Pushes a cosign signature of `signed` into a registry, in exactly the layout cosign writes: a
  * manifest under `sha256-<hex>.sig` whose one layer is the payload, the signature in its annotation.
  */
-export async function pushCosignSignature(registry: TestRegistry, repository: string, signed: string, key: TestKey, payload: Buffer): Promise<void> {
+export async function pushCosignSignature(
+  registry: TestRegistry,
+  repository: string,
+  signed: string,
+  key: TestKey,
+  payload: Buffer,
+  options: { signedPayload?: Buffer } = {},
+): Promise<void> {
   const config = await registry.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.image.config.v1+json');
   const layer = await registry.pushBlob(repository, payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
+  // `signedPayload`: the bytes the signature was made over, when the pushed payload differs (tampering).
+  const signature = cosignSignature(key, options.signedPayload ?? payload);
   const manifest = {
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
     config,
-    layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': cosignSignature(key, payload) } }],
+    layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': signature } }],
   };
   await registry.pushManifest(repository, `${signed.replace(':', '-')}.sig`, manifest, OCI_MANIFEST);
+}
+
+/** Pushes a sigstore bundle as an OCI referrer of `subject`, in the layout cosign v3 writes. */
+export async function pushSigstoreBundle(registry: TestRegistry, repository: string, subject: Descriptor, bundle: Buffer): Promise<void> {
+  const empty = await registry.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.empty.v1+json');
+  const layer = await registry.pushBlob(repository, bundle, BUNDLE_V03);
+  const manifest = { schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: BUNDLE_V03, config: empty, layers: [layer], subject };
+  await registry.pushManifest(repository, subject.digest.replace(':', '-'), manifest, OCI_MANIFEST);
 }
