@@ -203,7 +203,10 @@ export type ChangeTransaction = AuthStores;
 
 export class AuditLog {
   private queue: AuditRecord[] = [];
+  /** the timer that writes the queue a few milliseconds after its first event */
   private flushing: Promise<void> | undefined;
+  /** the batch being written; batches are written one after another, in the order recorded */
+  private writing: Promise<void> = Promise.resolve();
   /** Events that could not be written at all since start (each also logged at error level). */
   lost = 0;
 
@@ -235,16 +238,22 @@ export class AuditLog {
     this.flushing ??= new Promise<void>((resolve) => setTimeout(resolve, FLUSH_DELAY_MS)).then(() => this.write());
   }
 
-  /** Writes whatever is queued (also on shutdown and before reading). */
+  /** Writes whatever is queued, and waits for a batch already being written (on shutdown, before reading). */
   async flush(): Promise<void> {
     await this.flushing;
     if (this.queue.length > 0) await this.write();
+    await this.writing;
   }
 
-  private async write(): Promise<void> {
+  private write(): Promise<void> {
     const batch = this.queue;
     this.queue = [];
     this.flushing = undefined;
+    this.writing = this.writing.then(() => this.writeBatch(batch));
+    return this.writing;
+  }
+
+  private async writeBatch(batch: AuditRecord[]): Promise<void> {
     for (let i = 0; i < batch.length; i += BATCH_SIZE) {
       const slice = batch.slice(i, i + BATCH_SIZE);
       try {
