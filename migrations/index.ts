@@ -8,6 +8,7 @@ import * as adminState from './20261130_004_admin_state.js';
 import * as auditChain from './20261130_005_audit_chain.js';
 import * as signatures from './20261130_006_signatures.js';
 import * as trustPolicies from './20261130_007_trust_policies.js';
+import * as verificationPolicy from './20261130_008_verification_policy.js';
 
 interface Migration {
   name: string;
@@ -15,7 +16,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

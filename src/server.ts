@@ -15,6 +15,9 @@ import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
 import { createRegistry, type Registry } from './registry/index.js';
 import { RegistryAuditTrail } from './audit/registry-changes.js';
+import { KnexSignatureReport } from './metadata/knex-signature-report.js';
+import { KnexSignatureStore } from './metadata/knex-signature-store.js';
+import { SignatureReport } from './trust/report.js';
 import { FilesystemBlobStore } from './storage/filesystem.js';
 import { createSignatureServices, createTrustPolicies } from './trust/index.js';
 import type { BlobReader } from './trust/intake.js';
@@ -113,6 +116,23 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   });
   const { directory } = auth;
   if (directory) await probeDirectory(directory, log);
+  const signatureServices = createSignatureServices({
+    db,
+    policies: trustPolicies,
+    blobs: blobReader(registry),
+    recordPull: (event) =>
+      auth.audit.record({
+        type: event.type,
+        actor: event.actor,
+        clientIp: event.clientIp,
+        repository: event.repository,
+        tag: event.tag,
+        newDigest: event.digest,
+        reason: event.reason,
+        details: { policy: event.policy },
+      }),
+    log,
+  });
   const app = createApp({
     registry,
     log,
@@ -125,23 +145,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(directory ? { directory: () => directory.checkHealth() } : {}),
     },
     auth,
-    ...createSignatureServices({
-      db,
+    ...signatureServices,
+    trust: {
       policies: trustPolicies,
-      blobs: blobReader(registry),
-      recordPull: (event) =>
-        auth.audit.record({
-          type: event.type,
-          actor: event.actor,
-          clientIp: event.clientIp,
-          repository: event.repository,
-          tag: event.tag,
-          newDigest: event.digest,
-          reason: event.reason,
-          details: { policy: event.policy },
-        }),
-      log,
-    }),
+      explain: { policies: trustPolicies, manifests: metadata, verifications: new KnexSignatureStore(db) },
+      report: new SignatureReport(trustPolicies, new KnexSignatureReport(db)),
+      afterTrustChange: () => signatureServices.reverifier.afterTrustChange(),
+    },
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).
@@ -181,6 +191,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     }
   };
   void sweep();
+  signatureServices.reverifier.start();
   const sweeper = setInterval(() => void sweep(), config.uploads.sweepIntervalSeconds * 1000);
   sweeper.unref();
 
@@ -194,6 +205,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      await signatureServices.reverifier.stop();
       await auth.close();
       await metadata.close();
       unlock();

@@ -15,13 +15,13 @@ import { opsRoutes, type HealthCheck } from './routes/ops.js';
 import { distributionRoutes, patterns, type Route } from './routes/v2/index.js';
 import { BASE_EXTENSION_HEADERS } from './routes/v2/base.js';
 import { signatureExtensionRoutes } from './routes/extensions.js';
-import { SIGNATURES_ADMIN_PATH, signaturesAdminHandler } from './routes/signatures-admin.js';
 import type { SignatureService } from '../trust/signatures.js';
 import type { SignatureIntake } from '../trust/intake.js';
 import type { PullEnforcement } from '../trust/enforcement.js';
 import type { CatalogFilter } from './routes/v2/listings.js';
 import { tokenRoutes } from './routes/token.js';
 import { registerAdminRoutes } from './routes/admin.js';
+import type { TrustAdministration } from './routes/trust-admin.js';
 import type { Auth } from '../auth/index.js';
 import { createAuthorizer, tokenAllows, type Authorizer } from './middleware/authorize.js';
 
@@ -41,6 +41,8 @@ export interface AppOptions {
   intake: SignatureIntake;
   /** the trust policies' signature requirement, at pull time */
   enforcement: PullEnforcement;
+  /** the trust policies through the admin API, their explanations and the signature report */
+  trust: TrustAdministration;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -150,8 +152,6 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   router.get('/auth/token', named('token.get', token.get));
   router.post('/auth/token', named('token.post', token.post));
   router.get('/auth/jwks', named('token.jwks', token.jwks));
-  // Before the admin routes: their catch-all answers every other /admin path.
-  router.get(SIGNATURES_ADMIN_PATH, signaturesAdminHandler(options.signatures, authorizer));
   registerAdminRoutes(router, {
     bearer: authorizer,
     rules: auth.rules,
@@ -160,6 +160,8 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     refreshTokens: auth.refreshTokens,
     authenticator: auth.authenticator,
     audit: auth.audit,
+    signatures: options.signatures,
+    trust: options.trust,
   });
   const ops = opsRoutes(options.healthChecks);
   router.get('/healthz', named('ops.live', ops.live));

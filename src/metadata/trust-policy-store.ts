@@ -1,7 +1,10 @@
 // Trust policies as the metadata store keeps them: a repository pattern and an opaque document
-// (the trust layer owns its format). The whole set is replaced at once, as `trust apply` works.
+// (the trust layer owns its format). The whole set is replaced at once, as `trust apply` works,
+// and the audit events recording a change are appended in the transaction that makes it.
 import type { Knex } from 'knex';
+import type { AuditRecord } from './auth-stores.js';
 import { withDatabase } from './errors.js';
+import { appendAuditEvents } from './knex-auth-stores.js';
 
 export interface StoredTrustPolicy {
   repositories: string;
@@ -10,10 +13,32 @@ export interface StoredTrustPolicy {
   updatedAt: number;
 }
 
+export type NewTrustPolicy = Pick<StoredTrustPolicy, 'repositories' | 'document'>;
+
+/** What replacing the set changes, by repository pattern (a changed document is `changed`). */
+export interface TrustPolicyDiff {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+export interface ReplaceOptions {
+  /** only compute the difference */
+  dryRun?: boolean;
+  /**
+   * The audit events recording a change, appended last in its transaction: the change and its
+   * events commit together or not at all. Not called for a dry run or when nothing changes.
+   */
+  audit?: (diff: TrustPolicyDiff) => readonly AuditRecord[];
+}
+
 export interface TrustPolicyStore {
   list(): Promise<StoredTrustPolicy[]>;
-  /** Replaces every policy with `policies`, in one transaction; unchanged rows keep their time. */
-  replaceAll(policies: readonly Pick<StoredTrustPolicy, 'repositories' | 'document'>[]): Promise<void>;
+  /**
+   * Replaces every policy with `policies` in one transaction (unchanged rows keep their time),
+   * computing the difference against the set that transaction replaces.
+   */
+  replaceAll(policies: readonly NewTrustPolicy[], options?: ReplaceOptions): Promise<TrustPolicyDiff>;
 }
 
 interface Row {
@@ -22,8 +47,23 @@ interface Row {
   updated_at: number | string;
 }
 
+export const isEmptyDiff = (diff: TrustPolicyDiff): boolean => diff.added.length + diff.removed.length + diff.changed.length === 0;
+
+function diffOf(current: ReadonlyMap<string, string>, wanted: readonly NewTrustPolicy[]): TrustPolicyDiff {
+  const wantedPatterns = new Set(wanted.map((policy) => policy.repositories));
+  return {
+    added: wanted.filter((policy) => !current.has(policy.repositories)).map((policy) => policy.repositories),
+    removed: [...current.keys()].filter((repositories) => !wantedPatterns.has(repositories)),
+    changed: wanted.filter((policy) => current.has(policy.repositories) && current.get(policy.repositories) !== policy.document).map((policy) => policy.repositories),
+  };
+}
+
 export class KnexTrustPolicyStore implements TrustPolicyStore {
-  constructor(private readonly db: Knex) {}
+  private readonly isPostgres: boolean;
+
+  constructor(private readonly db: Knex) {
+    this.isPostgres = db.client.config.client === 'pg';
+  }
 
   list(): Promise<StoredTrustPolicy[]> {
     return withDatabase(async () => {
@@ -32,21 +72,38 @@ export class KnexTrustPolicyStore implements TrustPolicyStore {
     });
   }
 
-  replaceAll(policies: readonly Pick<StoredTrustPolicy, 'repositories' | 'document'>[]): Promise<void> {
+  replaceAll(policies: readonly NewTrustPolicy[], options: ReplaceOptions = {}): Promise<TrustPolicyDiff> {
     return withDatabase(() =>
       this.db.transaction(async (trx) => {
-        const current = new Map(((await trx('trust_policies').forUpdate().select('repositories', 'document')) as Row[]).map((row) => [row.repositories, row.document]));
-        const wanted = new Set(policies.map((policy) => policy.repositories));
-        const gone = [...current.keys()].filter((repositories) => !wanted.has(repositories));
-        if (gone.length > 0) await trx('trust_policies').whereIn('repositories', gone).delete();
+        if (!options.dryRun) await this.lockForWriting(trx);
+        const rows = (await trx('trust_policies').select('repositories', 'document')) as Row[];
+        const diff = diffOf(new Map(rows.map((row) => [row.repositories, row.document])), policies);
+        if (options.dryRun || isEmptyDiff(diff)) return diff;
+        if (diff.removed.length > 0) await trx('trust_policies').whereIn('repositories', diff.removed).delete();
+        const now = Date.now();
+        const written = new Set([...diff.added, ...diff.changed]);
         for (const policy of policies) {
-          if (current.get(policy.repositories) === policy.document) continue;
+          if (!written.has(policy.repositories)) continue;
           await trx('trust_policies')
-            .insert({ repositories: policy.repositories, document: policy.document, updated_at: Date.now() })
+            .insert({ repositories: policy.repositories, document: policy.document, updated_at: now })
             .onConflict('repositories')
             .merge(['document', 'updated_at']);
         }
+        // Last: appending holds the audit chain's head until the transaction ends.
+        if (options.audit) await appendAuditEvents(trx, options.audit(diff));
+        return diff;
       }),
     );
+  }
+
+  /**
+   * Writers take turns before reading the set, so the difference each reports (and audits) is
+   * against the set it replaces. PostgreSQL: a table lock that conflicts only with writers and
+   * itself (plain reads go on); SQLite: a write first, so the transaction holds the one write
+   * lock before it reads.
+   */
+  private async lockForWriting(trx: Knex.Transaction): Promise<void> {
+    if (this.isPostgres) await trx.raw('LOCK TABLE trust_policies IN SHARE ROW EXCLUSIVE MODE');
+    else await trx('trust_policies').whereRaw('0 = 1').update({ updated_at: 0 });
   }
 }

@@ -1,9 +1,11 @@
 // Pull-time enforcement of a trust policy's signature requirement: a lookup of the verification
-// results stored when signatures arrived, never crypto on the hot path.
+// results stored when signatures arrived, never crypto on the hot path. Only results judged
+// under the policy in force count: after a key or policy change, an image waits for its
+// signatures to be judged again (trust/reverify.ts) rather than ride on the old verdict.
 //
 // - no policy, or mode off: served;
-// - signature artifacts (`sha256-<hex>.sig|.att|.sbom` tags, referrers, cosign signature
-//   manifests) stay readable, so clients can fetch them;
+// - signature artifacts (cosign signatures, attestations, SBOMs, bundles: manifests no runtime
+//   can run, judged by content, see artifacts.ts) stay readable, so clients can fetch them;
 // - a valid signature from one of the policy's signers: served;
 // - mode audit: served, and the unsatisfied pull is recorded;
 // - mode enforce: HEAD is answered to anyone with pull (cosign and crane need the digest to
@@ -11,8 +13,9 @@
 // Every manifest needs a signature of its own: an index is served only when it is signed itself
 // (and its platform manifests when they are: `cosign sign --recursive` signs both).
 import type { SignatureStore, VerificationRecord } from '../metadata/signature-store.js';
-import { COSIGN_PAYLOAD_MEDIA_TYPE } from './cosign.js';
+import { isSignatureArtifact } from './artifacts.js';
 import type { TrustPolicies } from './policies.js';
+import { judgedUnder } from './policy-digest.js';
 import type { TrustPolicy } from './policy.js';
 
 export interface PullRequest {
@@ -42,9 +45,6 @@ export interface PullRecord {
   clientIp?: string | undefined;
 }
 
-/** Tags cosign gives signatures, attestations and SBOMs of `sha256:<hex>`. */
-const SIGNATURE_ARTIFACT_TAG = /^sha256-[a-f0-9]{64}\.(?:sig|att|sbom)$/;
-
 export class PullEnforcement {
   constructor(
     private readonly policies: TrustPolicies,
@@ -55,10 +55,12 @@ export class PullEnforcement {
   async judge(request: PullRequest): Promise<PullVerdict> {
     const policy = await this.policies.for(request.repository);
     if (!policy || policy.signatures.mode === 'off') return { serve: true };
-    if (isSignatureArtifact(request)) return { serve: true };
-    if (satisfyingSignature(policy, await this.store.verificationsOf(request.repository, request.manifest.digest))) return { serve: true };
+    if (isSignatureArtifact(request.manifest.payload)) return { serve: true };
+    const results = await this.store.verificationsOf(request.repository, request.manifest.digest);
+    if (satisfyingSignature(policy, results)) return { serve: true };
 
-    const reason = `${request.manifest.digest} has no valid signature from a signer of the trust policy for ${policy.repositories}`;
+    const pending = results.some((result) => !judgedUnder(policy, result)) ? '; its signatures are being verified again under the changed policy' : '';
+    const reason = `${request.manifest.digest} has no valid signature from a signer of the trust policy for ${policy.repositories}${pending}`;
     const tag = request.reference.includes(':') ? undefined : request.reference;
     const base = { repository: request.repository, tag, digest: request.manifest.digest, policy: policy.repositories, reason, actor: request.actor, clientIp: request.clientIp };
     if (policy.signatures.mode === 'audit') {
@@ -72,20 +74,12 @@ export class PullEnforcement {
   }
 }
 
-/** The stored result that satisfies a policy: a valid signature from one of its signers. */
+/**
+ * The stored result that satisfies a policy: a valid signature from one of its signers, judged
+ * under this policy as it is now (a result judged under an earlier version is stale: it names a
+ * signer, but perhaps by a key the policy no longer holds).
+ */
 export function satisfyingSignature(policy: TrustPolicy, results: readonly VerificationRecord[]): VerificationRecord | undefined {
   const names = new Set(policy.signatures.signers.map((signer) => signer.name));
-  return results.find((result) => result.outcome === 'valid' && result.signer !== undefined && names.has(result.signer));
-}
-
-function isSignatureArtifact(request: PullRequest): boolean {
-  if (SIGNATURE_ARTIFACT_TAG.test(request.reference)) return true;
-  if (request.manifest.subjectDigest !== undefined) return true; // a referrer (bundle, SBOM, attestation)
-  try {
-    const parsed = JSON.parse(request.manifest.payload.toString('utf8')) as { layers?: { mediaType?: unknown }[] };
-    const layers = Array.isArray(parsed.layers) ? parsed.layers : [];
-    return layers.length > 0 && layers.every((layer) => layer?.mediaType === COSIGN_PAYLOAD_MEDIA_TYPE);
-  } catch {
-    return false;
-  }
+  return results.find((result) => result.outcome === 'valid' && result.signer !== undefined && names.has(result.signer) && judgedUnder(policy, result));
 }

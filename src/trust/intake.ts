@@ -6,12 +6,17 @@
 //   bundle media type, the bundle its layer.
 // A signature the verifier refuses is recorded with its reason; an intake fault never fails the
 // push that brought the signature (the push is committed by then), it is logged and recorded.
+// Each result is stored with the audit events of the signature's arrival (who pushed it), in one
+// transaction. ManifestSignatures judges these formats from their stored bytes, on arrival and
+// again when the policy changes (trust/reverify.ts).
 import type { Logger } from 'pino';
-import type { SignatureStore, VerificationRecord } from '../metadata/signature-store.js';
+import type { Author } from '../audit/events.js';
+import type { SignatureStore } from '../metadata/signature-store.js';
 import { COSIGN_PAYLOAD_MEDIA_TYPE, COSIGN_SIGNATURE_ANNOTATION, CosignSignatureVerifier } from './cosign.js';
-import type { TrustSource } from './signatures.js';
+import type { PolicyTrust } from './policy-digest.js';
+import { arrivalEvents, verificationRecord, type TrustSource } from './signatures.js';
 import { SIGSTORE_BUNDLE_ARTIFACT_TYPE, SigstoreBundleVerifier } from './sigstore-bundle.js';
-import type { SignatureFormat, VerificationResult } from './verifier.js';
+import type { SignatureFormat, TrustContext, VerificationResult } from './verifier.js';
 
 /** Reads a blob a repository holds, at most `maxBytes` (undefined when absent or larger). */
 export type BlobReader = (repository: string, digest: string, maxBytes: number) => Promise<Buffer | undefined>;
@@ -24,6 +29,8 @@ export interface ArrivedManifest {
   payload: Buffer;
   subjectDigest?: string | undefined;
   artifactType?: string | undefined;
+  /** who pushed it, for the audit log */
+  author: Author;
 }
 
 /** cosign's tag for the signatures of `sha256:<hex>`. */
@@ -40,6 +47,49 @@ interface Layer {
   annotations?: unknown;
 }
 
+/** How a cosign signature is named in its result: `<.sig manifest digest>#<layer index>`. */
+const cosignSignatureRef = (signatureManifest: string, layer: number): string => `${signatureManifest}#${layer}`;
+
+/**
+ * Judges the signatures that live in manifests, from the bytes the repository stores: a cosign
+ * `.sig` manifest's signature layers, and a sigstore bundle referrer. Nothing is written here.
+ */
+export class ManifestSignatures {
+  private readonly cosign = new CosignSignatureVerifier();
+  private readonly bundles = new SigstoreBundleVerifier();
+
+  constructor(private readonly blobs: BlobReader) {}
+
+  /** How many layers of a `.sig` manifest are looked at (signatures beyond are not judged). */
+  cosignLayerCount(signatureManifest: Buffer): number {
+    return Math.min(layersOf(signatureManifest).length, MAX_COSIGN_LAYERS);
+  }
+
+  /**
+   * The signature in layer `index` of a cosign `.sig` manifest, judged as a signature of
+   * `signedDigest`; undefined when that layer is no simple-signing payload (not a signature).
+   */
+  async cosignLayer(repository: string, signatureManifest: Buffer, index: number, signedDigest: string, trust: TrustContext): Promise<VerificationResult | undefined> {
+    const layer = layersOf(signatureManifest)[index];
+    if (layer?.mediaType !== COSIGN_PAYLOAD_MEDIA_TYPE || typeof layer.digest !== 'string') return undefined;
+    const annotations = (typeof layer.annotations === 'object' && layer.annotations !== null ? layer.annotations : {}) as Record<string, unknown>;
+    const signatureBase64 = annotations[COSIGN_SIGNATURE_ANNOTATION];
+    if (typeof signatureBase64 !== 'string') return refused('cosign', `layer ${index} carries no ${COSIGN_SIGNATURE_ANNOTATION} annotation`);
+    const payload = await this.blobs(repository, layer.digest, MAX_PAYLOAD_BYTES);
+    if (!payload) return refused('cosign', `layer ${index}'s payload is not in this repository or is larger than ${MAX_PAYLOAD_BYTES} bytes`);
+    return this.cosign.verify({ payload, signatureBase64 }, { repository, manifestDigest: signedDigest }, trust);
+  }
+
+  /** A sigstore bundle referrer (its manifest's bytes), judged as a signature of `signedDigest`. */
+  async bundle(repository: string, referrer: Buffer, signedDigest: string, trust: TrustContext): Promise<VerificationResult> {
+    const layer = layersOf(referrer)[0];
+    const bundle = typeof layer?.digest === 'string' ? await this.blobs(repository, layer.digest, MAX_BUNDLE_BYTES) : undefined;
+    if (!bundle) return refused('sigstore-bundle', `the bundle layer is missing or larger than ${MAX_BUNDLE_BYTES} bytes`);
+    // The referrer's own subject, as pushed: the verifier ties it to the statement and to signedDigest.
+    return this.bundles.verify({ bundle, referrerSubjectDigest: subjectOf(referrer) ?? '(none)' }, { repository, manifestDigest: signedDigest }, trust);
+  }
+}
+
 export interface SignatureIntakeOptions {
   store: SignatureStore;
   trust: TrustSource;
@@ -48,10 +98,11 @@ export interface SignatureIntakeOptions {
 }
 
 export class SignatureIntake {
-  private readonly cosign = new CosignSignatureVerifier();
-  private readonly bundles = new SigstoreBundleVerifier();
+  readonly signatures: ManifestSignatures;
 
-  constructor(private readonly options: SignatureIntakeOptions) {}
+  constructor(private readonly options: SignatureIntakeOptions) {
+    this.signatures = new ManifestSignatures(options.blobs);
+  }
 
   /** Looks at a freshly pushed manifest; verifies and records it when it is a signature. */
   async arrived(manifest: ArrivedManifest): Promise<void> {
@@ -65,45 +116,23 @@ export class SignatureIntake {
   }
 
   private async cosignSignatures(manifest: ArrivedManifest, signedDigest: string): Promise<void> {
-    const layers = layersOf(manifest.payload).slice(0, MAX_COSIGN_LAYERS);
     const trust = await this.options.trust(manifest.repository);
-    for (const [index, layer] of layers.entries()) {
-      if (layer.mediaType !== COSIGN_PAYLOAD_MEDIA_TYPE || typeof layer.digest !== 'string') continue;
-      const annotations = (typeof layer.annotations === 'object' && layer.annotations !== null ? layer.annotations : {}) as Record<string, unknown>;
-      const signatureBase64 = annotations[COSIGN_SIGNATURE_ANNOTATION];
-      const reference = `${manifest.digest}#${index}`;
-      const payload = await this.options.blobs(manifest.repository, layer.digest, MAX_PAYLOAD_BYTES);
-      const result: VerificationResult =
-        typeof signatureBase64 !== 'string'
-          ? refused('cosign', `layer ${index} carries no ${COSIGN_SIGNATURE_ANNOTATION} annotation`)
-          : !payload
-            ? refused('cosign', `layer ${index}'s payload is not in this repository or is larger than ${MAX_PAYLOAD_BYTES} bytes`)
-            : await this.cosign.verify({ payload, signatureBase64 }, { repository: manifest.repository, manifestDigest: signedDigest }, trust);
-      await this.record(manifest.repository, signedDigest, reference, result);
+    for (let index = 0; index < this.signatures.cosignLayerCount(manifest.payload); index++) {
+      const result = await this.signatures.cosignLayer(manifest.repository, manifest.payload, index, signedDigest, trust);
+      if (result) await this.record(manifest, signedDigest, cosignSignatureRef(manifest.digest, index), result, trust);
     }
   }
 
   private async bundle(manifest: ArrivedManifest, subjectDigest: string): Promise<void> {
-    const layer = layersOf(manifest.payload)[0];
-    const bundle = typeof layer?.digest === 'string' ? await this.options.blobs(manifest.repository, layer.digest, MAX_BUNDLE_BYTES) : undefined;
     const trust = await this.options.trust(manifest.repository);
-    const result = bundle
-      ? await this.bundles.verify({ bundle, referrerSubjectDigest: subjectDigest }, { repository: manifest.repository, manifestDigest: subjectDigest }, trust)
-      : refused('sigstore-bundle', `the bundle layer is missing or larger than ${MAX_BUNDLE_BYTES} bytes`);
-    await this.record(manifest.repository, subjectDigest, manifest.digest, result);
+    const result = await this.signatures.bundle(manifest.repository, manifest.payload, subjectDigest, trust);
+    await this.record(manifest, subjectDigest, manifest.digest, result, trust);
   }
 
-  private async record(repository: string, signedDigest: string, signatureRef: string, result: VerificationResult): Promise<void> {
-    const record: VerificationRecord = {
-      format: result.format,
-      signatureRef,
-      outcome: result.outcome,
-      signer: result.signer,
-      identity: result.identity,
-      reason: result.reason.slice(0, 1000),
-      verifiedAt: Date.now(),
-    };
-    if (!(await this.options.store.recordVerification(repository, signedDigest, record))) {
+  private async record(manifest: ArrivedManifest, signedDigest: string, signatureRef: string, result: VerificationResult, trust: PolicyTrust): Promise<void> {
+    const { repository } = manifest;
+    const record = verificationRecord(result, signatureRef, trust);
+    if (!(await this.options.store.recordVerification(repository, signedDigest, record, arrivalEvents(manifest.author, repository, signedDigest, record)))) {
       // cosign pushes the image first; a signature for a manifest this repository lacks signs nothing here.
       this.options.log.info({ repository, signed: signedDigest, signature: signatureRef }, 'signature for a manifest this repository does not hold: not recorded');
     }
@@ -114,8 +143,25 @@ function refused(format: SignatureFormat, reason: string): VerificationResult {
   return { format, outcome: 'invalid', reason };
 }
 
-/** The layers of an image manifest (already validated JSON when it was pushed). */
+/** The parsed manifest (already validated JSON when it was pushed), or nothing. */
+function parsed(payload: Buffer): { layers?: unknown; subject?: unknown } {
+  try {
+    const value = JSON.parse(payload.toString('utf8')) as unknown;
+    return typeof value === 'object' && value !== null ? (value as { layers?: unknown; subject?: unknown }) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The layers of an image manifest. */
 function layersOf(payload: Buffer): Layer[] {
-  const parsed = JSON.parse(payload.toString('utf8')) as { layers?: unknown };
-  return Array.isArray(parsed.layers) ? (parsed.layers.filter((layer) => typeof layer === 'object' && layer !== null) as Layer[]) : [];
+  const { layers } = parsed(payload);
+  return Array.isArray(layers) ? (layers.filter((layer) => typeof layer === 'object' && layer !== null) as Layer[]) : [];
+}
+
+/** The digest a referrer's `subject` names. */
+function subjectOf(payload: Buffer): string | undefined {
+  const { subject } = parsed(payload);
+  const digest = typeof subject === 'object' && subject !== null ? (subject as { digest?: unknown }).digest : undefined;
+  return typeof digest === 'string' ? digest : undefined;
 }

@@ -1,14 +1,20 @@
 // The trust policies in force: read from the store (re-read after a short time, so a change made
-// through another replica or the CLI shows up), applied as a whole with a difference to show,
-// and asked by the registry which tags are immutable.
-import type { TrustPolicyStore } from '../metadata/trust-policy-store.js';
+// through another replica or the CLI shows up), applied as a whole with a difference to show and
+// an audit event committed with the change, and asked by the registry which tags are immutable.
+import { auditRecord, type ActorKind } from '../audit/events.js';
+import type { TrustPolicyDiff, TrustPolicyStore } from '../metadata/trust-policy-store.js';
 import type { TagGuard, TagProtection } from '../registry/tag-guard.js';
 import { isImmutableTag, policyFor, type TrustPolicy } from './policy.js';
 
-export interface TrustPolicyDiff {
-  added: string[];
-  removed: string[];
-  changed: string[];
+export type { TrustPolicyDiff } from '../metadata/trust-policy-store.js';
+
+/** Who changes the policies, and from where, for the `trust.changed` event. */
+export interface TrustChangeAuthor {
+  actor?: string | undefined;
+  actorKind?: ActorKind | undefined;
+  clientIp?: string | undefined;
+  /** where the policies came from: a file's path, or `admin API` */
+  source: string;
 }
 
 export class TrustPolicies implements TagGuard {
@@ -32,19 +38,19 @@ export class TrustPolicies implements TagGuard {
     return policyFor(await this.list(), repository);
   }
 
-  /** Makes `wanted` the whole set (unless `dryRun`) and says what that changes, by repository pattern. */
-  async apply(wanted: readonly TrustPolicy[], options: { dryRun?: boolean } = {}): Promise<TrustPolicyDiff> {
-    const current = new Map((await this.store.list()).map((row) => [row.repositories, row.document]));
+  /**
+   * Makes `wanted` the whole set (unless `dryRun`) and says what that changes, by repository
+   * pattern. A change is recorded as `trust.changed` (the difference and its source) in the
+   * transaction that makes it.
+   */
+  async apply(wanted: readonly TrustPolicy[], options: { dryRun?: boolean; author: TrustChangeAuthor }): Promise<TrustPolicyDiff> {
+    const { source, ...who } = options.author;
     const documents = wanted.map((policy) => ({ repositories: policy.repositories, document: JSON.stringify(policy) }));
-    const diff: TrustPolicyDiff = {
-      added: documents.filter((policy) => !current.has(policy.repositories)).map((policy) => policy.repositories),
-      removed: [...current.keys()].filter((repositories) => !documents.some((policy) => policy.repositories === repositories)),
-      changed: documents.filter((policy) => current.has(policy.repositories) && current.get(policy.repositories) !== policy.document).map((policy) => policy.repositories),
-    };
-    if (!options.dryRun) {
-      await this.store.replaceAll(documents);
-      this.cached = undefined;
-    }
+    const diff = await this.store.replaceAll(documents, {
+      dryRun: options.dryRun ?? false,
+      audit: (change) => [auditRecord({ type: 'trust.changed', ...who, details: { source, ...change } })],
+    });
+    if (!options.dryRun) this.cached = undefined;
     return diff;
   }
 

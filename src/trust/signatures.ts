@@ -5,12 +5,15 @@
 // judges signatures itself, and the result says why it failed); only malformed input is refused.
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { auditRecord, type Author } from '../audit/events.js';
+import type { AuditRecord } from '../metadata/auth-stores.js';
 import type { SignatureStore, StoredSignature, VerificationRecord } from '../metadata/signature-store.js';
 import { SIGNATURE_COLUMNS } from '../metadata/signature-store.js';
 import { errors, RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
 import { GPG_SIGNATURE_MAX_BYTES, GpgVerifier, type GpgSignature } from './gpg.js';
-import type { SignatureVerifier, TrustContext, VerificationResult } from './verifier.js';
+import type { PolicyTrust } from './policy-digest.js';
+import type { SignatureVerifier, VerificationResult } from './verifier.js';
 
 /** The extension's signature as it travels: `content` is the OpenPGP message in base64. */
 export interface ExtensionSignature {
@@ -26,8 +29,8 @@ export interface SignatureSubmission {
   content: Buffer;
 }
 
-/** What the trust policy says about a repository: whose signatures count there. */
-export type TrustSource = (repository: string) => Promise<TrustContext>;
+/** What the trust policy says about a repository: whose signatures count there, and which policy that is. */
+export type TrustSource = (repository: string) => Promise<PolicyTrust>;
 
 /** Until trust policies exist, no repository has a trusted signer. */
 export const NO_TRUST: TrustSource = async () => ({ signers: [] });
@@ -40,6 +43,50 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const FIELDS = ['schemaVersion', 'name', 'type', 'content'];
 
 const bad = (message: string, detail?: unknown): RegistryError => new RegistryError('REQUEST_INVALID', message, detail);
+
+/** Longest reason kept with a result (a verifier's message may quote what it was given). */
+const MAX_REASON = 1000;
+
+/** A verifier's judgement of one signature as it is stored: which signature, and under which policy. */
+export function verificationRecord(result: VerificationResult, signatureRef: string, trust: PolicyTrust): VerificationRecord {
+  return {
+    format: result.format,
+    signatureRef,
+    outcome: result.outcome,
+    signer: result.signer?.slice(0, SIGNATURE_COLUMNS.signer),
+    identity: result.identity?.slice(0, SIGNATURE_COLUMNS.identity),
+    reason: result.reason.slice(0, MAX_REASON),
+    verifiedAt: Date.now(),
+    policyDigest: trust.policyDigest,
+  };
+}
+
+/**
+ * The audit events of a signature that arrived (pushed by `author`) and its result: written in
+ * the transaction that stores them. `newDigest` is the manifest the signature is about.
+ */
+export function arrivalEvents(author: Author, repository: string, manifestDigest: string, record: VerificationRecord): AuditRecord[] {
+  const who = { actor: author.actor, clientIp: author.clientIp, repository, newDigest: manifestDigest };
+  return [
+    auditRecord({ ...who, type: 'signature.stored', details: { format: record.format, signature: record.signatureRef } }),
+    auditRecord({ ...who, type: 'signature.verified', ...verifiedEvent(record) }),
+  ];
+}
+
+/** What a `signature.verified` event says about a result. */
+export function verifiedEvent(record: VerificationRecord) {
+  return {
+    outcome: record.outcome === 'valid' ? ('success' as const) : ('failure' as const),
+    reason: record.reason,
+    details: {
+      format: record.format,
+      signature: record.signatureRef,
+      ...(record.signer !== undefined ? { signer: record.signer } : {}),
+      ...(record.identity !== undefined ? { identity: record.identity } : {}),
+      policyDigest: record.policyDigest ?? null,
+    },
+  };
+}
 
 /**
  * Checks a PUT body (already parsed JSON) for the signature of `manifestDigest`: every field, its
@@ -123,11 +170,12 @@ export class SignatureService {
   }
 
   /**
-   * Verifies and stores one signature of a manifest that exists in the repository. The cheap
-   * refusals (no such manifest, a taken name, the limit) come before any cryptography; the store
-   * checks them again in the transaction that writes.
+   * Verifies and stores one signature of a manifest that exists in the repository, sent by
+   * `author` (recorded in the audit log with it). The cheap refusals (no such manifest, a taken
+   * name, the limit) come before any cryptography; the store checks them again in the
+   * transaction that writes.
    */
-  async add(repository: string, manifestDigest: string, submission: SignatureSubmission): Promise<StoredOutcome> {
+  async add(repository: string, manifestDigest: string, submission: SignatureSubmission, author: Author): Promise<StoredOutcome> {
     const contentDigest = `sha256:${createHash('sha256').update(submission.content).digest('hex')}`;
     const present = await this.store.signaturesOf(repository, manifestDigest);
     if (present === undefined) throw errors.manifestUnknown(manifestDigest);
@@ -135,8 +183,15 @@ export class SignatureService {
     if (present.some((signature) => signature.name === submission.name)) throw nameTaken(submission.name);
     if (present.length >= this.maxPerManifest) throw limitReached(this.maxPerManifest);
 
-    const verification = await this.judge(repository, manifestDigest, submission);
-    const outcome = await this.store.addSignature(repository, manifestDigest, { name: submission.name, content: submission.content, contentDigest }, verification, this.maxPerManifest);
+    const verification = await this.judge(repository, manifestDigest, submission, await this.trust(repository));
+    const outcome = await this.store.addSignature(
+      repository,
+      manifestDigest,
+      { name: submission.name, content: submission.content, contentDigest },
+      verification,
+      this.maxPerManifest,
+      arrivalEvents(author, repository, manifestDigest, verification),
+    );
     switch (outcome.status) {
       case 'added':
         this.log.info(
@@ -173,14 +228,14 @@ export class SignatureService {
     return this.store.verificationsOf(repository, manifestDigest);
   }
 
-  /** Verifies a manifest's stored signatures again (keys or the policy changed); returns the new results. */
-  async reverify(repository: string, manifestDigest: string): Promise<VerificationRecord[]> {
-    const results: VerificationRecord[] = [];
-    for (const signature of (await this.store.signaturesOf(repository, manifestDigest)) ?? []) {
-      const record = await this.judge(repository, manifestDigest, { name: signature.name, content: signature.content });
-      if (await this.store.recordVerification(repository, manifestDigest, record)) results.push(record);
-    }
-    return results;
+  /**
+   * Judges a stored signature again, from its stored bytes, against `trust` (the keys or the
+   * policy changed). Nothing is written: the caller replaces the stale result.
+   */
+  async judgeStored(repository: string, manifestDigest: string, name: string, trust: PolicyTrust): Promise<VerificationRecord> {
+    const signature = (await this.store.signaturesOf(repository, manifestDigest))?.find((stored) => stored.name === name);
+    if (!signature) return verificationRecord({ format: 'gpg', outcome: 'invalid', reason: 'the signature is no longer stored' }, name, trust);
+    return this.judge(repository, manifestDigest, signature, trust);
   }
 
   private async duplicate(repository: string, manifestDigest: string, present: StoredSignature[], contentDigest: string): Promise<StoredOutcome> {
@@ -189,10 +244,12 @@ export class SignatureService {
     return verification ? { added: false, verification } : { added: false };
   }
 
-  /** The verifier's result as stored. A fault of the verifier is logged and stored as a failed verification. */
-  private async judge(repository: string, manifestDigest: string, submission: SignatureSubmission): Promise<VerificationRecord> {
-    // The policy's signers are read outside the fault net: a database that cannot answer fails the request (503).
-    const trust = await this.trust(repository);
+  /**
+   * The verifier's result as stored. A fault of the verifier is logged and stored as a failed
+   * verification. (The policy's signers are read before, outside this fault net: a database that
+   * cannot answer fails the request, 503.)
+   */
+  private async judge(repository: string, manifestDigest: string, submission: SignatureSubmission, trust: PolicyTrust): Promise<VerificationRecord> {
     let result: VerificationResult;
     try {
       result = await this.verifier.verify({ message: submission.content }, { repository, manifestDigest }, trust);
@@ -200,15 +257,7 @@ export class SignatureService {
       this.log.error({ err: error, repository, digest: manifestDigest }, 'signature verification failed');
       result = { format: 'gpg', outcome: 'invalid', reason: `the signature could not be verified: ${(error as Error).message}` };
     }
-    return {
-      format: result.format,
-      signatureRef: submission.name,
-      outcome: result.outcome,
-      signer: result.signer?.slice(0, SIGNATURE_COLUMNS.signer),
-      identity: result.identity?.slice(0, SIGNATURE_COLUMNS.identity),
-      reason: result.reason,
-      verifiedAt: Date.now(),
-    };
+    return verificationRecord(result, submission.name, trust);
   }
 }
 

@@ -553,7 +553,7 @@ describe('the auditors’ role: the action `audit` on `**`', () => {
     assert.deepEqual(accessOf(token), [{ type: 'repository', name: 'team-a/app', actions: ['pull', 'push'] }]);
     const response = await api<Problem>(server.url, token, 'GET', '/admin/v1/audit');
     assert.equal(response.status, 403, response.text);
-    assert.equal(response.body.detail, 'administrator rights required');
+    assert.equal(response.body.detail, 'administrator or auditor rights required');
     assert.ok(!response.text.includes('rules.changed'));
   });
 

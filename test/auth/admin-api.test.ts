@@ -56,8 +56,8 @@ async function currentRules(): Promise<ShownRule[]> {
   return response.body.rules;
 }
 
-/** Every admin endpoint, with a harmless body where one is needed. */
-const ENDPOINTS: { method: string; path: string; body?: unknown }[] = [
+/** Every admin endpoint, with a harmless body where one is needed; `audit`: auditors may read it. */
+const ENDPOINTS: { method: string; path: string; body?: unknown; audit?: true }[] = [
   { method: 'GET', path: '/admin/v1/rules' },
   { method: 'PUT', path: '/admin/v1/rules', body: { rules: [{ subject: 'user:alice', repositories: '**', actions: ['pull', 'push', 'delete', 'admin'] }] } },
   { method: 'PUT', path: '/admin/v1/rules?dryRun=true', body: { rules: [] } },
@@ -70,8 +70,16 @@ const ENDPOINTS: { method: string; path: string; body?: unknown }[] = [
   { method: 'GET', path: '/admin/v1/refresh-tokens?user=admin' },
   { method: 'DELETE', path: '/admin/v1/refresh-tokens/000000000000000000000000' },
   { method: 'GET', path: '/admin/v1/access?subject=admin&repository=team-a/app' },
-  { method: 'GET', path: '/admin/v1/audit' },
-  { method: 'GET', path: '/admin/v1/audit?type=login.failure' },
+  { method: 'GET', path: '/admin/v1/audit', audit: true },
+  { method: 'GET', path: '/admin/v1/audit?type=login.failure', audit: true },
+  { method: 'GET', path: '/admin/v1/trust', audit: true },
+  { method: 'GET', path: '/admin/v1/trust?format=yaml', audit: true },
+  { method: 'PUT', path: '/admin/v1/trust', body: { policies: [{ repositories: '**', immutableTags: ['*'] }] } },
+  { method: 'PUT', path: '/admin/v1/trust?dryRun=true', body: { policies: [] } },
+  { method: 'GET', path: '/admin/v1/trust/check?image=team-a/app:v1', audit: true },
+  { method: 'GET', path: `/admin/v1/signatures?repository=team-a/app&digest=sha256:${'0'.repeat(64)}`, audit: true },
+  { method: 'GET', path: '/admin/v1/signatures/report', audit: true },
+  { method: 'GET', path: '/admin/v1/signatures/report?format=csv', audit: true },
 ];
 
 describe('who may use the admin API', () => {
@@ -85,9 +93,9 @@ describe('who may use the admin API', () => {
     assert.deepEqual(accessOf(await tokenFor(server.url, server.admin, ['registry:admin:pull'])), []);
   });
 
-  it('answers 401 with a registry:admin:* challenge without a token, and invalid_token for a bad one', async () => {
-    const challenge = `Bearer realm="${server.url}/auth/token",service="portcullis",scope="registry:admin:*"`;
+  it('answers 401 with a challenge for registry:admin:* (registry:audit:* where auditors may read) without a token, and invalid_token for a bad one', async () => {
     for (const endpoint of ENDPOINTS) {
+      const challenge = `Bearer realm="${server.url}/auth/token",service="portcullis",scope="registry:${endpoint.audit ? 'audit' : 'admin'}:*"`;
       const response = await api(server.url, undefined, endpoint.method, endpoint.path, endpoint.body);
       assert.equal(response.status, 401, `${endpoint.method} ${endpoint.path}: ${response.text}`);
       assert.equal(errorCode(response.text), 'UNAUTHORIZED');
@@ -127,11 +135,13 @@ describe('who may use the admin API', () => {
       const response = await api(server.url, asked, endpoint.method, endpoint.path, endpoint.body);
       assert.equal(response.status, 403, `${endpoint.method} ${endpoint.path}: ${response.text}`);
       assert.equal(response.headers.get('Content-Type'), 'application/problem+json');
-      assert.deepEqual(response.body, { type: 'about:blank', title: 'Forbidden', status: 403, detail: 'administrator rights required' });
+      const detail = endpoint.audit ? 'administrator or auditor rights required' : 'administrator rights required';
+      assert.deepEqual(response.body, { type: 'about:blank', title: 'Forbidden', status: 403, detail });
       assert.ok(!response.text.includes('alice-bot') && !response.text.includes('"rules"'), response.text);
     }
     // Nothing she tried took effect.
     assert.deepEqual(await currentRules(), before);
+    assert.deepEqual((await api(server.url, admin, 'GET', '/admin/v1/trust')).body, { policies: [] });
     const robots = await api<{ robots: RobotInfo[] }>(server.url, admin, 'GET', '/admin/v1/robots');
     assert.ok(!robots.body.robots.some((robot) => robot.name === 'alice-bot'), robots.text);
   });

@@ -150,7 +150,8 @@ for (const backend of BACKENDS) {
       assert.equal(await remove(`/v2/${repository}/manifests/v1`), 403);
       assert.equal(await remove(`/v2/${repository}/manifests/${first.descriptor.digest}`), 403);
 
-      const denied = (await history(repository)).filter((event) => event.outcome === 'denied');
+      const events = await history(repository);
+      const denied = events.filter((event) => event.outcome === 'denied');
       assert.deepEqual(
         denied.map((event) => ({ type: event.type, tag: event.tag, oldDigest: event.oldDigest })),
         [
@@ -158,6 +159,7 @@ for (const backend of BACKENDS) {
           { type: 'tag.deleted', tag: 'v1', oldDigest: first.descriptor.digest },
           { type: 'manifest.deleted', tag: undefined, oldDigest: first.descriptor.digest },
         ],
+        JSON.stringify(events) + server.output().split('\n').filter((line) => /"level":[45]0/.test(line)).join('\n'),
       );
       for (const event of denied) assert.match(event.reason ?? '', /immutable under the trust policy for locked\/\*\*/);
     });

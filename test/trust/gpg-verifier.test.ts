@@ -14,13 +14,20 @@ import { migrateToLatest, openDatabase } from '../../src/metadata/database.js';
 import { KnexMetadataStore } from '../../src/metadata/knex-store.js';
 import { KnexSignatureStore } from '../../src/metadata/knex-signature-store.js';
 import { RegistryError } from '../../src/registry/errors.js';
+import { satisfyingSignature } from '../../src/trust/enforcement.js';
 import { GpgKeyError, GpgVerifier, NO_TRUSTED_SIGNER, readGpgPublicKey } from '../../src/trust/gpg.js';
+import { ManifestSignatures } from '../../src/trust/intake.js';
+import type { TrustPolicy } from '../../src/trust/policy.js';
+import { policyDigest } from '../../src/trust/policy-digest.js';
+import { Reverifier } from '../../src/trust/reverify.js';
 import { SignatureService } from '../../src/trust/signatures.js';
 import type { TrustContext } from '../../src/trust/verifier.js';
 import { createGpgKey, exportSecretKey, standaloneSign, type GpgKey } from '../support/gpg.js';
 import { createTestDatabase } from '../support/postgres.js';
 
 const REPOSITORY = 'team/app';
+/** Who sends the signatures, as the audit log records it. */
+const PUSHER = { actor: 'alice', clientIp: '192.0.2.7' };
 const HOST = '127.0.0.1:5000';
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
@@ -241,12 +248,17 @@ for (const backend of BACKENDS) {
     });
     after(() => close());
 
-    /** A manifest of its own in REPOSITORY for one test. */
-    async function pushManifest(): Promise<{ bytes: Buffer; digest: string }> {
+    /** A manifest of its own in REPOSITORY (or `repository`) for one test. */
+    async function pushManifest(repository = REPOSITORY): Promise<{ bytes: Buffer; digest: string }> {
       const bytes = manifestBytes();
       const record = { digest: sha256(bytes), mediaType: OCI_MANIFEST, size: bytes.length, payload: bytes };
-      assert.deepEqual(await metadata.putManifest(REPOSITORY, record, []), { problems: [] });
+      assert.deepEqual(await metadata.putManifest(repository, record, []), { problems: [] });
       return { bytes, digest: record.digest };
+    }
+
+    /** The audit events about one repository, oldest first. */
+    async function auditTrail(repository: string): Promise<{ type: string; actor: string | null; actor_kind: string; outcome: string; new_digest: string }[]> {
+      return db('audit_events').where({ repository }).orderBy('seq').select('type', 'actor', 'actor_kind', 'outcome', 'new_digest');
     }
 
     const nameFor = (manifestDigest: string) => `${manifestDigest}@${randomBytes(16).toString('hex')}`;
@@ -256,10 +268,10 @@ for (const backend of BACKENDS) {
       const image = await pushManifest();
       const content = await standaloneSign(trusted, image.bytes, `${HOST}/${REPOSITORY}:v1`, dir);
       const name = nameFor(image.digest);
-      const first = await service.add(REPOSITORY, image.digest, { name, content });
+      const first = await service.add(REPOSITORY, image.digest, { name, content }, PUSHER);
       assert.equal(first.added, true);
       assert.equal(first.verification?.outcome, 'valid');
-      const again = await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content });
+      const again = await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content }, PUSHER);
       assert.equal(again.added, false);
       assert.deepEqual(again.verification, first.verification);
       assert.deepEqual(await service.list(REPOSITORY, image.digest), [{ schemaVersion: 2, name, type: 'atomic', content: content.toString('base64') }]);
@@ -273,6 +285,7 @@ for (const backend of BACKENDS) {
         identity: trusted.fingerprint,
         reason: `signed by release (key ${trusted.fingerprint})`,
         verifiedAt: 0,
+        policyDigest: undefined, // judged against signers given directly, not a stored policy
       });
     });
 
@@ -283,7 +296,7 @@ for (const backend of BACKENDS) {
       const tampered = Buffer.from(original);
       tampered[original.indexOf(`${REPOSITORY}:v1`) + REPOSITORY.length + 2] = '9'.charCodeAt(0);
       const name = nameFor(image.digest);
-      const outcome = await service.add(REPOSITORY, image.digest, { name, content: tampered });
+      const outcome = await service.add(REPOSITORY, image.digest, { name, content: tampered }, PUSHER);
       assert.equal(outcome.added, true);
       assert.equal(outcome.verification?.outcome, 'invalid');
       assert.deepEqual((await service.list(REPOSITORY, image.digest)).map((s) => Buffer.from(s.content, 'base64')), [tampered]);
@@ -294,7 +307,7 @@ for (const backend of BACKENDS) {
 
     it('refuses a signature of a manifest the repository does not hold, storing nothing', async () => {
       const content = await signed(document());
-      await assert.rejects(service.add(REPOSITORY, otherDigest, { name: nameFor(otherDigest), content }), (error: unknown) => {
+      await assert.rejects(service.add(REPOSITORY, otherDigest, { name: nameFor(otherDigest), content }, PUSHER), (error: unknown) => {
         assert.ok(error instanceof RegistryError);
         assert.equal(error.code, 'MANIFEST_UNKNOWN');
         return true;
@@ -306,11 +319,11 @@ for (const backend of BACKENDS) {
     it('never replaces a signature under a taken name, and keeps to the limit per manifest', async () => {
       const image = await pushManifest();
       const name = nameFor(image.digest);
-      await service.add(REPOSITORY, image.digest, { name, content: await signed('first') });
-      await assert.rejects(service.add(REPOSITORY, image.digest, { name, content: await signed('second') }), { code: 'DENIED', message: /never replaced/ });
-      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('third') });
-      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('fourth') });
-      await assert.rejects(service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('fifth') }), {
+      await service.add(REPOSITORY, image.digest, { name, content: await signed('first') }, PUSHER);
+      await assert.rejects(service.add(REPOSITORY, image.digest, { name, content: await signed('second') }, PUSHER), { code: 'DENIED', message: /never replaced/ });
+      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('third') }, PUSHER);
+      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('fourth') }, PUSHER);
+      await assert.rejects(service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('fifth') }, PUSHER), {
         code: 'DENIED',
         message: 'the manifest already has 3 signatures, the most it may carry',
       });
@@ -320,32 +333,82 @@ for (const backend of BACKENDS) {
 
     it('lets only one of two signatures sent at once take the last place', async () => {
       const image = await pushManifest();
-      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('a') });
-      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('b') });
+      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('a') }, PUSHER);
+      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('b') }, PUSHER);
       const racing = await Promise.allSettled(
-        ['c', 'd'].map(async (text) => service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed(text) })),
+        ['c', 'd'].map(async (text) => service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed(text) }, PUSHER)),
       );
       assert.deepEqual(racing.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
       assert.equal((await service.list(REPOSITORY, image.digest)).length, 3);
     });
 
-    it('verifies the stored signatures again when the trusted keys change', async () => {
-      current = { signers: [] };
-      const image = await pushManifest();
-      const content = await standaloneSign(trusted, image.bytes, `${HOST}/${REPOSITORY}:v1`, dir);
-      const name = nameFor(image.digest);
-      await service.add(REPOSITORY, image.digest, { name, content });
-      assert.deepEqual((await service.verifications(REPOSITORY, image.digest)).map((r) => [r.outcome, r.reason]), [['invalid', NO_TRUSTED_SIGNER]]);
+    it('records the arrival of a signature and its result in the audit log, with the transaction that stores them', async () => {
       current = trust;
-      const redone = await service.reverify(REPOSITORY, image.digest);
-      assert.deepEqual(redone.map((r) => [r.signatureRef, r.outcome]), [[name, 'valid']]);
-      assert.deepEqual((await service.verifications(REPOSITORY, image.digest)).map((r) => [r.signatureRef, r.outcome, r.identity]), [[name, 'valid', trusted.fingerprint]]);
+      const repository = `team/audited-${randomBytes(4).toString('hex')}`;
+      const image = await pushManifest(repository);
+      const content = await standaloneSign(trusted, image.bytes, `${HOST}/${repository}:v1`, dir);
+      await service.add(repository, image.digest, { name: nameFor(image.digest), content }, PUSHER);
+      await service.add(repository, image.digest, { name: nameFor(image.digest), content }, PUSHER); // the same bytes again: nothing stored, nothing recorded
+      assert.deepEqual(await auditTrail(repository), [
+        { type: 'signature.stored', actor: 'alice', actor_kind: 'user', outcome: 'success', new_digest: image.digest },
+        { type: 'signature.verified', actor: 'alice', actor_kind: 'user', outcome: 'success', new_digest: image.digest },
+      ]);
+      await assert.rejects(service.add(repository, otherDigest, { name: nameFor(otherDigest), content }, PUSHER), { code: 'MANIFEST_UNKNOWN' });
+      assert.equal((await auditTrail(repository)).length, 2);
+    });
+
+    it('judges stored signatures again when the policy changes; a result of an earlier policy counts for nothing until then', async () => {
+      // Each test's repository stands alone: the reverifier walks every repository holding results.
+      const repository = `team/rekeyed-${randomBytes(4).toString('hex')}`;
+      const policyOf = (...signers: TrustContext['signers']): TrustPolicy => ({ repositories: repository, immutableTags: [], signatures: { mode: 'enforce', signers: [...signers] } });
+      const release = policyOf(...trust.signers);
+      let policies: TrustPolicy[] = [];
+      const reverifier = () =>
+        new Reverifier({ store: new KnexSignatureStore(db), policies: async () => policies, gpg: service, manifests: new ManifestSignatures(async () => undefined), log: silent });
+      const results = () => service.verifications(repository, image.digest);
+
+      current = { signers: [] }; // judged where no policy applied
+      const image = await pushManifest(repository);
+      const name = nameFor(image.digest);
+      await service.add(repository, image.digest, { name, content: await standaloneSign(trusted, image.bytes, `${HOST}/${repository}:v1`, dir) }, PUSHER);
+      assert.deepEqual((await results()).map((r) => [r.outcome, r.reason, r.policyDigest]), [['invalid', NO_TRUSTED_SIGNER, undefined]]);
+
+      policies = [release];
+      assert.deepEqual(await reverifier().reverifyStale(), { checked: 1, changed: 1, failed: 0 });
+      assert.deepEqual((await results()).map((r) => [r.signatureRef, r.outcome, r.identity, r.policyDigest]), [[name, 'valid', trusted.fingerprint, policyDigest(release)]]);
+      assert.equal(satisfyingSignature(release, await results())?.signatureRef, name);
+      assert.deepEqual(await reverifier().reverifyStale(), { checked: 0, changed: 0, failed: 0 }, 'nothing is stale any more');
+
+      // The signer keeps its name, but its key is now another one: the old verdict is stale at once.
+      const rekeyed = policyOf({ name: 'release', kind: 'gpg', armoredPublicKey: stranger.armoredPublicKey });
+      policies = [rekeyed];
+      assert.equal(satisfyingSignature(rekeyed, await results()), undefined, 'a valid result of an earlier policy does not satisfy this one');
+      // Two replicas at once: both judge it, one replaces it, and its event is written once.
+      const runs = await Promise.all([reverifier().reverifyStale(), reverifier().reverifyStale()]);
+      assert.deepEqual(runs.map((counts) => counts.checked), [1, 1]);
+      assert.equal(runs[0].changed + runs[1].changed, 1);
+      assert.deepEqual((await results()).map((r) => [r.outcome, r.policyDigest]), [['invalid', policyDigest(rekeyed)]]);
+      assert.match((await results())[0]?.reason ?? '', /no trusted signer of this repository holds/);
+
+      policies = [release];
+      assert.deepEqual(await reverifier().reverifyStale(), { checked: 1, changed: 1, failed: 0 });
+      assert.ok(satisfyingSignature(release, await results()));
+      assert.deepEqual(
+        (await auditTrail(repository)).map((event) => [event.type, event.actor_kind, event.outcome]),
+        [
+          ['signature.stored', 'user', 'success'],
+          ['signature.verified', 'user', 'failure'],
+          ['signature.verified', 'system', 'success'],
+          ['signature.verified', 'system', 'failure'],
+          ['signature.verified', 'system', 'success'],
+        ],
+      );
     });
 
     it('stores a signature whose check failed inside the verifier as failed, and keeps it', async () => {
       current = { signers: [{ name: 'broken', kind: 'gpg', armoredPublicKey: '-----BEGIN PGP PUBLIC KEY BLOCK-----\nnonsense' }] };
       const image = await pushManifest();
-      const outcome = await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('x') });
+      const outcome = await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await signed('x') }, PUSHER);
       assert.equal(outcome.added, true);
       assert.equal(outcome.verification?.outcome, 'invalid');
       assert.match(outcome.verification?.reason ?? '', /^the signature could not be verified: not an armored OpenPGP public key/);
@@ -355,7 +418,7 @@ for (const backend of BACKENDS) {
     it('forgets the signatures and results of a deleted manifest, also when it is pushed again', async () => {
       current = trust;
       const image = await pushManifest();
-      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await standaloneSign(trusted, image.bytes, `${HOST}/${REPOSITORY}:v1`, dir) });
+      await service.add(REPOSITORY, image.digest, { name: nameFor(image.digest), content: await standaloneSign(trusted, image.bytes, `${HOST}/${REPOSITORY}:v1`, dir) }, PUSHER);
       assert.equal((await metadata.deleteManifest(REPOSITORY, image.digest)).deleted, true);
       assert.deepEqual(await service.list(REPOSITORY, image.digest), []);
       assert.deepEqual(await service.verifications(REPOSITORY, image.digest), []);

@@ -51,10 +51,11 @@ describe('portcullis trust', () => {
     assert.equal((await trust(['apply', '-f', again])).stdout, 'no changes\n', 'an export applies back unchanged');
     // The change is in the audit log, once (the dry run and the runs that changed nothing are not).
     const token = await adminToken(server);
-    const { body } = await api<{ events: { type: string; actorKind?: string; details?: { added?: string[] } }[] }>(server.url, token, 'GET', '/admin/v1/audit?type=trust.changed');
+    const { body } = await api<{ events: { type: string; actorKind?: string; details?: Record<string, unknown> }[] }>(server.url, token, 'GET', '/admin/v1/audit?type=trust.changed');
     assert.equal(body.events.length, 1, JSON.stringify(body.events));
     assert.equal(body.events[0]?.actorKind, 'cli');
-    assert.deepEqual(body.events[0]?.details?.added, ['prod/**', 'prod/sandbox/**']);
+    // The difference, and where the policies came from.
+    assert.deepEqual(body.events[0]?.details, { source: file, added: ['prod/**', 'prod/sandbox/**'], removed: [], changed: [] });
   });
 
   it('refuses a bad file naming the key, and changes nothing', async () => {

@@ -173,4 +173,19 @@ describe('signatures that must not count', () => {
       assert.equal(served.headers.get('Docker-Content-Digest'), image.descriptor.digest);
     });
   }
+
+  it('refuses an unsigned image disguised as a signature: under a .sig tag, or carrying a subject', async () => {
+    const repository = `prod/${randomName()}`;
+    const target = await admin.pushImage(repository, 'v1');
+    const disguisedTag = `${target.descriptor.digest.replace(':', '-')}.sig`;
+    const underSigTag = await admin.pushImage(repository, disguisedTag);
+    await expectError(await deploy.fetch(`/v2/${repository}/manifests/${disguisedTag}`), 403, 'DENIED');
+    await expectError(await deploy.fetch(`/v2/${repository}/manifests/${underSigTag.descriptor.digest}`), 403, 'DENIED');
+    const referrer = await admin.pushImage(repository, 'with-subject', { extra: { subject: target.descriptor } });
+    await expectError(await deploy.fetch(`/v2/${repository}/manifests/${referrer.descriptor.digest}`), 403, 'DENIED');
+    // A real signature stays readable, so clients can verify the image with it.
+    const payload = cosignPayload({ reference: reference(repository), digest: target.descriptor.digest });
+    await pushCosignSignature(admin, repository, target.descriptor.digest, trusted, payload);
+    assert.equal((await deploy.fetch(`/v2/${repository}/manifests/${disguisedTag}`)).status, 200, 'the signature replaced the disguised image under its tag');
+  });
 });

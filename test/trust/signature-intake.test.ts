@@ -8,10 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import { adminToken } from '../auth/support.js';
 import { runCli } from '../support/cli.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
-import { adminClient, OCI_MANIFEST, randomName, type Descriptor, type TestRegistry } from '../support/registry-client.js';
-import { cosignPayload, createFakeSigstore, pushCosignSignature, inTotoStatement, makeKey, type FakeSigstore, type TestKey } from '../support/signing.js';
+import { adminClient, randomName, type TestRegistry } from '../support/registry-client.js';
+import { cosignPayload, createFakeSigstore, pushCosignSignature, pushSigstoreBundle, inTotoStatement, makeKey, type FakeSigstore, type TestKey } from '../support/signing.js';
 
-const BUNDLE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
 const ISSUER = 'https://issuer.example';
 
 let server: RunningRegistry;
@@ -33,14 +32,6 @@ async function verifications(repository: string, digest: string): Promise<Verifi
   const response = await fetch(`${server.url}/admin/v1/signatures?${query.toString()}`, { headers: { Authorization: `Bearer ${token}` } });
   assert.equal(response.status, 200, await response.clone().text());
   return ((await response.json()) as { verifications: Verification[] }).verifications;
-}
-
-/** Pushes a sigstore bundle as a referrer of `subject`, as cosign v3 does. */
-async function pushBundle(repository: string, subject: Descriptor, bundle: Buffer): Promise<void> {
-  const empty = await registry.pushBlob(repository, Buffer.from('{}'), 'application/vnd.oci.empty.v1+json');
-  const layer = await registry.pushBlob(repository, bundle, BUNDLE);
-  const manifest = { schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: BUNDLE, config: empty, layers: [layer], subject };
-  await registry.pushManifest(repository, subject.digest.replace(':', '-'), manifest, OCI_MANIFEST);
 }
 
 before(async () => {
@@ -107,7 +98,7 @@ describe('sigstore bundles (referrers)', () => {
     const repository = `signed/${randomName()}`;
     const good = await registry.pushImage(repository, 'good');
     const statement = inTotoStatement({ digest: good.descriptor.digest, name: `${server.host}/${repository}` });
-    await pushBundle(repository, good.descriptor, await sigstore.signKeyless(statement, { subject: 'https://ci.example/acme/release', issuer: ISSUER }));
+    await pushSigstoreBundle(registry, repository, good.descriptor, await sigstore.signKeyless(statement, { subject: 'https://ci.example/acme/release', issuer: ISSUER }));
     const [valid] = await verifications(repository, good.descriptor.digest);
     assert.equal(valid?.format, 'sigstore-bundle');
     assert.equal(valid?.outcome, 'valid', valid?.reason);
@@ -115,7 +106,7 @@ describe('sigstore bundles (referrers)', () => {
 
     const bad = await registry.pushImage(repository, 'bad');
     const other = inTotoStatement({ digest: bad.descriptor.digest, name: `${server.host}/${repository}` });
-    await pushBundle(repository, bad.descriptor, await sigstore.signKeyless(other, { subject: 'https://attacker.example/x', issuer: ISSUER }));
+    await pushSigstoreBundle(registry, repository, bad.descriptor, await sigstore.signKeyless(other, { subject: 'https://attacker.example/x', issuer: ISSUER }));
     const [invalid] = await verifications(repository, bad.descriptor.digest);
     assert.equal(invalid?.outcome, 'invalid');
     assert.match(invalid?.reason ?? '', /subject|identity/i);

@@ -7,12 +7,16 @@ import { InvalidTokenError, type VerifiedToken, type TokenService } from '../../
 import { HttpError } from '../errors.js';
 import type { AppContext } from '../context.js';
 
-/** What a route needs: any valid token, an action on the route's repository, the catalog, or administration. */
+/**
+ * What a route needs: any valid token, an action on the route's repository, the catalog,
+ * administration, or reading the audit trail (auditors; administrators may too).
+ */
 export type RouteAccess =
   | { kind: 'authenticated' }
   | { kind: 'repository'; action: 'pull' | 'push' | 'delete' }
   | { kind: 'catalog' }
-  | { kind: 'admin' };
+  | { kind: 'admin' }
+  | { kind: 'audit' };
 
 export interface AuthorizerOptions {
   tokens: TokenService;
@@ -25,6 +29,7 @@ export interface AuthorizerOptions {
 function scopeFor(ctx: AppContext, need: RouteAccess): string | undefined {
   if (need.kind === 'catalog') return 'registry:catalog:*';
   if (need.kind === 'admin') return 'registry:admin:*';
+  if (need.kind === 'audit') return 'registry:audit:*';
   if (need.kind === 'authenticated') return undefined;
   const repository = ctx.state.repository as string;
   // Docker asks pull,push for a push; answer in the words it expects.
@@ -44,6 +49,7 @@ function satisfied(access: readonly ResourceAccess[], ctx: AppContext, need: Rou
   if (need.kind === 'authenticated') return true;
   if (need.kind === 'catalog') return grants(access, 'registry', 'catalog', '*');
   if (need.kind === 'admin') return grants(access, 'registry', 'admin', '*');
+  if (need.kind === 'audit') return grants(access, 'registry', 'admin', '*') || grants(access, 'registry', 'audit', '*');
   return grants(access, 'repository', ctx.state.repository as string, need.action);
 }
 
@@ -55,6 +61,8 @@ export interface Authorizer {
   authenticate(ctx: AppContext, need: RouteAccess): Promise<VerifiedToken>;
   /** authenticate, then 401 insufficient_scope unless the token grants `need`. */
   authorize(ctx: AppContext, need: RouteAccess): Promise<void>;
+  /** Whether verified claims grant `need` (for routes that answer a refusal themselves). */
+  grants(claims: VerifiedToken, ctx: AppContext, need: RouteAccess): boolean;
 }
 
 export function createAuthorizer(options: AuthorizerOptions): Authorizer {
@@ -77,6 +85,7 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
 
   return {
     authenticate,
+    grants: (claims, ctx, need) => satisfied(claims.access, ctx, need),
     async authorize(ctx, need) {
       const claims = await authenticate(ctx, need);
       if (!satisfied(claims.access, ctx, need)) {

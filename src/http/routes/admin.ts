@@ -1,7 +1,8 @@
 // The admin REST API under /admin/v1: access rules, robot accounts, refresh tokens, access
-// explanations and the audit log. Every call needs a token granting `registry:admin:*`, which the
-// token endpoint gives only to administrators; the audit log also accepts `registry:audit:*`, which
-// it gives to auditors. Nothing here trusts an id from the client
+// explanations, the audit log, and the trust policies and signature reports (./trust-admin.ts,
+// registered through `on` here). Every call needs a token granting `registry:admin:*`, which the
+// token endpoint gives only to administrators; the read-only audit and trust endpoints also accept
+// `registry:audit:*`, which it gives to auditors. Nothing here trusts an id from the client
 // beyond looking it up. Mistakes are answered as RFC 9457 problem documents
 // (application/problem+json), mapped from errors in one place: `problemFor`.
 import { STATUS_CODES } from 'node:http';
@@ -24,12 +25,15 @@ import {
 import type { AccessRuleStore, RuleDiff } from '../../auth/policy/store.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
 import { RobotError, type RobotAccounts } from '../../auth/robots.js';
-import { grants } from '../../auth/tokens/access.js';
 import { isValidName } from '../../registry/reference.js';
+import { TrustPolicyError } from '../../trust/policy-file.js';
+import { ReportQueryError } from '../../trust/report.js';
+import type { SignatureService } from '../../trust/signatures.js';
 import { reply, replyJson, type AppContext, type Handler, type RequestState } from '../context.js';
 import type { Authorizer } from '../middleware/authorize.js';
 import { responseOf } from '../errors.js';
 import { AuditQueryError, nextPageLink, parseAuditQuery, type ParsedAuditQuery } from './audit-query.js';
+import { registerTrustAdminRoutes, type TrustAdministration } from './trust-admin.js';
 
 export interface AdminRouteOptions {
   /** The bearer-token check the registry routes use too. */
@@ -40,6 +44,10 @@ export interface AdminRouteOptions {
   refreshTokens: RefreshTokens;
   authenticator: Authenticator;
   audit: AuditLog;
+  /** stored signatures and their verification results */
+  signatures: SignatureService;
+  /** the trust policies, their explanations and the signature report */
+  trust: TrustAdministration;
 }
 
 const BODY_LIMIT = 1024 * 1024;
@@ -104,6 +112,8 @@ function problemFor(error: unknown, requestId: string): { problem: Problem; head
   if (error instanceof AdminRequestError) return problem(error.status, error.message, error.errors, error.headers);
   if (error instanceof RuleError) return problem(400, error.message, error.problems);
   if (error instanceof RobotError) return problem(error.kind === 'missing' ? 404 : error.kind === 'exists' ? 409 : 400, error.message);
+  if (error instanceof TrustPolicyError) return problem(400, error.message, error.problems.map((field) => ({ pointer: pointerOf(field.key), detail: field.detail })));
+  if (error instanceof ReportQueryError) return problem(400, error.message);
   const bodyStatus = bodyErrorStatus(error);
   if (bodyStatus === 413) return problem(413, `request body is larger than ${BODY_LIMIT} bytes`);
   if (bodyStatus !== undefined) return problem(bodyStatus, (error as Error).message);
@@ -112,6 +122,15 @@ function problemFor(error: unknown, requestId: string): { problem: Problem; head
   if (response && (response.status < 500 || response.status === 503)) return problem(response.status, response.message);
   const internal = problem(500, 'internal server error');
   return { ...internal, problem: { ...internal.problem, requestId } };
+}
+
+/** A trust document's key (`policies[0].signatures.mode`) as a JSON Pointer (`/policies/0/signatures/mode`). */
+function pointerOf(key: string): string {
+  return `/${key
+    .replace(/\[(\d+)\]/g, '.$1')
+    .split('.')
+    .map((part) => part.replace(/~/g, '~0').replace(/\//g, '~1'))
+    .join('/')}`;
 }
 
 /** Accepts `application/json` and `application/…+json` in UTF-8, without a Content-Encoding. */
@@ -240,10 +259,10 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   const admin = (name: string, handler: (ctx: AppContext, actor: string) => Promise<void>, need: 'admin' | 'audit' = 'admin'): Handler => {
     return async (ctx) => {
       ctx.state.route = name;
-      const claims = await bearer.authenticate(ctx, { kind: 'admin' });
+      // The challenge of a 401 names the scope to ask for: registry:audit:* where auditors may read.
+      const claims = await bearer.authenticate(ctx, { kind: need });
       try {
-        const allowed = grants(claims.access, 'registry', 'admin', '*') || (need === 'audit' && grants(claims.access, 'registry', 'audit', '*'));
-        if (!allowed) throw new AdminRequestError(403, 'administrator rights required');
+        if (!bearer.grants(claims, ctx, { kind: need })) throw new AdminRequestError(403, need === 'audit' ? 'administrator or auditor rights required' : 'administrator rights required');
         await handler(ctx, claims.subject);
       } catch (error) {
         const { problem, headers } = problemFor(error, ctx.state.requestId);
@@ -405,6 +424,11 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
       replyJson(ctx, 200, { events: page.events, ...(page.nextBeforeSeq === undefined ? {} : { next: String(page.nextBeforeSeq) }) }, link);
     },
     'audit',
+  );
+
+  registerTrustAdminRoutes(
+    { on, jsonBody, onlyKeys, queryParameter, refuse: (status, detail) => new AdminRequestError(status, detail) },
+    { ...options.trust, signatures: options.signatures },
   );
 
   // Anything else under /admin: 405 with Allow on a known path, else 404 — as problems too.

@@ -9,7 +9,7 @@ import { GPG_SIGNATURE_MAX_BYTES } from '../../trust/gpg.js';
 import { reply, replyJson, type AppContext } from '../context.js';
 import { badRequest } from '../errors.js';
 import type { Route } from './v2/index.js';
-import { digestParam, repositoryOf } from './v2/request.js';
+import { authorOf, digestParam, repositoryOf } from './v2/request.js';
 
 export const extensionPatterns = {
   signatures: /^\/extensions\/v2\/(?<name>.+)\/signatures\/(?<digest>[^/]+)$/,
@@ -51,7 +51,7 @@ export function signatureExtensionRoutes(signatures: SignatureService): Route[] 
         const repository = repositoryOf(ctx);
         const digest = digestParam(ctx).value;
         const submission = parseSubmission(await jsonBody(ctx), digest);
-        await signatures.add(repository, digest, submission);
+        await signatures.add(repository, digest, submission, authorOf(ctx));
         reply(ctx, 201, { 'Content-Length': 0 });
       },
     },

@@ -5,8 +5,7 @@ import { HttpError } from '../../errors.js';
 import type { ByteRange } from '../../../storage/blob-store.js';
 import { reply, type AppContext } from '../../context.js';
 import { readableDigest } from '../../../registry/blobs.js';
-import { authorOf } from './manifests.js';
-import { param, repositoryOf } from './request.js';
+import { authorOf, param, repositoryOf } from './request.js';
 
 /** The single satisfiable range asked for, undefined for the whole blob. Multiple ranges: whole blob. */
 function requestedRange(ctx: AppContext, size: number): ByteRange | undefined {

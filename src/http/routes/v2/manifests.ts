@@ -4,7 +4,7 @@ import type { Author } from '../../../audit/events.js';
 import type { ManifestRecord } from '../../../metadata/store.js';
 import type { Registry } from '../../../registry/index.js';
 import { reply, type AppContext } from '../../context.js';
-import { acceptedTypes, param, repositoryOf } from './request.js';
+import { acceptedTypes, authorOf, param, repositoryOf } from './request.js';
 
 /** Told of every manifest pushed (the trust layer verifies the ones that are signatures). */
 export type ManifestPushed = (manifest: {
@@ -18,8 +18,6 @@ export type ManifestPushed = (manifest: {
   author: Author;
 }) => Promise<void>;
 
-/** Who a request acts for, as the audit log records it. */
-export const authorOf = (ctx: AppContext): Author => ({ actor: ctx.state.auth?.subject, clientIp: ctx.request.ip });
 
 /** Decides whether a manifest found may be served to this caller (the trust policy); throws DENIED if not. */
 export type PullGate = (ctx: AppContext, repository: string, reference: string, manifest: ManifestRecord) => Promise<void>;

@@ -1,4 +1,5 @@
 // Reading the parts of a distribution API request: path parameters, query, headers.
+import type { Author } from '../../../audit/events.js';
 import { errors, RegistryError } from '../../../registry/errors.js';
 import { badRequest } from '../../errors.js';
 import { parseDigest, parseName, type Digest } from '../../../registry/reference.js';
@@ -10,6 +11,9 @@ export function param(ctx: AppContext, key: string): string {
   if (value === undefined) throw new Error(`route has no parameter ${key}`);
   return value;
 }
+
+/** Who a request acts for, as the audit log records it: the token's subject and the client address. */
+export const authorOf = (ctx: AppContext): Author => ({ actor: ctx.state.auth?.subject, clientIp: ctx.request.ip });
 
 export function repositoryOf(ctx: AppContext): string {
   return ctx.state.repository ?? parseName(param(ctx, 'name'));
