@@ -2,9 +2,16 @@
 // Runs every compiled test file under dist/test with node's own test runner.
 // Node 20 has no glob support for --test, so the files are listed here.
 // Usage: node test/run.mjs [substring-filter ...]
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { spawnSync } from 'node:child_process';
+//
+// S3: when a selected test file imports dist/test/support/s3.js (directly, or through any module it
+// imports), one Ceph RADOS Gateway is started before the tests (test/support/ceph-rgw.ts, ~5 s) and
+// shared by all of them: its coordinates go to the test processes in PORTCULLIS_TEST_S3_ENDPOINT,
+// _ACCESS_KEY, _SECRET_KEY and _REGION, where testS3() finds them; it is stopped when the tests end.
+// With PORTCULLIS_TEST_S3_ENDPOINT already set, that server is used and none is started.
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { constants } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const filters = process.argv.slice(2);
@@ -31,6 +38,61 @@ if (files.length === 0) {
   console.error('no test files found under', root);
   process.exit(1);
 }
+
+// Relative imports of a compiled module (static, side-effect and dynamic ones). tsc drops
+// type-only imports, so this is what the module loads when it runs.
+const RELATIVE_IMPORT = /\b(?:from|import)\s*\(?\s*['"](\.{1,2}\/[^'"]+)['"]/g;
+const S3_SUPPORT = join(root, 'support', 's3.js');
+const reachesS3 = new Map();
+function importsS3Support(file) {
+  if (file === S3_SUPPORT) return true;
+  if (reachesS3.has(file)) return reachesS3.get(file);
+  reachesS3.set(file, false); // an import cycle back to this file adds nothing
+  const code = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const found = [...code.matchAll(RELATIVE_IMPORT)].some(([, spec]) => importsS3Support(resolve(dirname(file), spec)));
+  reachesS3.set(file, found);
+  return found;
+}
+
+/** Starts the shared gateway; resolves its coordinates as environment variables and a way to stop it. */
+async function sharedGateway(users) {
+  const { startCephRgw } = await import('../dist/test/support/ceph-rgw.js');
+  const { s3Env } = await import('../dist/test/support/s3.js');
+  const started = performance.now();
+  const gateway = await startCephRgw();
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  console.error(`ceph rgw for ${users} test file(s) at ${gateway.endpoint}: started in ${seconds} s`);
+  return {
+    env: s3Env(gateway),
+    async stop() {
+      const mib = (bytes) => `${Math.round(bytes / 2 ** 20)} MiB`;
+      const rss = await gateway.memory();
+      console.error(`ceph rgw at the end of the run: RSS mon ${mib(rss.mon)}, osd ${mib(rss.osd)}, rgw ${mib(rss.rgw)}`);
+      await gateway.stop();
+    },
+  };
+}
+
+const s3Users = files.filter(importsS3Support).length;
+let gateway;
+if (s3Users > 0 && !process.env.PORTCULLIS_TEST_S3_ENDPOINT) {
+  try {
+    gateway = await sharedGateway(s3Users);
+  } catch (err) {
+    console.error('could not start the Ceph RADOS Gateway the S3 tests need:', err);
+    process.exit(1);
+  }
+}
+
 // No --test-force-exit: every test closes what it opens, and a leaked handle shows as a hang.
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...files], { stdio: 'inherit' });
-process.exit(result.status ?? 1);
+const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...files], {
+  stdio: 'inherit',
+  env: { ...process.env, ...gateway?.env },
+});
+// SIGINT/SIGTERM reach the test runner, and the gateway is still stopped when it has ended.
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+const status = await new Promise((resolvePromise) =>
+  child.once('exit', (code, signal) => resolvePromise(code ?? 128 + (constants.signals[signal] ?? 0))),
+);
+await gateway?.stop();
+process.exit(status);
