@@ -3,7 +3,7 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { blobRoot, ConfigError, sqlitePath, type Config } from './config/config.js';
+import { ConfigError, sqlitePath, storageSettings, type Config } from './config/config.js';
 import { createAuth } from './auth/index.js';
 import type { LdapIdentityProvider } from './auth/identity/ldap.js';
 import { createApp } from './http/app.js';
@@ -18,7 +18,7 @@ import { RegistryAuditTrail } from './audit/registry-changes.js';
 import { KnexSignatureReport } from './metadata/knex-signature-report.js';
 import { KnexSignatureStore } from './metadata/knex-signature-store.js';
 import { SignatureReport } from './trust/report.js';
-import { FilesystemBlobStore } from './storage/filesystem.js';
+import { openBlobStore } from './storage/index.js';
 import { createSignatureServices, createTrustPolicies } from './trust/index.js';
 import type { BlobReader } from './trust/intake.js';
 
@@ -100,8 +100,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   }
   const metadata = new KnexMetadataStore(db);
   const trustPolicies = createTrustPolicies(db, config.auth.rulesCacheSeconds * 1000);
-  const store = new FilesystemBlobStore(blobRoot(config));
-  await store.init();
+  const blobs = await openBlobStore(storageSettings(config));
+  const { store } = blobs;
 
   const auth = await createAuth(config, db, log);
   const registry = createRegistry({
@@ -208,6 +208,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       await signatureServices.reverifier.stop();
       await auth.close();
       await metadata.close();
+      blobs.close();
       unlock();
     },
   };

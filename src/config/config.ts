@@ -7,12 +7,13 @@ import AjvModule from 'ajv';
 import { closest, distance } from 'fastest-levenshtein';
 import { parse as parseYaml } from 'yaml';
 import schema from '../../schemas/config.schema.json' with { type: 'json' };
+import type { StorageSettings } from '../storage/index.js';
 
 export interface Config {
   listen: string;
   dataDir: string;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
-  storage: { driver: 'filesystem'; filesystem: { root?: string } };
+  storage: { driver: 'filesystem' | 's3'; filesystem: { root?: string }; s3: S3Config };
   metadata: {
     driver: 'sqlite' | 'postgres';
     sqlite: { path?: string };
@@ -41,6 +42,19 @@ export interface Config {
     ldap?: LdapConfig;
     loginThrottle: LoginThrottleConfig;
   };
+}
+
+/** storage.s3: see schemas/config.schema.json. */
+export interface S3Config {
+  bucket?: string;
+  prefix?: string;
+  region: string;
+  endpoint?: string;
+  forcePathStyle: boolean;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  redirect: boolean;
+  redirectExpirySeconds: number;
 }
 
 /** auth.loginThrottle: see schemas/config.schema.json. */
@@ -236,6 +250,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
   if (config.auth.ldap?.bindDn && !config.auth.ldap.bindPassword) {
     throw new ConfigError('auth.ldap.bindPassword is required with auth.ldap.bindDn: without it the bind is anonymous');
   }
+  checkS3(config.storage);
   if (config.metadata.driver === 'postgres' && !config.metadata.postgres.url) {
     throw new ConfigError(`metadata.postgres.url is required when metadata.driver is postgres (${envName(['metadata', 'postgres', 'url'])})`);
   }
@@ -275,6 +290,16 @@ function checkTrustedProxies(entries: string[]): void {
   }
 }
 
+function checkS3(storage: Config['storage']): void {
+  if (storage.driver !== 's3') return;
+  if (!storage.s3.bucket) throw new ConfigError(`storage.s3.bucket is required when storage.driver is s3 (${envName(['storage', 's3', 'bucket'])})`);
+  if ((storage.s3.accessKeyId === undefined) !== (storage.s3.secretAccessKey === undefined)) {
+    throw new ConfigError(
+      `storage.s3.accessKeyId and storage.s3.secretAccessKey go together (${envName(['storage', 's3', 'accessKeyId'])}, ${envName(['storage', 's3', 'secretAccessKey'])}): one of them is missing`,
+    );
+  }
+}
+
 function checkTls(tls: Config['tls']): void {
   if ((tls.certificate === undefined) !== (tls.key === undefined)) {
     throw new ConfigError(`tls.certificate and tls.key go together (${envName(['tls', 'certificate'])}, ${envName(['tls', 'key'])}): one of them is missing`);
@@ -301,4 +326,20 @@ export function isLoopback(listen: string): boolean {
 }
 
 export const blobRoot = (config: Config): string => resolve(config.storage.filesystem.root ?? `${config.dataDir}/blobs`);
+
+/** The blob store's settings: a folder, or a bucket with how to reach it. */
+export function storageSettings(config: Config): StorageSettings {
+  if (config.storage.driver === 'filesystem') return { driver: 'filesystem', root: blobRoot(config) };
+  const s3 = config.storage.s3;
+  return {
+    driver: 's3',
+    bucket: s3.bucket as string, // checked at load: required with the s3 driver
+    prefix: s3.prefix ?? '',
+    region: s3.region,
+    endpoint: s3.endpoint,
+    forcePathStyle: s3.forcePathStyle,
+    credentials: s3.accessKeyId !== undefined && s3.secretAccessKey !== undefined ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined,
+    redirectSeconds: s3.redirect ? s3.redirectExpirySeconds : undefined,
+  };
+}
 export const sqlitePath = (config: Config): string => resolve(config.metadata.sqlite.path ?? `${config.dataDir}/portcullis.db`);

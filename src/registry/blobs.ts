@@ -7,6 +7,7 @@ import type { BlobRecord, MetadataStore } from '../metadata/store.js';
 import type { BlobStore, ByteRange } from '../storage/blob-store.js';
 import { NO_CHANGE_LOG, type ChangeLog } from './change-log.js';
 import { errors, RegistryError } from './errors.js';
+import { storage } from './storage-faults.js';
 import { parseDigest, type Digest } from './reference.js';
 
 /** Storage key of one stored copy: the upload id makes each generation of a digest distinct. */
@@ -42,13 +43,19 @@ export class BlobService {
   async open(blob: BlobRecord, range?: ByteRange): Promise<Readable> {
     const end = blob.size - 1;
     const bounded = range ? { start: range.start, end: Math.min(range.end, end) } : { start: 0, end };
-    const stream = await this.store.read(blob.storageKey, bounded);
+    const stream = await storage(() => this.store.read(blob.storageKey, bounded));
     if (!stream) {
       // The metadata says it exists but the bytes are gone: storage was damaged behind our back.
       this.log.error({ digest: blob.digest, key: blob.storageKey }, 'blob bytes missing from storage');
       throw errors.blobUnknown(blob.digest);
     }
     return stream;
+  }
+
+  /** Where the client may fetch the blob from the store itself, when the store hands out such URLs. */
+  async readUrl(blob: BlobRecord): Promise<string | undefined> {
+    const readUrl = this.store.readUrl?.bind(this.store);
+    return readUrl ? storage(() => readUrl(blob.storageKey)) : undefined;
   }
 
   /** Links a blob from another repository; undefined when `from` does not hold it. */

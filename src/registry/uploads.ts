@@ -12,10 +12,11 @@ import type { Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { BlobRecord, MetadataStore, UploadRecord } from '../metadata/store.js';
-import { isStorageFull, UploadAreaMissingError, type BlobStore, type UploadPart } from '../storage/blob-store.js';
+import { UploadAreaMissingError, type BlobStore, type UploadPart } from '../storage/blob-store.js';
 import { blobKey } from './blobs.js';
 import { digestOfStream, newHash } from './digest.js';
-import { BackendUnavailableError, errors, RegistryError } from './errors.js';
+import { errors, RegistryError } from './errors.js';
+import { storage, storageFault } from './storage-faults.js';
 import type { Digest } from './reference.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -73,7 +74,7 @@ export class UploadService {
     try {
       created = await this.metadata.createUpload(upload, this.limits.maxOpenPerOwner);
     } finally {
-      if (!created) await this.store.deleteUpload(upload.id).catch(() => undefined);
+      if (!created) await this.store.deleteUpload(upload.id, []).catch(() => undefined);
     }
     if (!created) {
       throw new RegistryError(
@@ -108,12 +109,12 @@ export class UploadService {
     const claim = await this.claim(upload);
     try {
       if (body) upload = (await this.write(upload, claim, body, range, true)).upload;
-      const computed = await this.withArea(upload.id, () => this.computeDigest(upload, digest));
+      const computed = await this.withArea(upload, () => this.computeDigest(upload, digest));
       if (computed !== digest.value) {
-        await this.discard(upload.id); // nothing of a wrong upload is kept
+        await this.discard(upload); // nothing of a wrong upload is kept
         throw errors.digestInvalid({ expected: digest.value, computed });
       }
-      const blob = await this.withArea(upload.id, () => this.commit(repository, upload.id, upload.parts, upload.size, digest, true));
+      const blob = await this.withArea(upload, () => this.commit(repository, upload.id, upload.parts, upload.size, digest, true));
       this.hashes.delete(upload.id);
       return blob;
     } catch (error) {
@@ -130,10 +131,10 @@ export class UploadService {
    */
   async monolithic(repository: string, digest: Digest, body: Readable): Promise<BlobRecord> {
     const id = randomUUID();
+    const name = 'whole';
     await storage(() => this.store.createUpload(id));
     try {
       const hash = newHash(digest.algorithm);
-      const name = 'whole';
       let size: number;
       try {
         size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk));
@@ -144,7 +145,7 @@ export class UploadService {
       if (computed !== digest.value) throw errors.digestInvalid({ expected: digest.value, computed });
       return await this.commit(repository, id, [{ name, size }], size, digest, false);
     } finally {
-      await this.store.deleteUpload(id).catch(() => undefined);
+      await this.store.deleteUpload(id, [{ name, size: 0 }]).catch(() => undefined);
     }
   }
 
@@ -198,7 +199,7 @@ export class UploadService {
     const upload = await this.require(repository, id);
     const claim = await this.claim(upload);
     try {
-      await this.discard(upload.id);
+      await this.discard(upload);
     } finally {
       claim.stop();
     }
@@ -218,7 +219,7 @@ export class UploadService {
         const writer = randomUUID();
         // The claim fails when a request took the session meanwhile (or moved it on).
         if (!(await this.metadata.claimUpload(candidate.id, candidate.size, writer, Date.now() + CLAIM_MS))) continue;
-        await this.discard(candidate.id);
+        await this.discard(candidate);
         expired++;
         progress++;
       }
@@ -247,13 +248,13 @@ export class UploadService {
   }
 
   /** Runs work on an upload's bytes; if they are gone, the session goes too and the client hears so. */
-  private async withArea<T>(id: string, work: () => Promise<T>): Promise<T> {
+  private async withArea<T>(upload: UploadRecord, work: () => Promise<T>): Promise<T> {
     try {
-      return await work();
+      return await storage(work);
     } catch (error) {
       if (!(error instanceof UploadAreaMissingError)) throw error;
-      await this.discard(id);
-      throw errors.uploadUnknown(id);
+      await this.discard(upload);
+      throw errors.uploadUnknown(upload.id);
     }
   }
 
@@ -269,10 +270,10 @@ export class UploadService {
     const part = `${upload.size}-${claim.writer}`;
     // Taken out of the shared map while this request owns it: were the claim lost, a stalled
     // write could otherwise feed bytes into the hash that the next claimant uses.
-    const state = await this.withArea(upload.id, () => this.hashState(upload));
+    const state = await this.withArea(upload, () => this.hashState(upload));
     this.hashes.delete(upload.id);
     try {
-      const written = await this.withArea(upload.id, () =>
+      const written = await this.withArea(upload, () =>
         this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk)),
       );
       if (range && written !== range.end - range.start + 1) {
@@ -318,10 +319,13 @@ export class UploadService {
     return digestOfStream(await this.store.readParts(upload.id, upload.parts), digest.algorithm);
   }
 
-  private async discard(id: string): Promise<void> {
-    this.hashes.delete(id);
-    await this.metadata.deleteUpload(id);
-    await this.store.deleteUpload(id).catch((error: unknown) => this.log.warn({ err: error, upload: id }, 'could not delete upload area'));
+  /** Ends a session: its record, then its bytes (what a failed delete leaves, the sweeper finds). */
+  private async discard(upload: Pick<UploadRecord, 'id' | 'parts'>): Promise<void> {
+    this.hashes.delete(upload.id);
+    await this.metadata.deleteUpload(upload.id);
+    await this.store
+      .deleteUpload(upload.id, upload.parts)
+      .catch((error: unknown) => this.log.warn({ err: error, upload: upload.id }, 'could not delete upload area'));
   }
 }
 
@@ -333,25 +337,6 @@ function checkRange(upload: UploadRecord, range: ChunkRange | undefined): void {
       { expectedStart: upload.size, start: range.start },
       { upload: { repository: upload.repository, id: upload.id, size: upload.size } },
     );
-  }
-}
-
-const STORAGE_FAULTS = new Set(['ENOSPC', 'EIO', 'EROFS', 'EDQUOT', 'EMFILE', 'ENFILE']);
-
-/** A storage fault as the client should hear it (UNAVAILABLE), or undefined for anything else. */
-function storageFault(error: unknown): RegistryError | undefined {
-  if (isStorageFull(error)) return new BackendUnavailableError('blob storage', error, 'it is full');
-  const code = (error as { code?: unknown } | undefined)?.code;
-  if (typeof code === 'string' && STORAGE_FAULTS.has(code)) return new BackendUnavailableError('blob storage', error);
-  return undefined;
-}
-
-/** Runs a storage operation, turning its faults into 503s. */
-async function storage<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    throw storageFault(error) ?? error;
   }
 }
 

@@ -43,7 +43,11 @@ export interface BlobStore {
    * gone afterwards. Fails with UploadAreaMissingError when a part is missing.
    */
   commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void>;
-  deleteUpload(uploadId: string): Promise<void>;
+  /**
+   * Removes an upload area. Given the session's `parts` (when answering a request), a driver may
+   * delete exactly those and list nothing; without, it removes whatever the area holds (the sweeper).
+   */
+  deleteUpload(uploadId: string, parts?: readonly UploadPart[]): Promise<void>;
   /** Every upload area present, for sweeping abandoned ones. */
   listUploads(): AsyncIterable<UploadArea>;
 
@@ -55,6 +59,11 @@ export interface BlobStore {
   /** The stored size of a committed object; undefined when it is not there. */
   size(key: string): Promise<number | undefined>;
   delete(key: string): Promise<void>;
+  /**
+   * Where a client may fetch a committed object itself (a short-lived presigned URL), when the
+   * driver is set up to hand such URLs out; undefined to stream it through the registry.
+   */
+  readUrl?(key: string): Promise<string | undefined>;
   /** Throws when the backend cannot serve requests (readiness). */
   checkHealth(): Promise<void>;
 }
@@ -64,6 +73,14 @@ export class UploadAreaMissingError extends Error {
   constructor(readonly uploadId: string) {
     super(`upload area ${uploadId} does not exist`);
     this.name = 'UploadAreaMissingError';
+  }
+}
+
+/** The storage backend cannot serve now (unreachable, failing, throttling): a 503, nothing half-written. */
+export class StorageUnavailableError extends Error {
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'StorageUnavailableError';
   }
 }
 

@@ -55,7 +55,8 @@ export class FilesystemBlobStore implements BlobStore {
 
   async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
     // 'wx': a part is created by exactly one request, and a name is never written twice.
-    const handle = await openOrMissing(uploadId, this.partPath(uploadId, part), 'wx');
+    const path = this.partPath(uploadId, part);
+    const handle = await openOrMissing(uploadId, path, 'wx');
     // Socket chunks are small (64 KiB); gathering them into large vectored writes, with one write
     // in flight while the next batch is received and hashed, keeps the disk and the CPU both busy.
     // A failed write is recorded at once (never left as an unhandled rejection) and ends the loop.
@@ -88,10 +89,14 @@ export class FilesystemBlobStore implements BlobStore {
       if (batched > 0) await flush();
       await inFlight;
       if (failure) throw failure;
-    } finally {
+    } catch (error) {
+      // A part that was not written whole is never used: give its space back at once.
       await inFlight;
       await handle.close();
+      await rm(path, { force: true });
+      throw error;
     }
+    await handle.close();
     return position;
   }
 
@@ -151,6 +156,7 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
+  /** The whole area goes, whatever it holds (a directory removal costs the same either way). */
   async deleteUpload(uploadId: string): Promise<void> {
     await rm(this.uploadPath(uploadId), { recursive: true, force: true });
   }

@@ -36,6 +36,12 @@ export function blobRoutes(registry: Registry) {
         reply(ctx, 200, { ...headers, 'Content-Length': blob.size });
         return;
       }
+      // The store may serve the bytes itself (a presigned URL); the client's Range goes along.
+      const redirect = await registry.blobs.readUrl(blob);
+      if (redirect !== undefined) {
+        reply(ctx, 307, { Location: redirect, 'Docker-Content-Digest': blob.digest, 'Cache-Control': 'no-store', 'Content-Length': 0 });
+        return;
+      }
       const range = requestedRange(ctx, blob.size);
       const stream = await registry.blobs.open(blob, range);
       if (range) {

@@ -1,0 +1,480 @@
+// S3 BlobStore (AWS S3, Ceph RADOS Gateway, MinIO, …). The layout under the configured prefix:
+//
+//   _uploads/<id>/_area         an upload session's area (an empty marker object)
+//   _uploads/<id>/<part>        each finished part, written whole by one request
+//   <key>                       committed blobs (keys chosen by the registry, with a generation)
+//
+// A part is streamed in (multipart when it outgrows one buffer, with part sizes that grow so a
+// layer far past 5 GB stays within S3's 10,000 parts) and is readable once written, so a session
+// continued on another replica rebuilds its hash from the parts. A commit composes the parts into
+// the blob's key inside the object store (CopyObject / UploadPartCopy; only runs shorter than
+// S3's 5 MiB part minimum travel through this process), then deletes them. Answering an API
+// request never lists the bucket; only the sweeper of abandoned upload areas does.
+import { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type CompletedPart,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type UploadArea, type UploadPart } from './blob-store.js';
+
+export interface S3Settings {
+  bucket: string;
+  /** e.g. `registry/`; every key is written under it */
+  prefix: string;
+  region: string;
+  /** for S3-compatible servers (Ceph RGW, MinIO); AWS S3 when left out */
+  endpoint?: string | undefined;
+  forcePathStyle: boolean;
+  /** static credentials; the AWS SDK's default chain (environment, profile, instance role) when left out */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string | undefined } | undefined;
+  /** hand out presigned URLs valid this long for blob reads (readUrl); none when left out */
+  redirectSeconds?: number | undefined;
+}
+
+const MiB = 1024 * 1024;
+/** S3's smallest part (all but the last part of a multipart upload). */
+const MIN_PART = 5 * MiB;
+/** S3's largest part, and the largest single CopyObject. */
+const MAX_PART = 5 * 1024 * MiB;
+const MAX_PARTS = 10_000;
+/** The first parts of a streamed write; every 1,000 parts the size doubles (8 MiB … 4 GiB: about 8 TB in 10,000). */
+const FIRST_PART = 8 * MiB;
+const AREA_MARKER = '_area';
+const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
+const KEY = /^[a-z0-9]+(?:\/[a-zA-Z0-9_.-]+)*$/;
+/** Keys per DeleteObjects request (S3's limit). */
+const DELETE_BATCH = 1000;
+
+/** The size of streamed part `n` (1-based). */
+export function streamedPartSize(n: number): number {
+  return Math.min(FIRST_PART * 2 ** Math.floor((n - 1) / 1000), 4096 * MiB);
+}
+
+function isMissing(error: unknown): boolean {
+  if (!(error instanceof S3ServiceException)) return false;
+  return error.name === 'NoSuchKey' || error.name === 'NotFound' || error.name === 'NoSuchUpload' || error.$metadata.httpStatusCode === 404;
+}
+
+/**
+ * Faults of the object store or the way to it (refused connection, timeouts, 5xx, throttling,
+ * credentials it no longer accepts) become StorageUnavailableError: the client hears 503 and may
+ * retry. Anything else is a bug here and stays what it is.
+ */
+function unavailable(error: unknown): unknown {
+  if (error instanceof StorageUnavailableError || error instanceof UploadAreaMissingError) return error;
+  if (error instanceof S3ServiceException) {
+    const status = error.$metadata.httpStatusCode ?? 0;
+    if (status >= 500 || status === 403 || status === 429 || error.name === 'SlowDown' || error.name === 'NoSuchBucket') {
+      return new StorageUnavailableError(`the object store answered ${status} ${error.name}`, error);
+    }
+    return error;
+  }
+  const code = (error as { code?: unknown } | undefined)?.code;
+  const name = (error as { name?: unknown } | undefined)?.name;
+  if (typeof code === 'string' && /^(?:ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH)$/.test(code)) {
+    return new StorageUnavailableError(`the object store cannot be reached (${code})`, error);
+  }
+  if (name === 'TimeoutError' || name === 'RequestTimeout') return new StorageUnavailableError('the object store did not answer in time', error);
+  return error;
+}
+
+export class S3BlobStore implements BlobStore {
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly redirectSeconds: number | undefined;
+
+  constructor(settings: S3Settings, client?: S3Client) {
+    this.bucket = settings.bucket;
+    this.prefix = settings.prefix;
+    this.redirectSeconds = settings.redirectSeconds;
+    this.client =
+      client ??
+      new S3Client({
+        region: settings.region,
+        ...(settings.endpoint !== undefined ? { endpoint: settings.endpoint } : {}),
+        forcePathStyle: settings.forcePathStyle,
+        ...(settings.credentials ? { credentials: settings.credentials } : {}),
+        // S3-compatible servers do not all accept the SDK's default trailing checksums on streamed bodies.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+      });
+  }
+
+  private async send<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      throw unavailable(error);
+    }
+  }
+
+  private areaPrefix(id: string): string {
+    if (!UPLOAD_ID.test(id)) throw new Error(`invalid upload id ${JSON.stringify(id)}`);
+    return `${this.prefix}_uploads/${id}/`;
+  }
+
+  private partKey(id: string, part: string): string {
+    if (!PART_NAME.test(part)) throw new Error(`invalid part name ${JSON.stringify(part)}`);
+    return `${this.areaPrefix(id)}${part}`;
+  }
+
+  private objectKey(key: string): string {
+    if (!KEY.test(key) || key.split('/').some((segment) => segment === '..' || segment === '.')) {
+      throw new Error(`invalid storage key ${JSON.stringify(key)}`);
+    }
+    return `${this.prefix}${key}`;
+  }
+
+  async createUpload(uploadId: string): Promise<void> {
+    await this.send(() => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: `${this.areaPrefix(uploadId)}${AREA_MARKER}`, Body: '' })));
+  }
+
+  private async requireArea(uploadId: string): Promise<void> {
+    const present = await this.exists(`${this.areaPrefix(uploadId)}${AREA_MARKER}`);
+    if (!present) throw new UploadAreaMissingError(uploadId);
+  }
+
+  private async exists(key: string): Promise<boolean> {
+    return (await this.headSize(key)) !== undefined;
+  }
+
+  private async headSize(key: string): Promise<number | undefined> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return head.ContentLength ?? 0;
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw unavailable(error);
+    }
+  }
+
+  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
+    const key = this.partKey(uploadId, part);
+    await this.requireArea(uploadId);
+    return this.send(() => new StreamedObject(this.client, this.bucket, key).write(source, observe));
+  }
+
+  async readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable> {
+    // Every part is checked before the first byte is handed out.
+    for (const part of parts) await this.checkPart(uploadId, part);
+    return Readable.from(this.concatenated(uploadId, parts));
+  }
+
+  private async *concatenated(uploadId: string, parts: readonly UploadPart[]): AsyncGenerator<Buffer> {
+    for (const part of parts) {
+      if (part.size === 0) continue;
+      const body = await this.get(this.partKey(uploadId, part.name), { start: 0, end: part.size - 1 });
+      if (!body) throw new UploadAreaMissingError(uploadId);
+      for await (const chunk of body) yield chunk as Buffer;
+    }
+  }
+
+  /** A recorded part must exist with exactly its recorded size: anything else is a damaged upload. */
+  private async checkPart(uploadId: string, part: UploadPart): Promise<void> {
+    if ((await this.headSize(this.partKey(uploadId, part.name))) !== part.size) throw new UploadAreaMissingError(uploadId);
+  }
+
+  async commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void> {
+    const target = this.objectKey(key);
+    for (const part of parts) await this.checkPart(uploadId, part);
+    const pieces = parts.filter((part) => part.size > 0).map((part) => ({ key: this.partKey(uploadId, part.name), size: part.size }));
+    await this.send(() => this.compose(pieces, target));
+    await this.deleteUpload(uploadId, parts);
+  }
+
+  /** Joins pieces, in order, into one object at `target`, inside the object store where it can. */
+  private async compose(pieces: { key: string; size: number }[], target: string): Promise<void> {
+    const total = pieces.reduce((sum, piece) => sum + piece.size, 0);
+    const only = pieces[0];
+    if (pieces.length === 0) {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: target, Body: '' }));
+      return;
+    }
+    if (pieces.length === 1 && only && only.size <= MAX_PART) {
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(only.key), MetadataDirective: 'REPLACE', ContentType: 'application/octet-stream' }));
+      return;
+    }
+    const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target, ContentType: 'application/octet-stream' }));
+    if (!UploadId) throw new Error('the object store started a multipart upload without an id');
+    const completed: CompletedPart[] = [];
+    try {
+      const next = () => {
+        if (completed.length >= MAX_PARTS) throw new Error(`the upload needs more than ${MAX_PARTS} parts to compose (${total} bytes in ${pieces.length} chunks)`);
+        return completed.length + 1;
+      };
+      const copy = async (piece: { key: string }, start: number, end: number) => {
+        const PartNumber = next();
+        const result = await this.client.send(
+          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, CopySource: this.copySource(piece.key), CopySourceRange: `bytes=${start}-${end}` }),
+        );
+        completed.push({ PartNumber, ETag: result.CopyPartResult?.ETag });
+      };
+      const upload = async (body: Buffer) => {
+        const PartNumber = next();
+        const result = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, Body: body, ContentLength: body.length }));
+        completed.push({ PartNumber, ETag: result.ETag });
+      };
+      // Bytes gathered from runs shorter than S3's part minimum, sent as one part once large enough.
+      let gathered: Buffer[] = [];
+      let gatheredSize = 0;
+      const gather = async (piece: { key: string }, start: number, end: number) => {
+        const body = await this.get(piece.key, { start, end });
+        if (!body) throw new Error(`part ${piece.key} vanished while it was composed`);
+        for await (const chunk of body) {
+          gathered.push(chunk as Buffer);
+          gatheredSize += (chunk as Buffer).length;
+        }
+      };
+      const flushGathered = async () => {
+        if (gatheredSize === 0) return;
+        const body = Buffer.concat(gathered, gatheredSize);
+        gathered = [];
+        gatheredSize = 0;
+        await upload(body);
+      };
+      for (const piece of pieces) {
+        let start = 0;
+        if (gatheredSize > 0) {
+          const take = Math.min(MIN_PART - gatheredSize, piece.size);
+          await gather(piece, 0, take - 1);
+          start = take;
+          if (gatheredSize >= MIN_PART) await flushGathered();
+        }
+        const rest = piece.size - start;
+        if (rest === 0) continue;
+        if (rest < MIN_PART) {
+          await gather(piece, start, piece.size - 1);
+          continue;
+        }
+        // Copied in even runs of at most 5 GiB, none below the minimum.
+        const runs = Math.ceil(rest / MAX_PART);
+        const run = Math.ceil(rest / runs);
+        for (let at = start; at < piece.size; at += run) await copy(piece, at, Math.min(at + run, piece.size) - 1);
+      }
+      await flushGathered();
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: completed } }));
+    } catch (error) {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private copySource(key: string): string {
+    return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+  /**
+   * Removes an upload area. With `parts` (answering a request) exactly those objects and the
+   * marker are deleted, without listing anything; without (the sweeper), whatever the area holds,
+   * including multipart uploads a crashed writer left behind.
+   */
+  async deleteUpload(uploadId: string, parts?: readonly UploadPart[]): Promise<void> {
+    const area = this.areaPrefix(uploadId);
+    if (parts) {
+      await this.deleteKeys([`${area}${AREA_MARKER}`, ...parts.map((part) => this.partKey(uploadId, part.name))]);
+      return;
+    }
+    let token: string | undefined;
+    do {
+      const page = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: area, ContinuationToken: token })));
+      await this.deleteKeys((page.Contents ?? []).map((object) => object.Key).filter((key): key is string => key !== undefined));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    await this.abortMultipartUploads(area);
+  }
+
+  private async deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const batch = keys.slice(i, i + DELETE_BATCH);
+      await this.send(() => this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })));
+    }
+  }
+
+  /** Aborts the multipart uploads under `prefix` (parts a writer never finished). */
+  private async abortMultipartUploads(prefix: string): Promise<void> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.send(() =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId) continue;
+        await this.send(() => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId })));
+      }
+      if (!page.IsTruncated) return;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  async *listUploads(): AsyncIterable<UploadArea> {
+    // The sweeper's view: each area with its latest write (a part being streamed in is a
+    // multipart upload, whose start counts as a write).
+    const root = `${this.prefix}_uploads/`;
+    const latest = new Map<string, number>();
+    const note = (key: string | undefined, at: Date | undefined) => {
+      const id = key?.slice(root.length).split('/')[0];
+      if (!id || !UPLOAD_ID.test(id)) return;
+      latest.set(id, Math.max(latest.get(id) ?? 0, at?.getTime() ?? 0));
+    };
+    let token: string | undefined;
+    do {
+      const page = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: root, ContinuationToken: token })));
+      for (const object of page.Contents ?? []) note(object.Key, object.LastModified);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.send(() =>
+        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: root, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+      );
+      for (const upload of page.Uploads ?? []) note(upload.Key, upload.Initiated);
+      if (!page.IsTruncated) break;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+    for (const [id, at] of latest) yield { id, lastModified: new Date(at) };
+  }
+
+  async read(key: string, range: ByteRange): Promise<Readable | undefined> {
+    const objectKey = this.objectKey(key);
+    if (range.end < range.start) {
+      if (!(await this.exists(objectKey))) return undefined;
+      return Readable.from([]);
+    }
+    return this.get(objectKey, range);
+  }
+
+  private async get(key: string, range: ByteRange): Promise<Readable | undefined> {
+    try {
+      const object = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${range.start}-${range.end}` }));
+      return object.Body as Readable;
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw unavailable(error);
+    }
+  }
+
+  async size(key: string): Promise<number | undefined> {
+    return this.headSize(this.objectKey(key));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.send(() => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) })));
+  }
+
+  /** A short-lived URL that lets whoever holds it read a committed object (a pull's redirect). */
+  async readUrl(key: string): Promise<string | undefined> {
+    const expiresIn = this.redirectSeconds;
+    if (expiresIn === undefined) return undefined;
+    return this.send(() => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), { expiresIn }));
+  }
+
+  async checkHealth(): Promise<void> {
+    await this.send(() => this.client.send(new HeadBucketCommand({ Bucket: this.bucket })));
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+/**
+ * One object written from a stream of unknown length: a single PUT when it fits in the first
+ * part, else a multipart upload whose parts grow (streamedPartSize), one part uploading while the
+ * next is received. A failed write aborts the multipart upload, leaving nothing behind.
+ */
+class StreamedObject {
+  private uploadId: string | undefined;
+  private readonly parts: CompletedPart[] = [];
+  /** the number the next part gets */
+  private nextPart = 1;
+  private inFlight: Promise<void> = Promise.resolve();
+  private failure: unknown;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+    private readonly key: string,
+  ) {}
+
+  async write(source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
+    let buffered: Buffer[] = [];
+    let bufferedSize = 0;
+    let total = 0;
+    try {
+      for await (const chunk of source) {
+        if (this.failure) throw this.failure;
+        const buffer = chunk as Buffer;
+        observe(buffer);
+        total += buffer.length;
+        buffered.push(buffer);
+        bufferedSize += buffer.length;
+        const size = streamedPartSize(this.nextPart);
+        if (bufferedSize >= size) {
+          const body = Buffer.concat(buffered, bufferedSize);
+          buffered = body.length > size ? [body.subarray(size)] : [];
+          bufferedSize = body.length - size;
+          await this.sendPart(body.subarray(0, size));
+        }
+      }
+      if (this.uploadId === undefined) {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key, Body: Buffer.concat(buffered, bufferedSize), ContentLength: bufferedSize }));
+        return total;
+      }
+      if (bufferedSize > 0) await this.sendPart(Buffer.concat(buffered, bufferedSize));
+      await this.inFlight;
+      if (this.failure) throw this.failure;
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: this.uploadId, MultipartUpload: { Parts: this.parts } }));
+      return total;
+    } catch (error) {
+      await this.inFlight;
+      if (this.uploadId !== undefined) {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: this.uploadId })).catch(() => undefined);
+      }
+      throw error;
+    }
+  }
+
+  /** Hands one part to the object store once the previous one is acknowledged (one in flight at most). */
+  private async sendPart(body: Buffer): Promise<void> {
+    if (this.uploadId === undefined) {
+      const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, ContentType: 'application/octet-stream' }));
+      if (!created.UploadId) throw new Error('the object store started a multipart upload without an id');
+      this.uploadId = created.UploadId;
+    }
+    await this.inFlight;
+    if (this.failure) throw this.failure;
+    const PartNumber = this.nextPart++;
+    if (PartNumber > MAX_PARTS) throw new Error(`the part is larger than ${MAX_PARTS} parts can hold`);
+    const UploadId = this.uploadId;
+    this.inFlight = this.client
+      .send(new UploadPartCommand({ Bucket: this.bucket, Key: this.key, UploadId, PartNumber, Body: body, ContentLength: body.length }))
+      .then((result) => {
+        this.parts.push({ PartNumber, ETag: result.ETag });
+      })
+      .catch((error: unknown) => {
+        this.failure ??= error;
+      });
+  }
+}

@@ -1,0 +1,244 @@
+// The BlobStore contract, run against every driver, as distribution's storage driver suite is:
+// the filesystem and S3 (a real Ceph RADOS Gateway). What the registry relies on: parts are
+// written whole and read back exactly; a commit joins parts of any sizes (S3's 5 MiB part minimum
+// must not show) into one object that reads back byte for byte, in ranges too; a recorded part
+// that is missing or of another size is a damaged upload; the area goes at commit; nothing of an
+// abandoned upload (a multipart write cut off) survives the sweeper's delete.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand } from '@aws-sdk/client-s3';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { UploadAreaMissingError, type BlobStore, type UploadPart } from '../../src/storage/blob-store.js';
+import { FilesystemBlobStore } from '../../src/storage/filesystem.js';
+import { S3BlobStore } from '../../src/storage/s3.js';
+import { freshBucket, type TestBucket } from '../support/s3.js';
+
+const MiB = 1024 * 1024;
+
+interface OpenDriver {
+  store: BlobStore;
+  /** Leaves what a writer that crashed mid-part leaves in an upload area. */
+  abandonWrite(uploadId: string): Promise<void>;
+  /** How many things (files, objects, multipart uploads) an upload area still holds. */
+  leftovers(uploadId: string): Promise<number>;
+  cleanup(): Promise<void>;
+}
+
+interface Driver {
+  name: string;
+  open(): Promise<OpenDriver>;
+}
+
+const drivers: Driver[] = [
+  {
+    name: 'filesystem',
+    async open() {
+      const root = await mkdtemp(join(tmpdir(), 'portcullis-contract-'));
+      const store = new FilesystemBlobStore(root);
+      await store.init();
+      const area = (id: string) => join(root, '_uploads', id);
+      return {
+        store,
+        abandonWrite: (id) => writeFile(join(area(id), `crashed-${randomUUID()}`), randomBytes(1000)),
+        leftovers: async (id) => (await readdir(area(id)).catch(() => [])).length,
+        cleanup: () => rm(root, { recursive: true, force: true }),
+      };
+    },
+  },
+  {
+    name: 's3 (Ceph RGW)',
+    async open() {
+      const bucket: TestBucket = await freshBucket('contract');
+      const store = new S3BlobStore({ ...bucket.settings, prefix: 'registry/' });
+      const { client } = bucket;
+      const Bucket = bucket.settings.bucket;
+      const area = (id: string) => `registry/_uploads/${id}/`;
+      return {
+        store,
+        async abandonWrite(id) {
+          // A part streamed past its first 8 MiB is a multipart upload until its writer completes it.
+          const Key = `${area(id)}crashed-${randomUUID()}`;
+          const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket, Key }));
+          await client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: 1, Body: randomBytes(1000) }));
+        },
+        async leftovers(id) {
+          const objects = await client.send(new ListObjectsV2Command({ Bucket, Prefix: area(id) }));
+          const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket, Prefix: area(id) }));
+          return (objects.Contents ?? []).length + (uploads.Uploads ?? []).length;
+        },
+        async cleanup() {
+          store.close();
+          await bucket.remove();
+        },
+      };
+    },
+  },
+];
+
+/** A stream of `bytes` in chunks of `chunk` bytes, as a socket delivers a body. */
+function chunked(bytes: Buffer, chunk = 64 * 1024): Readable {
+  return Readable.from(
+    (function* () {
+      for (let at = 0; at < bytes.length; at += chunk) yield bytes.subarray(at, at + chunk);
+    })(),
+  );
+}
+
+async function collect(stream: Readable | undefined): Promise<Buffer> {
+  assert.ok(stream, 'the object is there');
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+const key = () => `blobs/sha256/${randomBytes(1).toString('hex')}/${randomBytes(32).toString('hex')}/${randomUUID()}`;
+
+for (const driver of drivers) {
+  describe(`BlobStore contract: ${driver.name}`, () => {
+    let opened: OpenDriver;
+    let store: BlobStore;
+
+    before(async () => {
+      opened = await driver.open();
+      store = opened.store;
+    });
+    after(() => opened?.cleanup());
+
+    /** Writes `contents` as parts of a new upload; returns the id and the parts as recorded. */
+    async function upload(contents: Buffer[]): Promise<{ id: string; parts: UploadPart[] }> {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const parts: UploadPart[] = [];
+      for (const [index, content] of contents.entries()) {
+        const seen = createHash('sha256');
+        const name = `${index}-${randomUUID()}`;
+        const size = await store.writePart(id, name, chunked(content), (chunk) => seen.update(chunk));
+        assert.equal(size, content.length);
+        assert.equal(seen.digest('hex'), sha(content), 'every byte was shown to the observer, in order');
+        parts.push({ name, size });
+      }
+      return { id, parts };
+    }
+
+    it('reads finished parts back in order, byte for byte', async () => {
+      const contents = [randomBytes(1000), Buffer.alloc(0), randomBytes(9 * MiB + 7)];
+      const { id, parts } = await upload(contents);
+      assert.equal(sha(await collect(await store.readParts(id, parts))), sha(Buffer.concat(contents)));
+      await store.deleteUpload(id, parts);
+    });
+
+    it('refuses a part for an upload area that does not exist', async () => {
+      await assert.rejects(store.writePart(randomUUID(), 'p', chunked(randomBytes(10)), () => undefined), UploadAreaMissingError);
+    });
+
+    it('commits one part, reads it whole and in ranges, and removes the upload area', async () => {
+      const content = randomBytes(3 * MiB + 11);
+      const { id, parts } = await upload([content]);
+      const target = key();
+      await store.commitUpload(id, parts, target);
+      assert.equal(await store.size(target), content.length);
+      assert.ok((await collect(await store.read(target, { start: 0, end: content.length - 1 }))).equals(content));
+      assert.ok((await collect(await store.read(target, { start: 5, end: 5 }))).equals(content.subarray(5, 6)));
+      assert.ok((await collect(await store.read(target, { start: MiB, end: 2 * MiB }))).equals(content.subarray(MiB, 2 * MiB + 1)));
+      await assert.rejects(store.readParts(id, parts), UploadAreaMissingError, 'the area is gone after the commit');
+      const areas: string[] = [];
+      for await (const area of store.listUploads()) areas.push(area.id);
+      assert.ok(!areas.includes(id));
+    });
+
+    it('commits parts of any sizes, below and above 5 MiB, into one exact object', async () => {
+      const contents = [randomBytes(3), randomBytes(6 * MiB), randomBytes(100), Buffer.alloc(0), randomBytes(5 * MiB + 1), randomBytes(2 * MiB), randomBytes(4 * MiB)];
+      const { id, parts } = await upload(contents);
+      const target = key();
+      await store.commitUpload(id, parts, target);
+      const whole = Buffer.concat(contents);
+      assert.equal(await store.size(target), whole.length);
+      assert.equal(sha(await collect(await store.read(target, { start: 0, end: whole.length - 1 }))), sha(whole));
+    });
+
+    it('commits an upload of no bytes at all as an empty object', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const target = key();
+      await store.commitUpload(id, [], target);
+      assert.equal(await store.size(target), 0);
+      assert.equal((await collect(await store.read(target, { start: 0, end: -1 }))).length, 0);
+    });
+
+    it('treats a recorded part that is missing or of another size as a damaged upload', async () => {
+      const { id, parts } = await upload([randomBytes(100)]);
+      const [part] = parts as [UploadPart];
+      await assert.rejects(store.commitUpload(id, [{ ...part, size: 99 }], key()), UploadAreaMissingError);
+      await assert.rejects(store.commitUpload(id, [part, { name: 'never-written', size: 5 }], key()), UploadAreaMissingError);
+      await assert.rejects(store.readParts(id, [{ ...part, size: 101 }]), UploadAreaMissingError);
+      await store.deleteUpload(id);
+    });
+
+    it('answers undefined for an object that is not there, and deletes idempotently', async () => {
+      const missing = key();
+      assert.equal(await store.read(missing, { start: 0, end: 10 }), undefined);
+      assert.equal(await store.size(missing), undefined);
+      await store.delete(missing);
+      const { id, parts } = await upload([randomBytes(10)]);
+      const target = key();
+      await store.commitUpload(id, parts, target);
+      await store.delete(target);
+      await store.delete(target);
+      assert.equal(await store.size(target), undefined);
+    });
+
+    it('refuses keys, ids and part names that could reach outside their place', async () => {
+      for (const bad of ['../etc/passwd', 'blobs/../../x', '/abs', 'blobs//x', '_uploads/x']) {
+        await assert.rejects(store.read(bad, { start: 0, end: 0 }), /invalid storage key/, bad);
+      }
+      await assert.rejects(store.createUpload('../x'), /invalid upload id/);
+      const id = randomUUID();
+      await store.createUpload(id);
+      await assert.rejects(store.writePart(id, '../x', chunked(Buffer.from('x')), () => undefined), /invalid part name/);
+      await store.deleteUpload(id);
+    });
+
+    it('lists upload areas for the sweeper, and removes one whole without its parts being named', async () => {
+      const { id } = await upload([randomBytes(10), randomBytes(20)]);
+      const areas = new Map<string, Date>();
+      for await (const area of store.listUploads()) areas.set(area.id, area.lastModified);
+      const listed = areas.get(id);
+      assert.ok(listed, 'the area is listed');
+      assert.ok(Date.now() - listed.getTime() < 10 * 60_000, 'with a recent last write');
+      await store.deleteUpload(id);
+      for await (const area of store.listUploads()) assert.notEqual(area.id, id);
+      await assert.rejects(store.writePart(id, 'late', chunked(Buffer.from('x')), () => undefined), UploadAreaMissingError);
+    });
+
+    it('removes everything a crashed writer left in an abandoned area when the sweeper deletes it', async () => {
+      const { id } = await upload([randomBytes(10)]);
+      await opened.abandonWrite(id);
+      assert.ok((await opened.leftovers(id)) >= 2);
+      await store.deleteUpload(id);
+      assert.equal(await opened.leftovers(id), 0);
+    });
+
+    it('leaves nothing of a part whose stream failed midway, and the failure reaches the caller', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const failing = Readable.from(
+        (async function* () {
+          yield randomBytes(9 * MiB); // past the first streamed part: a multipart write on S3
+          throw new Error('the client went away');
+        })(),
+      );
+      await assert.rejects(store.writePart(id, 'cut', failing, () => undefined), /the client went away/);
+      await assert.rejects(store.readParts(id, [{ name: 'cut', size: 9 * MiB }]), UploadAreaMissingError);
+      await store.deleteUpload(id);
+    });
+
+    it('reports healthy while the backend answers', async () => {
+      await store.checkHealth();
+    });
+  });
+}
