@@ -467,8 +467,15 @@ export class KnexMetadataStore implements MetadataStore {
       const tags = ((await this.locked(trx('tags').where({ manifest_id: manifest.id }).orderBy('name').select('name'))) as { name: string }[]).map((row) => row.name);
       const protectedBy = options.protectedTag && tags.find(options.protectedTag);
       if (protectedBy !== undefined) return { deleted: false, protectedBy };
-      // tags and references go with it (ON DELETE CASCADE)
+      // tags and references go with it (ON DELETE CASCADE), and so do the results of verifying it
+      // as a signature (a cosign `.sig` manifest's layers are `<digest>#<n>`, a bundle referrer is
+      // its digest): a deleted signature no longer vouches for the image it signed.
       await trx('manifests').where({ id: manifest.id }).delete();
+      await trx('signature_verifications')
+        .whereIn('manifest_id', trx('manifests').where({ repository_id: repositoryId }).select('id'))
+        .whereIn('format', ['cosign', 'sigstore-bundle'])
+        .where((query) => void query.where('signature_ref', digest).orWhere('signature_ref', 'like', `${digest}#%`))
+        .delete();
       await this.journal(trx, options.journal, [
         ...tags.map((tag): RegistryChange => ({ type: 'tag.deleted', repository, tag, digest })),
         { type: 'manifest.deleted', repository, digest, tags },

@@ -15,7 +15,7 @@
 import type { SignatureStore, VerificationRecord } from '../metadata/signature-store.js';
 import { isSignatureArtifact } from './artifacts.js';
 import type { TrustPolicies } from './policies.js';
-import { judgedUnder } from './policy-digest.js';
+import { judgedUnder, policyDigest } from './policy-digest.js';
 import type { TrustPolicy } from './policy.js';
 
 export interface PullRequest {
@@ -45,19 +45,36 @@ export interface PullRecord {
   clientIp?: string | undefined;
 }
 
+/** Images known to satisfy their policy, kept per process (losing them costs one lookup each). */
+const SATISFIED_ENTRIES = 10_000;
+
 export class PullEnforcement {
+  /**
+   * Image and policy digest → until when it is known to be satisfied. A valid result judged
+   * under a policy stays valid under that same policy, so an entry can only go stale when a
+   * signature is deleted: it lives no longer than the policies themselves are cached.
+   */
+  private readonly satisfied = new Map<string, number>();
+
   constructor(
     private readonly policies: TrustPolicies,
     private readonly store: SignatureStore,
     private readonly record: (event: PullRecord) => Promise<void>,
+    private readonly cacheMs = 2_000,
   ) {}
 
   async judge(request: PullRequest): Promise<PullVerdict> {
     const policy = await this.policies.for(request.repository);
     if (!policy || policy.signatures.mode === 'off') return { serve: true };
-    if (isSignatureArtifact(request.manifest.payload)) return { serve: true };
+    const key = `${request.repository}\n${request.manifest.digest}\n${policyDigest(policy)}`;
+    const until = this.satisfied.get(key);
+    if (until !== undefined && until > Date.now()) return { serve: true };
     const results = await this.store.verificationsOf(request.repository, request.manifest.digest);
-    if (satisfyingSignature(policy, results)) return { serve: true };
+    if (satisfyingSignature(policy, results)) {
+      this.remember(key);
+      return { serve: true };
+    }
+    if (isSignatureArtifact(request.manifest.payload)) return { serve: true };
 
     const pending = results.some((result) => !judgedUnder(policy, result)) ? '; its signatures are being verified again under the changed policy' : '';
     const reason = `${request.manifest.digest} has no valid signature from a signer of the trust policy for ${policy.repositories}${pending}`;
@@ -71,6 +88,16 @@ export class PullEnforcement {
     if (request.method === 'HEAD' || request.mayPush) return { serve: true };
     await this.record({ type: 'pull.denied', ...base });
     return { serve: false, reason, policy: policy.repositories };
+  }
+
+  private remember(key: string): void {
+    if (this.cacheMs <= 0) return;
+    this.satisfied.delete(key);
+    if (this.satisfied.size >= SATISFIED_ENTRIES) {
+      const oldest = this.satisfied.keys().next().value;
+      if (oldest !== undefined) this.satisfied.delete(oldest);
+    }
+    this.satisfied.set(key, Date.now() + this.cacheMs);
   }
 }
 

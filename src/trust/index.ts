@@ -55,7 +55,7 @@ export function createSignatureServices(options: {
   return {
     signatures,
     intake,
-    enforcement: new PullEnforcement(policies, store, recordPull),
+    enforcement: new PullEnforcement(policies, store, recordPull, policies.cacheMs),
     reverifier: new Reverifier({ store, policies: () => current.list(), gpg: signatures, manifests: intake.signatures, log, pollMs: options.reverifyPollMs }),
   };
 }

@@ -22,7 +22,7 @@ export class TrustPolicies implements TagGuard {
 
   constructor(
     private readonly store: TrustPolicyStore,
-    private readonly cacheMs = 2_000,
+    readonly cacheMs = 2_000,
   ) {}
 
   async list(): Promise<TrustPolicy[]> {

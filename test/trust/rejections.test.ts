@@ -188,4 +188,17 @@ describe('signatures that must not count', () => {
     await pushCosignSignature(admin, repository, target.descriptor.digest, trusted, payload);
     assert.equal((await deploy.fetch(`/v2/${repository}/manifests/${disguisedTag}`)).status, 200, 'the signature replaced the disguised image under its tag');
   });
+
+  it('stops serving an image once the signature that vouched for it is deleted', async () => {
+    const repository = `prod/${randomName()}`;
+    const image = await admin.pushImage(repository, 'v1');
+    await pushCosignSignature(admin, repository, image.descriptor.digest, trusted, cosignPayload({ reference: reference(repository), digest: image.descriptor.digest }));
+    assert.equal((await deploy.fetch(`/v2/${repository}/manifests/v1`)).status, 200);
+    const signatureTag = `${image.descriptor.digest.replace(':', '-')}.sig`;
+    const signature = await admin.fetch(`/v2/${repository}/manifests/${signatureTag}`, { method: 'HEAD' });
+    const signatureDigest = signature.headers.get('Docker-Content-Digest') ?? '';
+    assert.equal((await admin.fetch(`/v2/${repository}/manifests/${signatureDigest}`, { method: 'DELETE' })).status, 202);
+    await expectError(await deploy.fetch(`/v2/${repository}/manifests/v1`), 403, 'DENIED');
+    assert.deepEqual(await verifications(repository, image.descriptor.digest), [], 'its result went with it');
+  });
 });
