@@ -8,6 +8,11 @@
 // shared by all of them: its coordinates go to the test processes in PORTCULLIS_TEST_S3_ENDPOINT,
 // _ACCESS_KEY, _SECRET_KEY and _REGION, where testS3() finds them; it is stopped when the tests end.
 // With PORTCULLIS_TEST_S3_ENDPOINT already set, that server is used and none is started.
+//
+// Backends: the HTTP and conformance suites run twice, on the embedded default (SQLite and a
+// folder) and then with PORTCULLIS_TEST_BACKEND=postgres-s3, where every server a test starts
+// without choosing its own drivers gets a fresh PostgreSQL database and a fresh bucket
+// (test/support/server.ts). PORTCULLIS_TEST_BACKENDS=embedded skips the second pass.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -73,7 +78,15 @@ async function sharedGateway(users) {
   };
 }
 
-const s3Users = files.filter(importsS3Support).length;
+const BOTH_BACKENDS = /^(?:http|conformance)\//;
+// A file that chooses its drivers itself (or runs on each, or says `Backend: embedded only`) has
+// no second pass to gain.
+const CHOOSES_ITS_BACKEND = /\b(?:postgresEnv|storageEnv|BACKENDS)\b|PORTCULLIS_(?:METADATA_DRIVER|STORAGE_DRIVER|STORAGE_FILESYSTEM_ROOT|METADATA_SQLITE_PATH)|Backend: embedded only/;
+const secondPass =
+  process.env.PORTCULLIS_TEST_BACKENDS === 'embedded'
+    ? []
+    : files.filter((f) => BOTH_BACKENDS.test(relative(root, f)) && !CHOOSES_ITS_BACKEND.test(readFileSync(f, 'utf8')));
+const s3Users = files.filter(importsS3Support).length + secondPass.length;
 let gateway;
 if (s3Users > 0 && !process.env.PORTCULLIS_TEST_S3_ENDPOINT) {
   try {
@@ -85,14 +98,21 @@ if (s3Users > 0 && !process.env.PORTCULLIS_TEST_S3_ENDPOINT) {
 }
 
 // No --test-force-exit: every test closes what it opens, and a leaked handle shows as a hang.
-const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...files], {
-  stdio: 'inherit',
-  env: { ...process.env, ...gateway?.env },
-});
+let running;
 // SIGINT/SIGTERM reach the test runner, and the gateway is still stopped when it has ended.
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
-const status = await new Promise((resolvePromise) =>
-  child.once('exit', (code, signal) => resolvePromise(code ?? 128 + (constants.signals[signal] ?? 0))),
-);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => running?.kill(signal));
+function runTests(testFiles, env) {
+  running = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...testFiles], {
+    stdio: 'inherit',
+    env: { ...process.env, ...gateway?.env, ...env },
+  });
+  return new Promise((resolvePromise) => running.once('exit', (code, signal) => resolvePromise(code ?? 128 + (constants.signals[signal] ?? 0))));
+}
+let status = await runTests(files, {});
+if (secondPass.length > 0 && status < 128) {
+  console.error(`\nagain on PostgreSQL + S3: ${secondPass.length} HTTP and conformance test file(s)`);
+  const again = await runTests(secondPass, { PORTCULLIS_TEST_BACKEND: 'postgres-s3' });
+  status ||= again;
+}
 await gateway?.stop();
 process.exit(status);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHmac, sign, type KeyObject } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import { CLI } from '../support/server.js';
+import { backendEnvOf, CLI } from '../support/server.js';
 import type { Credentials } from '../support/registry-client.js';
 
 export const SERVICE = 'portcullis';
@@ -160,7 +160,7 @@ export async function addUser(dataDir: string, username: string, password: strin
     const child = execFile(
       process.execPath,
       [CLI, 'user', 'add', username, '--password-stdin', ...(admin ? ['--admin'] : [])],
-      { env: { ...process.env, PORTCULLIS_DATA_DIR: dataDir }, timeout: 20_000 },
+      { env: { ...process.env, PORTCULLIS_DATA_DIR: dataDir, ...backendEnvOf(dataDir) }, timeout: 20_000 },
       (error, stdout, stderr) => (error ? reject(new Error(`user add ${username} failed: ${stderr || stdout || error.message}`)) : resolve()),
     );
     child.stdin?.end(`${password}\n`);

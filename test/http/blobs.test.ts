@@ -1,11 +1,10 @@
 // Blob endpoints over HTTP: uploads of every kind, reads with ranges, mounts, deletes, errors.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { adminClient, expectError, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
+import { blobCopies, uploadAreas as storedUploadAreas } from '../support/stored.js';
 
 let server: RunningRegistry;
 let registry: TestRegistry;
@@ -27,7 +26,7 @@ async function startUpload(repository: string): Promise<string> {
 }
 
 async function uploadAreas(): Promise<string[]> {
-  return readdir(join(server.dataDir, 'blobs', '_uploads'));
+  return storedUploadAreas(server);
 }
 
 describe('blob uploads', () => {
@@ -191,8 +190,7 @@ describe('blob uploads', () => {
       Array.from({ length: 8 }, () => registry.fetch(`/v2/${repository}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: bytes })),
     );
     for (const response of responses) assert.equal(response.status, 201);
-    const dir = join(server.dataDir, 'blobs', 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
-    assert.equal((await readdir(dir)).length, 1);
+    assert.equal((await blobCopies(server, digest)).length, 1);
     const served = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
     assert.deepEqual(Buffer.from(await served.arrayBuffer()), bytes);
   });
@@ -272,7 +270,6 @@ describe('blob delete', () => {
     const repository = randomName();
     const { digest } = await registry.pushBlob(repository, randomBytes(128));
     assert.equal((await registry.fetch(`/v2/${repository}/blobs/${digest}`, { method: 'DELETE' })).status, 202);
-    const dir = join(server.dataDir, 'blobs', 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
-    assert.deepEqual(await readdir(dir), []);
+    assert.deepEqual(await blobCopies(server, digest), []);
   });
 });

@@ -11,13 +11,25 @@ import { KnexMetadataStore } from '../../src/metadata/knex-store.js';
 import { ListingService } from '../../src/registry/listing.js';
 import { pullNamespaces, type AccessRule, type Principal } from '../../src/auth/policy/rules.js';
 import { adminToken, api } from '../auth/support.js';
-import { startPortcullis, type RunningRegistry } from '../support/server.js';
+import pg from 'pg';
+import { backendEnvOf, startPortcullis, type RunningRegistry } from '../support/server.js';
 
 const MANY = 20_000;
 
 /** Adds repositories straight into the database, as a registry that has grown would have them. */
-function addRepositories(file: string, names: string[]): void {
-  const db = new Database(file, { timeout: 5000 });
+async function addRepositories(server: Pick<RunningRegistry, 'dataDir'>, names: string[]): Promise<void> {
+  const postgres = backendEnvOf(server.dataDir).PORTCULLIS_METADATA_POSTGRES_URL;
+  if (postgres !== undefined) {
+    const client = new pg.Client({ connectionString: postgres });
+    await client.connect();
+    try {
+      await client.query('insert into repositories (name, created_at) select unnest($1::text[]), $2 on conflict do nothing', [names, Date.now()]);
+    } finally {
+      await client.end();
+    }
+    return;
+  }
+  const db = new Database(join(server.dataDir, 'portcullis.db'), { timeout: 5000 });
   try {
     const insert = db.prepare('insert or ignore into repositories (name, created_at) values (?, ?)');
     db.transaction(() => {
@@ -52,7 +64,7 @@ describe('catalog visibility', () => {
   before(async () => {
     server = await startPortcullis();
     const names = Array.from({ length: MANY }, (_, i) => `team-x/app-${String(i).padStart(5, '0')}`);
-    addRepositories(join(server.dataDir, 'portcullis.db'), [...names, 'public/a', 'public/b/c', 'publicity/x', 'users/alice/tools']);
+    await addRepositories(server, [...names, 'public/a', 'public/b/c', 'publicity/x', 'users/alice/tools']);
     const admin = await adminToken(server);
     const rules = [
       { subject: 'anonymous', repositories: 'public/**', actions: ['pull'] },
@@ -80,7 +92,7 @@ describe('catalog reads', () => {
     const db = openDatabase({ driver: 'sqlite', path: join(dir, 'portcullis.db') });
     await migrateToLatest(db);
     store = new KnexMetadataStore(db);
-    addRepositories(join(dir, 'portcullis.db'), [...Array.from({ length: 5000 }, (_, i) => `big/r${i}`), 'public/a', 'public/b', 'publicity/x']);
+    await addRepositories({ dataDir: dir }, [...Array.from({ length: 5000 }, (_, i) => `big/r${i}`), 'public/a', 'public/b', 'publicity/x']);
   });
   after(async () => {
     await store.close();

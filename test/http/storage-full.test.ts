@@ -1,6 +1,7 @@
 // A full disk answers 503 with a clear error on every write path, never 500, and leaves nothing
 // half-written: no visible blob, no stray upload area, a session still at its last good size.
 // Blob storage is a small tmpfs mounted by the test (root is needed to mount; CI runs as root).
+// Backend: embedded only (a full disk under SQLite and the blob folder; test/run.mjs runs it once).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -206,3 +206,29 @@ export function storageEnv(bucket: TestBucket, options: { prefix?: string; redir
     PORTCULLIS_STORAGE_S3_REDIRECT: options.redirect ? 'true' : 'false',
   };
 }
+
+/** Names directly under `path` (below the prefix) in the bucket a server's storageEnv points at. */
+export async function listNames(env: Record<string, string>, path: string): Promise<string[]> {
+  const client = new S3Client({
+    endpoint: env.PORTCULLIS_STORAGE_S3_ENDPOINT,
+    region: env.PORTCULLIS_STORAGE_S3_REGION,
+    forcePathStyle: true,
+    credentials: { accessKeyId: env.PORTCULLIS_STORAGE_S3_ACCESS_KEY_ID ?? '', secretAccessKey: env.PORTCULLIS_STORAGE_S3_SECRET_ACCESS_KEY ?? '' },
+  });
+  try {
+    const prefix = `${env.PORTCULLIS_STORAGE_S3_PREFIX ?? ''}${path}/`;
+    const names = new Set<string>();
+    let token: string | undefined;
+    do {
+      const page = await client.send(new ListObjectsV2Command({ Bucket: env.PORTCULLIS_STORAGE_S3_BUCKET, Prefix: prefix, ContinuationToken: token }));
+      for (const object of page.Contents ?? []) {
+        const name = object.Key?.slice(prefix.length).split('/')[0];
+        if (name) names.add(name);
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return [...names];
+  } finally {
+    client.destroy();
+  }
+}

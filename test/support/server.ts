@@ -64,9 +64,72 @@ function tcpConnect(port: number): Promise<void> {
   });
 }
 
+/**
+ * PORTCULLIS_TEST_BACKEND=postgres-s3 (test/run.mjs sets it for its second pass over the HTTP
+ * suites): a server whose test chose no metadata or storage driver gets a fresh PostgreSQL
+ * database and a fresh bucket of the run's S3 gateway instead of SQLite and a folder — one pair per
+ * data directory, so a restart on the same directory finds what it stored.
+ */
+const PRODUCTION_BACKEND = 'postgres-s3';
+const productionBackends = new Map<string, Promise<{ env: Record<string, string>; remove(): Promise<void> }>>();
+/** The drivers' environment of each data directory of this pass, once created. */
+const backendEnvs = new Map<string, Record<string, string>>();
+
+/**
+ * The environment that reaches the metadata and storage of the server on `dataDir` (for a CLI
+ * command on its data); empty on the embedded default.
+ */
+export function backendEnvOf(dataDir: string): Record<string, string> {
+  return backendEnvs.get(dataDir) ?? {};
+}
+
+function productionBackendFor(dataDir: string, env: Record<string, string> = {}): Promise<Record<string, string>> | undefined {
+  if (process.env.PORTCULLIS_TEST_BACKEND !== PRODUCTION_BACKEND) return undefined;
+  if (env.PORTCULLIS_METADATA_DRIVER !== undefined || env.PORTCULLIS_STORAGE_DRIVER !== undefined) return undefined;
+  let backend = productionBackends.get(dataDir);
+  if (!backend) {
+    backend = (async () => {
+      // Loaded only for this pass: the S3 support pulls in the AWS SDK (and, named through a
+      // variable, it does not make test/run.mjs start a gateway for every file that starts a server).
+      const s3Support = './s3.js';
+      const { freshBucket, storageEnv } = (await import(s3Support)) as typeof import('./s3.js');
+      const { createTestDatabase, postgresEnv } = await import('./postgres.js');
+      const database = await createTestDatabase();
+      const bucket = await freshBucket('pass');
+      const env = { ...postgresEnv(database), ...storageEnv(bucket) };
+      backendEnvs.set(dataDir, env);
+      return {
+        env,
+        remove: async () => {
+          await bucket.remove();
+          await database.drop();
+        },
+      };
+    })();
+    productionBackends.set(dataDir, backend);
+  }
+  return backend.then((created) => created.env);
+}
+
+/** Drops the databases and buckets of this pass once the test file is done with its servers. */
+async function removeProductionBackend(dataDir: string): Promise<void> {
+  const backend = productionBackends.get(dataDir);
+  if (!backend) return;
+  productionBackends.delete(dataDir);
+  backendEnvs.delete(dataDir);
+  await (await backend).remove();
+}
+let cleaning = false;
+process.on('beforeExit', () => {
+  if (cleaning || productionBackends.size === 0) return;
+  cleaning = true;
+  void Promise.all([...productionBackends.keys()].map((dir) => removeProductionBackend(dir).catch(() => undefined)));
+});
+
 export async function startPortcullis(options: StartOptions = {}): Promise<RunningRegistry> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'portcullis-test-')));
+  const backendEnv = (await productionBackendFor(dataDir, options.env)) ?? {};
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   let output = '';
@@ -77,6 +140,7 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
       PORTCULLIS_DATA_DIR: dataDir,
       PORTCULLIS_LOG_LEVEL: process.env.PORTCULLIS_LOG_LEVEL ?? 'info',
       PORTCULLIS_ADMIN_PASSWORD: TEST_ADMIN.password,
+      ...backendEnv,
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -123,7 +187,10 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
         await exited;
         clearTimeout(timer);
       }
-      if (ownDir) await rm(dataDir, { recursive: true, force: true });
+      if (ownDir) {
+        await rm(dataDir, { recursive: true, force: true });
+        await removeProductionBackend(dataDir);
+      }
     },
   };
 }

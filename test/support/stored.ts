@@ -1,0 +1,27 @@
+// What a test server has in its blob storage, whichever backend it runs on: the folder of the
+// embedded default, or the bucket test/support/server.ts gave it (PORTCULLIS_TEST_BACKEND).
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { backendEnvOf, type RunningRegistry } from './server.js';
+
+/** Names directly under `path` in the server's blob storage (`_uploads`, `blobs/sha256/ab/<hex>`, …). */
+export async function storedNames(server: Pick<RunningRegistry, 'dataDir'>, path: string): Promise<string[]> {
+  const env = backendEnvOf(server.dataDir);
+  if (env.PORTCULLIS_STORAGE_DRIVER !== 's3') {
+    return readdir(join(server.dataDir, 'blobs', path)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return [];
+      throw error;
+    });
+  }
+  // Named through a variable: see test/support/server.ts.
+  const s3Support = './s3.js';
+  const { listNames } = (await import(s3Support)) as typeof import('./s3.js');
+  return listNames(env, path);
+}
+
+/** Upload areas present (one per session or request in progress). */
+export const uploadAreas = (server: Pick<RunningRegistry, 'dataDir'>): Promise<string[]> => storedNames(server, '_uploads');
+
+/** Stored copies of a blob (each a generation under its digest). */
+export const blobCopies = (server: Pick<RunningRegistry, 'dataDir'>, digest: string): Promise<string[]> =>
+  storedNames(server, `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`);
