@@ -150,7 +150,7 @@ export class KnexMetadataStore implements MetadataStore {
         .join('repository_blobs as rb', 'rb.digest', 'b.digest')
         .join('repositories as r', 'r.id', 'rb.repository_id')
         .where({ 'r.name': repository, 'b.digest': digest })
-        .first('b.digest', 'b.size', 'b.storage_key')) as BlobRow | undefined;
+        .first('b.digest', 'b.size', 'b.storage_key', 'b.sealed')) as BlobRow | undefined;
       return row && toBlob(row);
     });
   }
@@ -200,7 +200,7 @@ export class KnexMetadataStore implements MetadataStore {
           .join('repository_blobs as rb', 'rb.digest', 'b.digest')
           .join('repositories as r', 'r.id', 'rb.repository_id')
           .where({ 'r.name': from, 'b.digest': digest })
-          .first('b.digest', 'b.size', 'b.storage_key'),
+          .first('b.digest', 'b.size', 'b.storage_key', 'b.sealed'),
       )) as BlobRow | undefined;
       if (!row) return undefined;
       const repositoryId = await this.ensureRepository(trx, repository);

@@ -2,9 +2,6 @@
 // PostgreSQL: what each keeps and returns, the errors they report, and transactions across them —
 // an administrative change and the audit event recording it commit together or not at all.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import { pino, type Logger } from 'pino';
@@ -15,49 +12,13 @@ import { AccessRuleStore } from '../../src/auth/policy/store.js';
 import { RefreshTokens } from '../../src/auth/refresh-tokens.js';
 import { RobotAccounts } from '../../src/auth/robots.js';
 import type { AuditRecord, AuthStores, RefreshTokenRecord } from '../../src/metadata/auth-stores.js';
-import { migrateToLatest, openDatabase } from '../../src/metadata/database.js';
+import { openDatabase } from '../../src/metadata/database.js';
 import { DatabaseUnavailableError, UnstorableValueError } from '../../src/metadata/errors.js';
 import { KnexAuthStores } from '../../src/metadata/knex-auth-stores.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-
-interface Backend {
-  name: 'SQLite' | 'PostgreSQL';
-  open(): Promise<{ db: Knex; close(): Promise<void> }>;
-}
-
-const BACKENDS: Backend[] = [
-  {
-    name: 'SQLite',
-    async open() {
-      const dir = await mkdtemp(join(tmpdir(), 'portcullis-auth-stores-'));
-      const db = openDatabase({ driver: 'sqlite', path: join(dir, 'portcullis.db') });
-      return {
-        db,
-        async close() {
-          await db.destroy();
-          await rm(dir, { recursive: true, force: true });
-        },
-      };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    async open() {
-      const database: TestDatabase = await createTestDatabase();
-      const db = openDatabase({ driver: 'postgres', url: database.url, poolMax: 4 });
-      return {
-        db,
-        async close() {
-          await db.destroy();
-          await database.drop();
-        },
-      };
-    },
-  },
-];
+import { METADATA_BACKENDS, type MetadataBackend } from '../support/metadata-backends.js';
 
 /** An event the database itself refuses from now on (as a full disk or a lost privilege would), until the returned function runs. */
-async function refuseAuditEvents(db: Knex, backend: Backend['name'], condition: { type?: string; actor?: string }): Promise<() => Promise<void>> {
+async function refuseAuditEvents(db: Knex, backend: MetadataBackend['name'], condition: { type?: string; actor?: string }): Promise<() => Promise<void>> {
   const [column, value] = condition.type !== undefined ? ['type', condition.type] : ['actor', condition.actor ?? ''];
   if (backend === 'SQLite') {
     await db.raw(`CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events WHEN NEW.${column} = '${value}' BEGIN SELECT RAISE(ABORT, 'audit event refused'); END`);
@@ -107,7 +68,7 @@ const token = (id: string, name: string, createdAt: number): RefreshTokenRecord 
 
 const RULE: AccessRule = { subject: { kind: 'group', name: 'developers' }, repositories: 'dev/**', actions: ['pull', 'push'] };
 
-for (const backend of BACKENDS) {
+for (const backend of METADATA_BACKENDS) {
   describe(`auth stores on ${backend.name}`, () => {
     let db: Knex;
     let stores: AuthStores;
@@ -117,7 +78,6 @@ for (const backend of BACKENDS) {
       const opened = await backend.open();
       db = opened.db;
       close = opened.close;
-      await migrateToLatest(db);
       stores = new KnexAuthStores(db);
     });
     after(() => close());
