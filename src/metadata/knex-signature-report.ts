@@ -4,6 +4,7 @@
 import type { Knex } from 'knex';
 import { withDatabase } from './errors.js';
 import type { VerificationRecord } from './signature-store.js';
+import { toVerification, type VerificationRow } from './knex-signature-store.js';
 
 /** Where a page starts: after this repository and tag. */
 export interface ReportPosition {
@@ -58,17 +59,6 @@ interface TagRow {
   updated_at: number | string;
 }
 
-interface VerificationRow {
-  manifest_id: number;
-  format: string;
-  signature_ref: string;
-  outcome: string;
-  signer: string | null;
-  identity: string | null;
-  reason: string;
-  verified_at: number | string;
-  policy_digest: string | null;
-}
 
 export class KnexSignatureReport implements SignatureReportSource {
   constructor(private readonly db: Knex) {}
@@ -116,20 +106,13 @@ export class KnexSignatureReport implements SignatureReportSource {
       const rows = (await this.db('signature_verifications')
         .whereIn('manifest_id', [...new Set(manifestIds)])
         .orderBy('id')
-        .select('manifest_id', 'format', 'signature_ref', 'outcome', 'signer', 'identity', 'reason', 'verified_at', 'policy_digest')) as VerificationRow[];
+        .select('manifest_id', 'format', 'signature_ref', 'outcome', 'signer', 'identity', 'reason', 'verified_at', 'policy_digest')) as (VerificationRow & {
+        manifest_id: number;
+      })[];
       for (const row of rows) {
         const id = Number(row.manifest_id);
         const list = results.get(id) ?? [];
-        list.push({
-          format: row.format,
-          signatureRef: row.signature_ref,
-          outcome: row.outcome === 'valid' ? 'valid' : 'invalid',
-          signer: row.signer ?? undefined,
-          identity: row.identity ?? undefined,
-          reason: row.reason,
-          verifiedAt: Number(row.verified_at),
-          policyDigest: row.policy_digest ?? undefined,
-        });
+        list.push(toVerification(row));
         results.set(id, list);
       }
       return results;

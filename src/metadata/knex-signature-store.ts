@@ -21,7 +21,8 @@ interface SignatureRow {
   created_at: number | string;
 }
 
-interface VerificationRow {
+/** A row of signature_verifications as the stores read it (the report reads them too). */
+export interface VerificationRow {
   format: string;
   signature_ref: string;
   outcome: string;
@@ -47,7 +48,7 @@ const toSignature = (row: SignatureRow): StoredSignature => ({
   createdAt: Number(row.created_at),
 });
 
-const toVerification = (row: VerificationRow): VerificationRecord => ({
+export const toVerification = (row: VerificationRow): VerificationRecord => ({
   format: row.format,
   signatureRef: row.signature_ref,
   outcome: row.outcome === 'valid' ? 'valid' : 'invalid',

@@ -7,25 +7,11 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { AuditEntry } from '../../src/audit/events.js';
 import { adminToken, api } from '../auth/support.js';
 import { BACKENDS, cli, type Backend } from '../support/audit-backends.js';
 import { adminClient, OCI_MANIFEST, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
 import type { RunningRegistry } from '../support/server.js';
-
-interface AuditEntry {
-  seq: number;
-  type: string;
-  actor?: string;
-  actorKind?: string;
-  clientIp?: string;
-  repository?: string;
-  tag?: string;
-  oldDigest?: string;
-  newDigest?: string;
-  outcome?: string;
-  reason?: string;
-  details?: Record<string, unknown>;
-}
 
 /** What an event says, without its place in the chain or its time. */
 const gist = ({ type, tag, oldDigest, newDigest, outcome }: AuditEntry) => ({
