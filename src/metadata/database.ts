@@ -18,15 +18,22 @@ pg.types.setTypeParser(20, (value: string) => Number(value));
  */
 const QUIET: Knex.Logger = { warn: () => undefined, error: () => undefined, deprecate: () => undefined, debug: () => undefined };
 
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** The PostgreSQL URL each database opened here connects to (migrations lock on a connection of their own). */
+const postgresUrls = new WeakMap<Knex, string>();
+
 export function openDatabase(config: DatabaseConfig): Knex {
   if (config.driver === 'postgres') {
-    return knex({
+    const db = knex({
       client: 'pg',
       log: QUIET,
       connection: config.url,
       pool: { min: 0, max: config.poolMax },
-      acquireConnectionTimeout: 10_000,
+      acquireConnectionTimeout: CONNECT_TIMEOUT_MS,
     });
+    postgresUrls.set(db, config.url);
+    return db;
   }
   // It holds password hashes and token digests: readable by the registry's user only.
   mkdirSync(dirname(config.path), { recursive: true, mode: 0o700 });
@@ -78,9 +85,42 @@ function cacheStatements(connection: SqliteConnection): void {
   };
 }
 
+/**
+ * Brings the schema to the latest migration. Several replicas may do this at once (each `serve`
+ * migrates at start, and `portcullis migrate` may run beside them): on PostgreSQL they take turns,
+ * so the first applies what is missing and the others then find nothing to do. knex's own lock
+ * would instead fail the second one ("Migration table is already locked"), and two creating its
+ * bookkeeping tables at once collide. SQLite has one server process per database: no lock.
+ */
 export async function migrateToLatest(db: Knex): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest({ migrationSource })) as [number, string[]];
-  return applied;
+  const url = postgresUrls.get(db);
+  const latest = async () => ((await db.migrate.latest({ migrationSource })) as [number, string[]])[1];
+  return url === undefined ? latest() : holdingMigrationLock(url, latest);
+}
+
+/** The advisory lock key every Portcullis migrator takes: the ASCII bytes of "PCMIGRAT". */
+export const MIGRATION_LOCK_KEY = BigInt('0x50434d4947524154').toString();
+
+/**
+ * Runs `work` holding a session-level advisory lock, on a connection outside the pool (which may
+ * have room for one connection only, and migrations need one). The lock waits as long as another
+ * migrator works; it is released with the session, so a migrator that dies leaves no lock behind.
+ */
+async function holdingMigrationLock<T>(url: string, work: () => Promise<T>): Promise<T> {
+  const session = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  // A connection lost while migrations run must not crash the process; the migrations report their own failure.
+  session.on('error', () => undefined);
+  await session.connect();
+  try {
+    await session.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY]);
+    try {
+      return await work();
+    } finally {
+      await session.query('SELECT pg_advisory_unlock($1::bigint)', [MIGRATION_LOCK_KEY]).catch(() => undefined);
+    }
+  } finally {
+    await session.end().catch(() => undefined);
+  }
 }
 
 const UNAVAILABLE_CODES = new Set([
@@ -94,17 +134,25 @@ const UNAVAILABLE_CODES = new Set([
   'SQLITE_IOERR',
   'SQLITE_FULL',
   'SQLITE_CANTOPEN',
-  '57P01', // admin_shutdown
+  '57P01', // admin_shutdown (also pg_terminate_backend)
+  '57P02', // crash_shutdown
   '57P03', // cannot_connect_now
   '53300', // too_many_connections
-  '08006', // connection_failure
-  '08001', // unable to connect
 ]);
+
+/**
+ * What node-postgres and knex say, without a code, about a connection that is gone: pg refuses
+ * further queries on a client whose connection failed ("… is not queryable"), which is what a
+ * transaction's ROLLBACK meets after its backend was terminated.
+ */
+const LOST_CONNECTION = /Timeout acquiring a connection|Connection terminated|connection is closed|is not queryable/i;
 
 /** True for errors meaning "the database cannot serve right now", as opposed to a bug. */
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
-  return /Timeout acquiring a connection|Connection terminated|connection is closed/i.test(error.message);
+  // Class 08, connection exception: unable to connect, connection failure, rejected, gone.
+  if (typeof code === 'string' && /^08[0-9A-Z]{3}$/.test(code)) return true;
+  return LOST_CONNECTION.test(error.message);
 }
