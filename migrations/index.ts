@@ -9,6 +9,7 @@ import * as auditChain from './20261130_005_audit_chain.js';
 import * as signatures from './20261130_006_signatures.js';
 import * as trustPolicies from './20261130_007_trust_policies.js';
 import * as verificationPolicy from './20261130_008_verification_policy.js';
+import * as loginThrottle from './20261130_009_login_throttle.js';
 
 interface Migration {
   name: string;
@@ -16,7 +17,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

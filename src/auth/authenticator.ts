@@ -4,7 +4,8 @@
 // A failed login looks the same whichever way it failed: the same message ("invalid username or
 // password", unless the directory judged the password right and said why not, e.g. a disabled
 // account), one password hash's worth of work, and no answer before the throttle's floor. The
-// reason goes to the audit log only.
+// reason goes to the audit log only. When the throttle's store cannot count an attempt, the login
+// is answered 503 whatever the password was, after the same work and floor as a failure.
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/events.js';
 import { RegistryError } from '../registry/errors.js';
@@ -34,7 +35,7 @@ const AUDITED_KEYS_MAX = 10_000;
 
 type Provider = 'local' | 'ldap' | 'robot';
 type Checked = { principal: Principal; refusal?: undefined } | { principal?: undefined; refusal: LoginRefusal; provider?: Provider };
-type Attempt = { principal: Principal } | { error: RegistryError; hashed: boolean; padded: boolean };
+type Attempt = { principal: Principal } | { error: Error; hashed: boolean; padded: boolean };
 
 /** Keys seen within a window (bounded; the oldest are forgotten first): for audit events worth one line per window. */
 class RecentKeys {
@@ -95,7 +96,7 @@ export class Authenticator {
   private async attempt(username: string, password: string, clientIp: string): Promise<Attempt> {
     const { throttle, audit } = this.options;
     const key = canonicalName(username);
-    const wait = throttle.retryAfter(key, clientIp);
+    const wait = await throttle.retryAfter(key, clientIp);
     if (wait > 0) {
       if (this.throttledAudited.firstInWindow(`${key}\u0000${clientIp}`)) {
         await audit.record({ type: 'login.failure', actor: actorOf(username), clientIp, details: { reason: 'throttled' satisfies RefusalReason } });
@@ -112,24 +113,33 @@ export class Authenticator {
     }
     const { result, hashed } = checked;
     if (!result.refusal) {
-      await this.succeeded(result.principal, key, clientIp);
+      try {
+        await this.succeeded(result.principal, key, clientIp);
+      } catch (error) {
+        // The store could not clear the record: answered like a failure it could not count.
+        return { error: asError(error), hashed, padded: true };
+      }
       return { principal: result.principal };
     }
     const { reason, advice, account } = result.refusal;
-    throttle.recordFailure(account === undefined ? key : [key, canonicalName(account)], clientIp);
     await audit.record({
       type: 'login.failure',
       actor: actorOf(username),
       clientIp,
       details: { reason, ...(result.provider ? { provider: result.provider } : {}), ...(account !== undefined ? { account } : {}) },
     });
+    try {
+      await throttle.recordFailure(account === undefined ? key : [key, canonicalName(account)], clientIp);
+    } catch (error) {
+      return { error: asError(error), hashed, padded: true };
+    }
     return { error: new RegistryError('UNAUTHORIZED', advice ?? INVALID_CREDENTIALS), hashed, padded: true };
   }
 
   private async succeeded(principal: Principal, key: string, clientIp: string): Promise<void> {
     const subject = subjectOf(principal);
     const provider = providerOf(principal);
-    this.options.throttle.recordSuccess([key, canonicalName(subject)], clientIp);
+    await this.options.throttle.recordSuccess([key, canonicalName(subject)], clientIp);
     if (this.audited.firstInWindow(`${provider}\u0000${subject}\u0000${clientIp}`)) {
       await this.options.audit.record({ type: 'login.success', actor: subject, clientIp, details: { provider } });
     }
@@ -174,7 +184,7 @@ export class Authenticator {
     const throttle = this.options.throttle;
     const outcome = await directory.login(username, password, {
       // Another spelling of a throttled account is refused without trying its password.
-      mayTry: (account) => throttle.retryAfter(canonicalName(account), clientIp) === 0,
+      mayTry: async (account) => (await throttle.retryAfter(canonicalName(account), clientIp)) === 0,
     });
     if (outcome.refusal) return { refusal: outcome.refusal, provider: 'ldap' };
     const identity = await this.directoryIdentity(outcome.identity);
@@ -206,6 +216,8 @@ export class Authenticator {
     return admin ? { ...identity, admin: true } : identity;
   }
 }
+
+const asError = (thrown: unknown): Error => (thrown instanceof Error ? thrown : new Error(String(thrown)));
 
 function refused(reason: RefusalReason, provider?: Provider): Checked {
   return { refusal: { reason }, ...(provider ? { provider } : {}) };

@@ -91,7 +91,8 @@ export function createIdentities(config: Config, db: Knex, log: Logger): Identit
     local: users,
     directory,
     robots,
-    throttle: new LoginThrottle(throttleOptions(config.auth.loginThrottle)),
+    // The counts live in the metadata database, shared by every replica (see login-throttle.ts).
+    throttle: new LoginThrottle({ db, driver: config.metadata.driver }, throttleOptions(config.auth.loginThrottle)),
     audit,
     adminGroups: config.auth.adminGroups,
     log,

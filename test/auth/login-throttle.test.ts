@@ -3,10 +3,17 @@
 // that failed, so the owner is never locked out by others) and per address (fifty), every
 // spelling of a name shares one budget, the limits are configurable, a burst of parallel guesses
 // gets no more tries than a sequence would, and response times do not tell which user names
-// exist. Every request picks its loopback source address (127.x.y.z), which the server sees as
-// the client address, so the kinds of throttling can be told apart.
+// exist. The counts live in the metadata database: a restart forgets none of them (two servers on
+// one PostgreSQL database: shared-throttle.test.ts). Every request picks its loopback source
+// address (127.x.y.z), which the server sees as the client address, so the kinds of throttling
+// can be told apart. At the end, unit checks of the keys (IPv6 per /64) and of the window.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { addressKey, LoginThrottle } from '../../src/auth/login-throttle.js';
+import { migrateToLatest, openDatabase } from '../../src/metadata/database.js';
 import { startPortcullis, type RunningRegistry } from '../support/server.js';
 import { addUser, basic, errorCode, requestFrom, sleep, type RawResponse } from './support.js';
 
@@ -137,6 +144,26 @@ describe('login throttling', () => {
   });
 });
 
+describe('a restart', () => {
+  it('keeps the counts: the embedded database holds them, not the process', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'portcullis-throttle-restart-'));
+    let running = await startPortcullis({ dataDir });
+    try {
+      const wrong = { ...running.admin, password: 'not-the-password' };
+      const from = '127.0.9.1';
+      for (let i = 1; i <= 4; i++) expectStatus(await login(from, wrong, {}, running), 401, `failure ${i} before the restart`);
+      await running.stop();
+      running = await startPortcullis({ dataDir });
+      expectStatus(await login(from, wrong, {}, running), 401, 'failure 5, after the restart');
+      expectStatus(await login(from, wrong, {}, running), 401, 'failure 6, after the restart: it starts the wait');
+      expectThrottled(await login(from, running.admin, {}, running), 'the right password', 1);
+    } finally {
+      await running.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('configured limits (auth.loginThrottle)', () => {
   it('free failures per name and address, per name, and the longest wait come from the configuration', async () => {
     const strict = await startPortcullis({
@@ -192,5 +219,50 @@ describe('user enumeration', () => {
     }
     const [k, u] = [median(known), median(unknown)];
     assert.ok(u >= k * 0.3, `unknown user answered in ${u.toFixed(1)} ms, existing user in ${k.toFixed(1)} ms: the difference tells which names exist`);
+  });
+});
+
+describe('the throttle keys and window (unit)', () => {
+  it('counts IPv4 addresses one by one and IPv6 addresses by their /64', () => {
+    assert.equal(addressKey('192.0.2.7'), '192.0.2.7');
+    assert.equal(addressKey('::ffff:192.0.2.7'), '192.0.2.7', 'an IPv4-mapped address is the IPv4 address');
+    for (const address of ['2001:db8:1:2:3:4:5:6', '2001:0db8:0001:0002::7', '2001:db8:1:2::', '2001:db8:1:2:ffff:ffff:ffff:ffff']) {
+      assert.equal(addressKey(address), '2001:db8:1:2::/64', address);
+    }
+    assert.notEqual(addressKey('2001:db8:1:3::1'), addressKey('2001:db8:1:2::1'), 'another /64');
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
+  });
+
+  it('forgets a key\'s failures a window after the last one, not after the first', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-throttle-unit-'));
+    const db = openDatabase({ driver: 'sqlite', path: join(dir, 'portcullis.db') });
+    try {
+      await migrateToLatest(db);
+      const windowMs = 2_000;
+      const throttle = new LoginThrottle(
+        { db, driver: 'sqlite' },
+        { freePerUserAndAddress: 2, freePerUser: 1_000, freePerAddress: 1_000, baseDelayMs: 400, maxDelayMs: 60_000, windowMs, minFailureMs: 0 },
+      );
+      const started = Date.now();
+      const at = (ms: number) => sleep(started + ms - Date.now());
+      await throttle.recordFailure('kim', '192.0.2.1');
+      await at(1_200);
+      await throttle.recordFailure('kim', '192.0.2.1');
+      assert.equal(await throttle.retryAfter('kim', '192.0.2.1'), 0, 'two failures are free');
+      // A window after the first failure, less than one after the second: all three count.
+      await at(2_200);
+      await throttle.recordFailure('kim', '192.0.2.1');
+      const wait = await throttle.retryAfter('kim', '192.0.2.1');
+      assert.ok(wait > 200 && wait <= 400, `the third failure starts a 400 ms wait: ${wait}`);
+      // A window after the last failure, everything is forgotten: two failures are free again.
+      await at(2_200 + windowMs + 200);
+      assert.equal(await throttle.retryAfter('kim', '192.0.2.1'), 0);
+      await throttle.recordFailure('kim', '192.0.2.1');
+      await throttle.recordFailure('kim', '192.0.2.1');
+      assert.equal(await throttle.retryAfter('kim', '192.0.2.1'), 0, 'two failures after the window are free');
+    } finally {
+      await db.destroy();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -321,10 +321,11 @@ export class LdapIdentityProvider implements DirectoryProvider {
   async login(username: string, password: string, hooks: LoginHooks = {}): Promise<LoginOutcome> {
     const refused = refusal(username, password);
     if (refused) return this.refuse(username, 'invalid_credentials', refused);
+    const user = await this.guard(() => this.findUser(username));
+    if (!user) return this.refuse(username, 'unknown_user');
+    // Outside the directory's fault net: a fault of the caller's own store is not the directory's.
+    if (hooks.mayTry && !(await hooks.mayTry(user.username))) return this.refuse(username, 'throttled', undefined, user.username);
     return this.guard(async () => {
-      const user = await this.findUser(username);
-      if (!user) return this.refuse(username, 'unknown_user');
-      if (hooks.mayTry && !hooks.mayTry(user.username)) return this.refuse(username, 'throttled', undefined, user.username);
       const verdict = (await this.checkPassword(user.dn, password)) ?? this.stateVerdict(user.state);
       if (verdict) {
         const advice = verdict.passwordVerified ? ADVICE[verdict.reason] : undefined;

@@ -70,7 +70,7 @@ export interface LoginHooks {
    * Called once the typed name resolved to an account and before its password is tried;
    * returning false refuses the login without trying it (that account is being throttled).
    */
-  mayTry?(account: string): boolean;
+  mayTry?(account: string): boolean | Promise<boolean>;
 }
 
 /** A directory: logins say why they were refused, and it can be checked at startup and for /readyz. */
