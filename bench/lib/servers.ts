@@ -1,5 +1,5 @@
-// Starts and stops the registries that compare.ts benchmarks, each with its data in a fresh
-// temporary directory that is removed when it stops.
+// Starts and stops the registries that compare.ts and s3-compare.ts benchmark, each with its data
+// (or, on S3, just its configuration) in a fresh temporary directory that is removed when it stops.
 import { referenceConfig } from '../../test/support/reference-registry.js';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +23,7 @@ export interface RunningRegistry {
   stopSync: () => void;
 }
 
-interface ProcessSpec {
+export interface ProcessSpec {
   name: string;
   command: string;
   args: (dataDir: string, host: string) => string[];
@@ -40,6 +40,69 @@ export const referenceSpec = (binary: string): ProcessSpec => ({
   // No access log: it costs the reference CPU that Portcullis (at warn) does not spend.
   prepare: (dataDir, host) =>
     writeFileSync(join(dataDir, 'config.yml'), referenceConfig({ storageDir: join(dataDir, 'storage'), host, logLevel: 'error', accessLog: false })),
+});
+
+/** Where the reference registry keeps its blobs and metadata when it runs on S3. */
+export interface ReferenceS3Store {
+  /** http://host:port of an S3-compatible store (path-style). */
+  endpoint: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+  /** Key prefix inside the bucket, e.g. /registry. */
+  rootDirectory: string;
+}
+
+/**
+ * docker-registry's config.yml on S3: the `storage.s3` driver with `regionendpoint` (path-style
+ * requests to that endpoint), Debian's in-memory blob descriptor cache, no auth, request logging
+ * off. `redirect`: blob GETs answered with a 307 to a presigned URL of the object (distribution's
+ * default with S3), or streamed through the registry (`storage.redirect.disable`).
+ */
+export function referenceS3Config(store: ReferenceS3Store, host: string, redirect: boolean): string {
+  // JSON strings are valid YAML double-quoted scalars: the secret key may hold '/', '+' or '='.
+  const quoted = JSON.stringify;
+  return [
+    'version: 0.1',
+    'log:',
+    '  level: error',
+    '  accesslog:',
+    '    disabled: true',
+    'storage:',
+    '  s3:',
+    `    accesskey: ${quoted(store.accessKeyId)}`,
+    `    secretkey: ${quoted(store.secretAccessKey)}`,
+    `    region: ${quoted(store.region)}`,
+    `    regionendpoint: ${quoted(store.endpoint)}`,
+    `    bucket: ${quoted(store.bucket)}`,
+    `    secure: ${store.endpoint.startsWith('https:')}`,
+    '    v4auth: true',
+    `    rootdirectory: ${quoted(store.rootDirectory)}`,
+    '  cache:',
+    '    blobdescriptor: inmemory',
+    '  delete:',
+    '    enabled: true',
+    '  redirect:',
+    `    disable: ${!redirect}`,
+    'http:',
+    `  addr: ${host}`,
+    '',
+  ].join('\n');
+}
+
+/** Debian's docker-registry (CNCF distribution 2.8) on S3; see referenceS3Config. */
+export const referenceS3Spec = (binary: string, store: ReferenceS3Store, redirect: boolean): ProcessSpec => ({
+  name: redirect ? 'reference-s3' : 'reference-s3-streamed',
+  command: binary,
+  args: (dataDir) => ['serve', join(dataDir, 'config.yml')],
+  // Its S3 driver panics at start when AWS_CA_BUNDLE is set (as it is on this machine).
+  env: () => {
+    const { AWS_CA_BUNDLE: _bundle, ...env } = process.env;
+    return env;
+  },
+  // 0600: the file holds the store's secret key.
+  prepare: (dataDir, host) => writeFileSync(join(dataDir, 'config.yml'), referenceS3Config(store, host, redirect), { mode: 0o600 }),
 });
 
 /** The bootstrap administrator of the Portcullis under benchmark (token auth is always on). */
