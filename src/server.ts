@@ -3,13 +3,13 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError, sqlitePath, storageSettings, type Config } from './config/config.js';
+import { ConfigError, databaseConfig, storageSettings, type Config } from './config/config.js';
 import { createAuth } from './auth/index.js';
 import type { LdapIdentityProvider } from './auth/identity/ldap.js';
 import { createApp } from './http/app.js';
 import { clientAddressResolver } from './http/client-address.js';
 import { createListener } from './http/listener.js';
-import { migrateToLatest, openDatabase, type DatabaseConfig } from './metadata/database.js';
+import { migrateToLatest, openDatabase } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
 import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
@@ -19,19 +19,13 @@ import { KnexSignatureReport } from './metadata/knex-signature-report.js';
 import { KnexSignatureStore } from './metadata/knex-signature-store.js';
 import { SignatureReport } from './trust/report.js';
 import { openBlobStore } from './storage/index.js';
-import { createSignatureServices, createTrustPolicies } from './trust/index.js';
+import { createSignatureServices } from './trust/index.js';
+import { createTrustPolicies } from './trust/policies.js';
 import type { BlobReader } from './trust/intake.js';
 
 export interface RunningServer {
   address: string;
   close(): Promise<void>;
-}
-
-export function databaseConfig(config: Config): DatabaseConfig {
-  if (config.metadata.driver === 'postgres') {
-    return { driver: 'postgres', url: config.metadata.postgres.url as string, poolMax: config.metadata.postgres.poolMax };
-  }
-  return { driver: 'sqlite', path: sqlitePath(config) };
 }
 
 /**

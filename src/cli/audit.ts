@@ -7,7 +7,7 @@ import { verifyChain, type ChainVerdict } from '../metadata/audit-chain.js';
 import type { AuditStore } from '../metadata/auth-stores.js';
 import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
 import { KnexSignatureReport } from '../metadata/knex-signature-report.js';
-import { createTrustPolicies } from '../trust/index.js';
+import { createTrustPolicies } from '../trust/policies.js';
 import { CSV_HEADER, reportEntryCsv, reportEntryJson, reportEntryTableLine, SignatureReport, TABLE_HEADER, type ReportEntry } from '../trust/report.js';
 import { openExistingDatabase } from './database.js';
 import type { LoadSettings } from './settings.js';

@@ -5,9 +5,8 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Knex } from 'knex';
-import { ConfigError, sqlitePath } from '../config/config.js';
+import { ConfigError, databaseConfig, sqlitePath } from '../config/config.js';
 import { migrateToLatest, openDatabase } from '../metadata/database.js';
-import { databaseConfig } from '../server.js';
 import type { CliSettings } from './settings.js';
 
 /** Which setting put the SQLite file where it is, in the words an operator can change. */

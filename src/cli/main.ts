@@ -2,10 +2,9 @@
 // portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list | audit verify
 import './threadpool.js';
 import { Command } from 'commander';
-import { ConfigError } from '../config/config.js';
+import { ConfigError, databaseConfig } from '../config/config.js';
 import { createLogger } from '../log.js';
 import { migrateToLatest, openDatabase } from '../metadata/database.js';
-import { databaseConfig, startServer } from '../server.js';
 import { UserError } from '../auth/identity/local.js';
 import { registerUserCommands } from './users.js';
 import { registerPolicyCommands } from './policy.js';
@@ -42,6 +41,8 @@ program
     const log = createLogger(current.log.level);
     // A bug that escapes a request must be seen, but must not take every other request down.
     process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
+    // Loaded here: the whole server (HTTP, verifiers, drivers) is more than the other commands need.
+    const { startServer } = await import('../server.js');
     const server = await startServer(current, log);
     let stopping = false;
     const stop = (signal: string) => {

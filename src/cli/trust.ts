@@ -7,7 +7,7 @@ import { CLI_ACTOR } from '../audit/events.js';
 import { KnexSignatureStore } from '../metadata/knex-signature-store.js';
 import { KnexMetadataStore } from '../metadata/knex-store.js';
 import { explainImage, formatExplanation, parseImage } from '../trust/explain.js';
-import { createTrustPolicies } from '../trust/index.js';
+import { createTrustPolicies } from '../trust/policies.js';
 import type { TrustPolicies, TrustPolicyDiff } from '../trust/policies.js';
 import { formatTrustFile, parseTrustFile, TrustPolicyError } from '../trust/policy-file.js';
 import { openExistingDatabase } from './database.js';

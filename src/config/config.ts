@@ -7,6 +7,7 @@ import AjvModule from 'ajv';
 import { closest, distance } from 'fastest-levenshtein';
 import { parse as parseYaml } from 'yaml';
 import schema from '../../schemas/config.schema.json' with { type: 'json' };
+import type { DatabaseConfig } from '../metadata/database.js';
 import type { StorageSettings } from '../storage/index.js';
 
 export interface Config {
@@ -343,3 +344,11 @@ export function storageSettings(config: Config): StorageSettings {
   };
 }
 export const sqlitePath = (config: Config): string => resolve(config.metadata.sqlite.path ?? `${config.dataDir}/portcullis.db`);
+
+/** The metadata database's connection settings. */
+export function databaseConfig(config: Config): DatabaseConfig {
+  if (config.metadata.driver === 'postgres') {
+    return { driver: 'postgres', url: config.metadata.postgres.url as string, poolMax: config.metadata.postgres.poolMax };
+  }
+  return { driver: 'sqlite', path: sqlitePath(config) };
+}

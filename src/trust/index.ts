@@ -5,10 +5,9 @@
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { KnexSignatureStore } from '../metadata/knex-signature-store.js';
-import { KnexTrustPolicyStore } from '../metadata/trust-policy-store.js';
 import { PullEnforcement, type PullRecord } from './enforcement.js';
 import { SignatureIntake, type BlobReader } from './intake.js';
-import { TrustPolicies } from './policies.js';
+import { createTrustPolicies, type TrustPolicies } from './policies.js';
 import { trustUnder } from './policy-digest.js';
 import { Reverifier } from './reverify.js';
 import { SignatureService, type TrustSource } from './signatures.js';
@@ -27,10 +26,6 @@ export interface SignatureServices {
   reverifier: Reverifier;
 }
 
-/** The trust policies in force, re-read after `cacheMs` so changes made elsewhere show up. */
-export function createTrustPolicies(db: Knex, cacheMs: number): TrustPolicies {
-  return new TrustPolicies(new KnexTrustPolicyStore(db), cacheMs);
-}
 
 export function createSignatureServices(options: {
   db: Knex;

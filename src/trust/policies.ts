@@ -2,7 +2,8 @@
 // through another replica or the CLI shows up), applied as a whole with a difference to show and
 // an audit event committed with the change, and asked by the registry which tags are immutable.
 import { auditRecord, type ActorKind } from '../audit/events.js';
-import type { TrustPolicyDiff, TrustPolicyStore } from '../metadata/trust-policy-store.js';
+import type { Knex } from 'knex';
+import { KnexTrustPolicyStore, type TrustPolicyDiff, type TrustPolicyStore } from '../metadata/trust-policy-store.js';
 import type { TagGuard, TagProtection } from '../registry/tag-guard.js';
 import { isImmutableTag, policyFor, type TrustPolicy } from './policy.js';
 
@@ -59,4 +60,9 @@ export class TrustPolicies implements TagGuard {
     if (!policy || policy.immutableTags.length === 0) return undefined;
     return { policy: policy.repositories, isImmutable: (tag) => isImmutableTag(policy, tag) };
   }
+}
+
+/** The trust policies in force, re-read after `cacheMs` so changes made elsewhere show up. */
+export function createTrustPolicies(db: Knex, cacheMs: number): TrustPolicies {
+  return new TrustPolicies(new KnexTrustPolicyStore(db), cacheMs);
 }

@@ -2,6 +2,7 @@
 // the /v2/ announcement, listing and storing signatures, every refusal of bad input (a clear 4xx,
 // nothing stored), the access each call needs, and the stored verification results as the admin
 // API shows them.
+// Backend: embedded only (the signature store runs on both databases in test/trust/gpg-verifier).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
