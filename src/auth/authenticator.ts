@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/events.js';
 import { RegistryError } from '../registry/errors.js';
-import { decoyVerify, trackHashing } from './identity/passwords.js';
+import { decoyVerify, type HashMeter } from './identity/passwords.js';
 import type { DirectoryProvider, Identity, IdentityProvider, LoginRefusal, RefusalReason } from './identity/provider.js';
 import type { LoginThrottle } from './login-throttle.js';
 import { sameGroup, type Principal } from './policy/rules.js';
@@ -105,13 +105,14 @@ export class Authenticator {
       return { error, hashed: false, padded: false };
     }
     const done = throttle.begin(clientIp);
-    let checked: { result: Checked; hashed: boolean };
+    const meter: HashMeter = { hashed: false };
+    let result: Checked;
     try {
-      checked = await trackHashing(() => this.check(username, password, clientIp));
+      result = await this.check(username, password, clientIp, meter);
     } finally {
       done();
     }
-    const { result, hashed } = checked;
+    const { hashed } = meter;
     if (!result.refusal) {
       try {
         await this.succeeded(result.principal, key, clientIp);
@@ -168,7 +169,7 @@ export class Authenticator {
     return { kind: 'user', identity: this.withAdmin(identity) };
   }
 
-  private async check(username: string, password: string, clientIp: string): Promise<Checked> {
+  private async check(username: string, password: string, clientIp: string, meter: HashMeter): Promise<Checked> {
     // No account name holds a control character (and PostgreSQL refuses a NUL outright).
     if (password.length === 0 || CONTROL_CHARACTER.test(username)) return refused('invalid_credentials');
     if (username.startsWith(ROBOT_PREFIX)) return this.checkRobot(username, password);
@@ -177,7 +178,7 @@ export class Authenticator {
     const { local, directory } = this.options;
     const owned = await local.exists(canonicalName(username));
     if (owned || !directory) {
-      const identity = await local.authenticate(username, password);
+      const identity = await local.authenticate(username, password, meter);
       if (identity) return { principal: { kind: 'user', identity: this.withAdmin(identity) } };
       return refused(owned ? 'wrong_password' : 'unknown_user', 'local');
     }

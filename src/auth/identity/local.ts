@@ -3,7 +3,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { AuthStores, UserRecord, UserSummary } from '../../metadata/auth-stores.js';
 import type { Identity, IdentityProvider } from './provider.js';
-import { decoyHash, hashPassword, verifyPassword } from './passwords.js';
+import { decoyHash, hashPassword, verifyPassword, type HashMeter } from './passwords.js';
 
 const USERNAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
@@ -156,12 +156,13 @@ export class LocalUsers implements IdentityProvider {
     return this.stores.users.list();
   }
 
-  async authenticate(username: string, password: string): Promise<Identity | undefined> {
+  /** `meter` learns whether a password hash was computed (it is not for a remembered password). */
+  async authenticate(username: string, password: string, meter?: HashMeter): Promise<Identity | undefined> {
     if (password.length === 0 || !USERNAME.test(username)) return undefined;
     const user = await this.stores.users.get(username);
     if (user && this.verified.has(username, password, user.passwordHash)) return toIdentity(user);
     // Hash even for unknown users, so response time does not reveal which names exist.
-    const matches = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
+    const matches = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()), meter);
     if (!user || !matches) return undefined;
     this.verified.add(username, password, user.passwordHash);
     return toIdentity(user);

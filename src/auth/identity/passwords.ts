@@ -1,6 +1,5 @@
 // Password hashing for local users and robot secrets: scrypt (memory-hard, in node:crypto),
 // self-describing hashes so parameters can be raised later, constant-time comparison.
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
 // At most this many hashes run at once: each takes a libuv thread (shared with file I/O) for
@@ -9,19 +8,16 @@ const MAX_CONCURRENT_HASHES = 2;
 let running = 0;
 const waiting: (() => void)[] = [];
 
-/** Set by trackHashing(): whether a hash ran for the login being checked (see decoyHash). */
-const hashing = new AsyncLocalStorage<{ hashed: boolean }>();
-
-/** Runs `work` and tells whether it computed a password hash (to make every failed login cost one). */
-export async function trackHashing<T>(work: () => Promise<T>): Promise<{ result: T; hashed: boolean }> {
-  const state = { hashed: false };
-  const result = await hashing.run(state, work);
-  return { result, hashed: state.hashed };
+/**
+ * Told whether a login computed a password hash, so a failed login that hashed nothing can be made
+ * to cost one (decoyVerify). Passed down explicitly: an AsyncLocalStorage would turn on async hooks
+ * for the whole process, a cost every request and every streamed chunk would pay.
+ */
+export interface HashMeter {
+  hashed: boolean;
 }
 
 async function scrypt(password: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> {
-  const tracked = hashing.getStore();
-  if (tracked) tracked.hashed = true;
   if (running >= MAX_CONCURRENT_HASHES) await new Promise<void>((resolve) => waiting.push(resolve));
   running++;
   try {
@@ -46,7 +42,8 @@ export async function hashPassword(password: string): Promise<string> {
   return ['scrypt', PARAMETERS.N, PARAMETERS.r, PARAMETERS.p, salt.toString('base64'), key.toString('base64')].join('$');
 }
 
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+export async function verifyPassword(password: string, stored: string, meter?: HashMeter): Promise<boolean> {
+  if (meter) meter.hashed = true;
   const [scheme, n, r, p, salt, key] = stored.split('$');
   if (scheme !== 'scrypt' || !n || !r || !p || !salt || !key) return false;
   const expected = Buffer.from(key, 'base64');

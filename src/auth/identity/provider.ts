@@ -1,5 +1,6 @@
 // The identity seam: who is this, and which groups are they in. What those groups may do is
 // decided elsewhere (the access policy), so each side can be tested alone.
+import type { HashMeter } from './passwords.js';
 
 export interface Group {
   /** Distinguished name, for directory groups. */
@@ -30,9 +31,9 @@ export interface IdentityProvider {
   /**
    * Checks a username and password. Resolves undefined for wrong credentials (including an
    * empty password, refused before any bind); throws BackendUnavailableError when the source
-   * cannot be reached.
+   * cannot be reached. `meter` learns whether a local password hash was computed.
    */
-  authenticate(username: string, password: string): Promise<Identity | undefined>;
+  authenticate(username: string, password: string, meter?: HashMeter): Promise<Identity | undefined>;
   /** Reads a user's current groups without a password (refresh tokens); undefined when the user is gone. */
   lookup(username: string): Promise<Identity | undefined>;
   close(): Promise<void>;
