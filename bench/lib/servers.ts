@@ -1,5 +1,6 @@
 // Starts and stops the registries that compare.ts and s3-compare.ts benchmark, each with its data
 // (or, on S3, just its configuration) in a fresh temporary directory that is removed when it stops.
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { referenceConfig } from '../../test/support/reference-registry.js';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -112,7 +113,7 @@ export const PORTCULLIS_BENCH_ADMIN = { username: 'admin', password: 'bench-admi
 export const portcullisSpec = (mainJs: string, env: Record<string, string> = {}): ProcessSpec => ({
   name: 'portcullis',
   command: process.execPath,
-  args: () => [mainJs, 'serve'],
+  args: () => [...SERVER_NODE_FLAGS, mainJs, 'serve'],
   env: (dataDir, host) => ({
     ...process.env,
     PORTCULLIS_LISTEN: host,

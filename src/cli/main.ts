@@ -1,6 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=32
 // portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list | audit verify
 import './threadpool.js';
+import { missingServerFlags } from './node-flags.js';
 import { Command } from 'commander';
 import { ConfigError, databaseConfig } from '../config/config.js';
 import { createLogger } from '../log.js';
@@ -41,6 +42,8 @@ program
     const log = createLogger(current.log.level);
     // A bug that escapes a request must be seen, but must not take every other request down.
     process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
+    const missing = missingServerFlags();
+    if (missing.length > 0) log.warn({ missing }, 'node was started without the flags portcullis serve is meant to run with: streamed blobs cost more CPU (README, "Install and start")');
     // Loaded here: the whole server (HTTP, verifiers, drivers) is more than the other commands need.
     const { startServer } = await import('../server.js');
     const server = await startServer(current, log);

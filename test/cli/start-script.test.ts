@@ -35,6 +35,7 @@ describe('npm start', () => {
       }
       // The registry answers with its token challenge: it is Portcullis, started by npm start.
       assert.equal(status, 401, `npm start did not serve the registry:\n${output}`);
+      assert.doesNotMatch(output, /started without the flags/, 'npm start passes the Node.js flags the server is meant to run with');
     } finally {
       if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGTERM');
       await exited;

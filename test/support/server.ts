@@ -1,6 +1,7 @@
 // Starts a real Portcullis process (the compiled CLI) for tests, on a free loopback port
 // with a fresh data directory, and stops it again.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -34,6 +35,8 @@ export interface StartOptions {
   args?: string[];
   /** 'https' when the test configures tls.*: readiness is then a TCP connect (the CA is the test's). */
   scheme?: 'http' | 'https';
+  /** Node.js flags before the script; by default the ones `portcullis serve` is meant to run with. */
+  nodeFlags?: readonly string[];
 }
 
 // A test file that fails or is killed must not leave registries running behind it.
@@ -133,7 +136,7 @@ export async function startPortcullis(options: StartOptions = {}): Promise<Runni
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   let output = '';
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', ...(options.args ?? [])], {
+  const child: ChildProcess = spawn(process.execPath, [...(options.nodeFlags ?? SERVER_NODE_FLAGS), CLI, 'serve', ...(options.args ?? [])], {
     env: {
       ...process.env,
       PORTCULLIS_LISTEN: host,
