@@ -32,6 +32,14 @@ export interface ChunkRange {
   end: number;
 }
 
+/** Blob bytes a request brings: the stream, the range it claims to be, and the length it declared. */
+export interface IncomingBytes {
+  body: Readable;
+  range?: ChunkRange | undefined;
+  /** the exact number of bytes `body` brings, when the sender declared it */
+  length?: number | undefined;
+}
+
 export interface WriteResult {
   upload: UploadRecord;
   written: number;
@@ -91,24 +99,24 @@ export class UploadService {
   }
 
   /** PATCH: appends a chunk. With a range, it must start exactly where the upload ends (else RANGE_INVALID). */
-  async append(repository: string, id: string, body: Readable, range?: ChunkRange): Promise<WriteResult> {
+  async append(repository: string, id: string, incoming: IncomingBytes): Promise<WriteResult> {
     const upload = await this.require(repository, id);
-    checkRange(upload, range);
+    checkRange(upload, incoming.range);
     const claim = await this.claim(upload);
     try {
-      return await this.write(upload, claim, body, range, false);
+      return await this.write(upload, claim, incoming, false);
     } finally {
       claim.stop();
     }
   }
 
   /** PUT: optionally appends a last chunk, verifies the digest and commits the blob. */
-  async complete(repository: string, id: string, digest: Digest, body?: Readable, range?: ChunkRange): Promise<BlobRecord> {
+  async complete(repository: string, id: string, digest: Digest, incoming?: IncomingBytes): Promise<BlobRecord> {
     let upload = await this.require(repository, id);
-    if (body) checkRange(upload, range);
+    if (incoming) checkRange(upload, incoming.range);
     const claim = await this.claim(upload);
     try {
-      if (body) upload = (await this.write(upload, claim, body, range, true)).upload;
+      if (incoming) upload = (await this.write(upload, claim, incoming, true)).upload;
       const computed = await this.withArea(upload, () => this.computeDigest(upload, digest));
       if (computed !== digest.value) {
         await this.discard(upload); // nothing of a wrong upload is kept
@@ -129,7 +137,7 @@ export class UploadService {
    * POST ?digest=: the whole blob in one request. No session is recorded: the upload area lives
    * only for this request (the sweeper removes it if the process dies meanwhile).
    */
-  async monolithic(repository: string, digest: Digest, body: Readable): Promise<BlobRecord> {
+  async monolithic(repository: string, digest: Digest, { body, length }: IncomingBytes): Promise<BlobRecord> {
     const id = randomUUID();
     const name = 'whole';
     await storage(() => this.store.createUpload(id));
@@ -137,7 +145,7 @@ export class UploadService {
       const hash = newHash(digest.algorithm);
       let size: number;
       try {
-        size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk));
+        size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk), length);
       } catch (error) {
         throw interruptedUpload(error);
       }
@@ -266,7 +274,7 @@ export class UploadService {
   }
 
   /** Writes one part under `claim` and records it; the claim is released unless `keepClaim`. */
-  private async write(upload: UploadRecord, claim: Claim, body: Readable, range: ChunkRange | undefined, keepClaim: boolean): Promise<WriteResult> {
+  private async write(upload: UploadRecord, claim: Claim, { body, range, length }: IncomingBytes, keepClaim: boolean): Promise<WriteResult> {
     const part = `${upload.size}-${claim.writer}`;
     // Taken out of the shared map while this request owns it: were the claim lost, a stalled
     // write could otherwise feed bytes into the hash that the next claimant uses.
@@ -274,7 +282,7 @@ export class UploadService {
     this.hashes.delete(upload.id);
     try {
       const written = await this.withArea(upload, () =>
-        this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk)),
+        this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk), length),
       );
       if (range && written !== range.end - range.start + 1) {
         throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });

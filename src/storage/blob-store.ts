@@ -33,9 +33,11 @@ export interface BlobStore {
   /**
    * Streams `source` into a new part of the upload, handing every chunk to `observe` (e.g. a hash)
    * before it is written. Resolves with the part's length once its bytes are written and the part
-   * is closed; a part name is written at most once.
+   * is closed; a part name is written at most once. `length`, when the sender declared it, is
+   * exactly how many bytes `source` brings: a driver may then stream them on in one piece (a
+   * source that ends short or runs long fails the write, and nothing is kept).
    */
-  writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number>;
+  writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number>;
   /** Reads finished parts back in order (to rebuild a hash on another replica or after a restart). */
   readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable>;
   /**

@@ -53,7 +53,7 @@ export class FilesystemBlobStore implements BlobStore {
     await mkdir(this.uploadPath(uploadId));
   }
 
-  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
+  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number> {
     // 'wx': a part is created by exactly one request, and a name is never written twice.
     const path = this.partPath(uploadId, part);
     const handle = await openOrMissing(uploadId, path, 'wx');
@@ -89,6 +89,7 @@ export class FilesystemBlobStore implements BlobStore {
       if (batched > 0) await flush();
       await inFlight;
       if (failure) throw failure;
+      if (length !== undefined && position !== length) throw new Error(`the body brought ${position} of the ${length} bytes declared`);
     } catch (error) {
       // A part that was not written whole is never used: give its space back at once.
       await inFlight;

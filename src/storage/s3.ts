@@ -10,7 +10,8 @@
 // the blob's key inside the object store (CopyObject / UploadPartCopy; only runs shorter than
 // S3's 5 MiB part minimum travel through this process), then deletes them. Answering an API
 // request never lists the bucket; only the sweeper of abandoned upload areas does.
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -61,6 +62,80 @@ const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
 const KEY = /^[a-z0-9]+(?:\/[a-zA-Z0-9_.-]+)*$/;
 /** Keys per DeleteObjects request (S3's limit). */
 const DELETE_BATCH = 1000;
+/** Requests at once while composing a blob (server-side copies) or checking its parts. */
+const COMPOSE_CONCURRENCY = 8;
+
+/** A byte range of one stored piece, inclusive. */
+interface SourceRange {
+  key: string;
+  start: number;
+  end: number;
+}
+
+/**
+ * The parts of the object composed from `pieces`, in order: each part is copied from one range of
+ * one piece inside the store, or (runs shorter than S3's 5 MiB minimum) gathered from several
+ * ranges. Every part but the last is at least 5 MiB; none is over 5 GiB.
+ */
+export function composition(pieces: readonly { key: string; size: number }[]): SourceRange[][] {
+  const parts: SourceRange[][] = [];
+  let gathering: SourceRange[] = [];
+  let gathered = 0;
+  const gather = (range: SourceRange) => {
+    gathering.push(range);
+    gathered += range.end - range.start + 1;
+    if (gathered >= MIN_PART) {
+      parts.push(gathering);
+      gathering = [];
+      gathered = 0;
+    }
+  };
+  for (const piece of pieces) {
+    if (piece.size === 0) continue;
+    let start = 0;
+    if (gathered > 0) {
+      // Tops up what is being gathered first, so no part in the middle falls below the minimum.
+      const take = Math.min(MIN_PART - gathered, piece.size);
+      gather({ key: piece.key, start: 0, end: take - 1 });
+      start = take;
+    }
+    const rest = piece.size - start;
+    if (rest === 0) continue;
+    if (rest < MIN_PART) {
+      gather({ key: piece.key, start, end: piece.size - 1 });
+      continue;
+    }
+    // Copied in even runs of at most 5 GiB, none below the minimum.
+    const runs = Math.ceil(rest / MAX_PART);
+    const run = Math.ceil(rest / runs);
+    for (let at = start; at < piece.size; at += run) parts.push([{ key: piece.key, start: at, end: Math.min(at + run, piece.size) - 1 }]);
+  }
+  if (gathered > 0) parts.push(gathering);
+  return parts;
+}
+
+/** Maps `items` through `work`, at most `limit` at once, results in order; the first failure wins. */
+async function inParallel<T, R>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await work(items[index] as T, index);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  const workers = Array.from({ length: Math.min(limit, items.length) }, worker);
+  const settled = await Promise.allSettled(workers);
+  const rejected = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (rejected) throw rejected.reason;
+  return results;
+}
 
 /** The size of streamed part `n` (1-based). */
 export function streamedPartSize(n: number): number {
@@ -166,15 +241,49 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void): Promise<number> {
+  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number> {
     const key = this.partKey(uploadId, part);
     await this.requireArea(uploadId);
+    // A declared length that one PUT can hold streams straight through: no buffering, no
+    // multipart bookkeeping, and the last byte is acknowledged one round trip after it arrives.
+    if (length !== undefined && length <= MAX_PART) return this.send(() => this.putDeclared(key, source, observe, length));
     return this.send(() => new StreamedObject(this.client, this.bucket, key).write(source, observe));
+  }
+
+  /** One PutObject of exactly `length` bytes from `source`; anything else aborts it (S3 keeps nothing). */
+  private async putDeclared(key: string, source: Readable, observe: (chunk: Buffer) => void, length: number): Promise<number> {
+    const abort = new AbortController();
+    let failure: unknown;
+    let count = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        count += chunk.length;
+        if (count > length) return done(new Error(`the body is longer than the ${length} bytes declared`));
+        observe(chunk);
+        done(null, chunk);
+      },
+      flush(done) {
+        done(count === length ? null : new Error(`the body ended after ${count} of the ${length} bytes declared`));
+      },
+    });
+    const fail = (error: unknown) => {
+      failure ??= error;
+      abort.abort();
+    };
+    // The source's own error (a client that went away) is what the caller hears, not the abort.
+    pipeline(source, counted).catch(fail);
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: counted, ContentLength: length }), { abortSignal: abort.signal });
+    } catch (error) {
+      throw failure ?? error;
+    }
+    if (failure) throw failure;
+    return count;
   }
 
   async readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable> {
     // Every part is checked before the first byte is handed out.
-    for (const part of parts) await this.checkPart(uploadId, part);
+    await this.checkParts(uploadId, parts);
     return Readable.from(this.concatenated(uploadId, parts));
   }
 
@@ -187,14 +296,16 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** A recorded part must exist with exactly its recorded size: anything else is a damaged upload. */
-  private async checkPart(uploadId: string, part: UploadPart): Promise<void> {
-    if ((await this.headSize(this.partKey(uploadId, part.name))) !== part.size) throw new UploadAreaMissingError(uploadId);
+  /** Each recorded part must exist with exactly its recorded size: anything else is a damaged upload. */
+  private async checkParts(uploadId: string, parts: readonly UploadPart[]): Promise<void> {
+    await inParallel(parts, COMPOSE_CONCURRENCY, async (part) => {
+      if ((await this.headSize(this.partKey(uploadId, part.name))) !== part.size) throw new UploadAreaMissingError(uploadId);
+    });
   }
 
   async commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void> {
     const target = this.objectKey(key);
-    for (const part of parts) await this.checkPart(uploadId, part);
+    await this.checkParts(uploadId, parts);
     const pieces = parts.filter((part) => part.size > 0).map((part) => ({ key: this.partKey(uploadId, part.name), size: part.size }));
     await this.send(() => this.compose(pieces, target));
     await this.deleteUpload(uploadId, parts);
@@ -202,7 +313,6 @@ export class S3BlobStore implements BlobStore {
 
   /** Joins pieces, in order, into one object at `target`, inside the object store where it can. */
   private async compose(pieces: { key: string; size: number }[], target: string): Promise<void> {
-    const total = pieces.reduce((sum, piece) => sum + piece.size, 0);
     const only = pieces[0];
     if (pieces.length === 0) {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: target, Body: '' }));
@@ -212,64 +322,36 @@ export class S3BlobStore implements BlobStore {
       await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(only.key), MetadataDirective: 'REPLACE', ContentType: 'application/octet-stream' }));
       return;
     }
+    const plan = composition(pieces);
+    if (plan.length > MAX_PARTS) {
+      const total = pieces.reduce((sum, piece) => sum + piece.size, 0);
+      throw new Error(`the upload needs more than ${MAX_PARTS} parts to compose (${total} bytes in ${pieces.length} chunks)`);
+    }
     const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target, ContentType: 'application/octet-stream' }));
     if (!UploadId) throw new Error('the object store started a multipart upload without an id');
-    const completed: CompletedPart[] = [];
     try {
-      const next = () => {
-        if (completed.length >= MAX_PARTS) throw new Error(`the upload needs more than ${MAX_PARTS} parts to compose (${total} bytes in ${pieces.length} chunks)`);
-        return completed.length + 1;
-      };
-      const copy = async (piece: { key: string }, start: number, end: number) => {
-        const PartNumber = next();
-        const result = await this.client.send(
-          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, CopySource: this.copySource(piece.key), CopySourceRange: `bytes=${start}-${end}` }),
-        );
-        completed.push({ PartNumber, ETag: result.CopyPartResult?.ETag });
-      };
-      const upload = async (body: Buffer) => {
-        const PartNumber = next();
+      // A server-side copy is bound by the store's own reads and writes, not by this process:
+      // several at once (each part has its number from the plan) let the store work in parallel.
+      const completed = await inParallel(plan, COMPOSE_CONCURRENCY, async (sources, index): Promise<CompletedPart> => {
+        const PartNumber = index + 1;
+        const [first] = sources;
+        if (sources.length === 1 && first && first.end - first.start + 1 >= MIN_PART) {
+          const result = await this.client.send(
+            new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, CopySource: this.copySource(first.key), CopySourceRange: `bytes=${first.start}-${first.end}` }),
+          );
+          return { PartNumber, ETag: result.CopyPartResult?.ETag };
+        }
+        // Runs shorter than S3's part minimum travel through this process, gathered into one part.
+        const chunks: Buffer[] = [];
+        for (const source of sources) {
+          const body = await this.get(source.key, { start: source.start, end: source.end });
+          if (!body) throw new Error(`part ${source.key} vanished while it was composed`);
+          for await (const chunk of body) chunks.push(chunk as Buffer);
+        }
+        const body = Buffer.concat(chunks);
         const result = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, Body: body, ContentLength: body.length }));
-        completed.push({ PartNumber, ETag: result.ETag });
-      };
-      // Bytes gathered from runs shorter than S3's part minimum, sent as one part once large enough.
-      let gathered: Buffer[] = [];
-      let gatheredSize = 0;
-      const gather = async (piece: { key: string }, start: number, end: number) => {
-        const body = await this.get(piece.key, { start, end });
-        if (!body) throw new Error(`part ${piece.key} vanished while it was composed`);
-        for await (const chunk of body) {
-          gathered.push(chunk as Buffer);
-          gatheredSize += (chunk as Buffer).length;
-        }
-      };
-      const flushGathered = async () => {
-        if (gatheredSize === 0) return;
-        const body = Buffer.concat(gathered, gatheredSize);
-        gathered = [];
-        gatheredSize = 0;
-        await upload(body);
-      };
-      for (const piece of pieces) {
-        let start = 0;
-        if (gatheredSize > 0) {
-          const take = Math.min(MIN_PART - gatheredSize, piece.size);
-          await gather(piece, 0, take - 1);
-          start = take;
-          if (gatheredSize >= MIN_PART) await flushGathered();
-        }
-        const rest = piece.size - start;
-        if (rest === 0) continue;
-        if (rest < MIN_PART) {
-          await gather(piece, start, piece.size - 1);
-          continue;
-        }
-        // Copied in even runs of at most 5 GiB, none below the minimum.
-        const runs = Math.ceil(rest / MAX_PART);
-        const run = Math.ceil(rest / runs);
-        for (let at = start; at < piece.size; at += run) await copy(piece, at, Math.min(at + run, piece.size) - 1);
-      }
-      await flushGathered();
+        return { PartNumber, ETag: result.ETag };
+      });
       await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: completed } }));
     } catch (error) {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);

@@ -237,6 +237,30 @@ for (const driver of drivers) {
       await store.deleteUpload(id);
     });
 
+    it('writes a part of a declared length exactly, and keeps nothing of one that ends short, runs long or fails', async () => {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const content = randomBytes(6 * MiB + 5);
+      const seen = createHash('sha256');
+      assert.equal(await store.writePart(id, 'declared', chunked(content), (chunk) => seen.update(chunk), content.length), content.length);
+      assert.equal(seen.digest('hex'), sha(content));
+      assert.equal(sha(await collect(await store.readParts(id, [{ name: 'declared', size: content.length }]))), sha(content));
+      await assert.rejects(store.writePart(id, 'short', chunked(content.subarray(0, MiB)), () => undefined, 2 * MiB), /of the .* bytes declared/);
+      await assert.rejects(store.readParts(id, [{ name: 'short', size: MiB }]), UploadAreaMissingError);
+      await assert.rejects(store.writePart(id, 'long', chunked(content), () => undefined, MiB), /bytes declared/);
+      await assert.rejects(store.readParts(id, [{ name: 'long', size: MiB }]), UploadAreaMissingError);
+      const failing = Readable.from(
+        (async function* () {
+          yield randomBytes(3 * MiB);
+          throw new Error('the client went away');
+        })(),
+      );
+      await assert.rejects(store.writePart(id, 'cut', failing, () => undefined, 4 * MiB), /the client went away/);
+      await assert.rejects(store.readParts(id, [{ name: 'cut', size: 3 * MiB }]), UploadAreaMissingError);
+      await store.deleteUpload(id);
+      assert.equal(await opened.leftovers(id), 0);
+    });
+
     it('reports healthy while the backend answers', async () => {
       await store.checkHealth();
     });

@@ -3,7 +3,7 @@ import type { Author } from '../../../audit/events.js';
 import { errors, RegistryError } from '../../../registry/errors.js';
 import { badRequest } from '../../errors.js';
 import { parseDigest, parseName, type Digest } from '../../../registry/reference.js';
-import type { ChunkRange } from '../../../registry/uploads.js';
+import type { ChunkRange, IncomingBytes } from '../../../registry/uploads.js';
 import type { AppContext } from '../../context.js';
 
 export function param(ctx: AppContext, key: string): string {
@@ -69,4 +69,12 @@ export function acceptedTypes(ctx: AppContext): string[] {
     .filter((part) => !/;\s*q=0(?:\.0*)?\s*(?:;|$)/i.test(part))
     .map((part) => part.split(';')[0]?.trim().toLowerCase() ?? '')
     .filter((type) => type.length > 0);
+}
+
+/** The blob bytes of a PATCH, PUT or POST: the body, its Content-Range, and its Content-Length if declared. */
+export function incomingBytes(ctx: AppContext): IncomingBytes {
+  const declared = ctx.get('Content-Length');
+  // With Transfer-Encoding the body is framed by chunks, and a Content-Length means nothing.
+  const length = ctx.get('Transfer-Encoding') === '' && /^\d{1,15}$/.test(declared) ? Number(declared) : undefined;
+  return { body: ctx.req, range: chunkRange(ctx), length };
 }

@@ -6,7 +6,7 @@ import type { BlobRecord } from '../../../metadata/store.js';
 import { uploadProgressHeaders } from '../../errors.js';
 import { reply, type AppContext } from '../../context.js';
 import { tokenAllows } from '../../middleware/authorize.js';
-import { chunkRange, hasBody, param, queryValue, repositoryOf, requiredDigestQuery } from './request.js';
+import { hasBody, incomingBytes, param, queryValue, repositoryOf, requiredDigestQuery } from './request.js';
 
 function created(ctx: AppContext, repository: string, blob: BlobRecord): void {
   reply(ctx, 201, {
@@ -37,7 +37,7 @@ export function uploadRoutes(registry: Registry) {
         // Not in `from` (or not visible there): fall back to a normal upload, as the spec says.
       }
       if (queryValue(ctx, 'digest') !== undefined && mount === undefined) {
-        const blob = await uploads.monolithic(repository, requiredDigestQuery(ctx), ctx.req);
+        const blob = await uploads.monolithic(repository, requiredDigestQuery(ctx), incomingBytes(ctx));
         ctx.state.bytesIn = blob.size;
         return created(ctx, repository, blob);
       }
@@ -54,8 +54,7 @@ export function uploadRoutes(registry: Registry) {
     async append(ctx: AppContext): Promise<void> {
       const repository = repositoryOf(ctx);
       const id = param(ctx, 'uuid');
-      const range = chunkRange(ctx);
-      const { upload, written } = await uploads.append(repository, id, ctx.req, range);
+      const { upload, written } = await uploads.append(repository, id, incomingBytes(ctx));
       ctx.state.bytesIn = written;
       reply(ctx, 202, uploadProgressHeaders(upload));
     },
@@ -64,8 +63,7 @@ export function uploadRoutes(registry: Registry) {
     async finish(ctx: AppContext): Promise<void> {
       const repository = repositoryOf(ctx);
       const digest = requiredDigestQuery(ctx);
-      const body = hasBody(ctx) ? ctx.req : undefined;
-      const blob = await uploads.complete(repository, param(ctx, 'uuid'), digest, body, body && chunkRange(ctx));
+      const blob = await uploads.complete(repository, param(ctx, 'uuid'), digest, hasBody(ctx) ? incomingBytes(ctx) : undefined);
       created(ctx, repository, blob);
     },
 
