@@ -12,6 +12,7 @@ import { HttpClient, type Credentials } from './lib/http-client.js';
 import { ascending, percentile, runFor } from './lib/pool.js';
 import { runBenchmark } from './lib/scenarios.js';
 import { PORTCULLIS_BENCH_ADMIN, portcullisSpec, startRegistry } from './lib/servers.js';
+import { defaultLoadGenerator } from './lib/wrk.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -79,6 +80,7 @@ async function main(): Promise<void> {
               smallConcurrency: 1,
               getSeconds: seconds,
               getConcurrency: 64,
+              loadGenerator: defaultLoadGenerator(),
               seed: 1,
               scenarios: ['manifest-get'],
               json: false,

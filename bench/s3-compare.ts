@@ -17,7 +17,8 @@ import { type BenchOptions, parseCli, type Scenario, usageError } from './lib/op
 import { ascending, percentile, runFor } from './lib/pool.js';
 import { RegistryOps } from './lib/registry-ops.js';
 import { errorLines, formatMetric, formatNumber, table } from './lib/report.js';
-import { type BenchResult, failedResult, type Metric, metricSpecs, runBenchmark } from './lib/scenarios.js';
+import { type BenchResult, failedResult, manifestTarget, type Metric, metricSpecs, runBenchmark } from './lib/scenarios.js';
+import { runWrk } from './lib/wrk.js';
 import {
   PORTCULLIS_BENCH_ADMIN,
   portcullisSpec,
@@ -286,6 +287,22 @@ async function manifestGetRate(urls: string[], options: BenchOptions): Promise<G
     // Each client logs in to its server once before the load starts, as real clients each hold a
     // token: otherwise every in-flight request would log in at once (password hashing included).
     for (const [i] of ops.entries()) await at(i).getManifest(repository, 'latest', digest);
+    if (options.loadGenerator === 'wrk') {
+      const targets = await Promise.all(clients.map((client) => manifestTarget(client, repository)));
+      await runWrk(targets, options.getConcurrency, Math.min(GET_WARMUP_SECONDS, options.getSeconds));
+      const machineAtStart = machineCpuTicks();
+      const rate = await runWrk(targets, options.getConcurrency, options.getSeconds);
+      return {
+        servers: urls.length,
+        requests: rate.requests,
+        seconds: rate.seconds,
+        perSecond: rate.perSecond,
+        p50: rate.p50,
+        p99: rate.p99,
+        machineBusyCpus: busyCpusSince(machineAtStart),
+        loadGeneratorCpus: rate.cpus,
+      };
+    }
     let next = 0;
     const get = () => at(next++).getManifest(repository, 'latest', digest);
     await runFor(Math.min(GET_WARMUP_SECONDS, options.getSeconds), options.getConcurrency, get);

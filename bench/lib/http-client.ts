@@ -67,6 +67,11 @@ export class HttpClient {
     }
   }
 
+  /** The Authorization header this client sends for `path` (after a first request there), if any. */
+  async authorizationFor(path: string): Promise<string | undefined> {
+    return this.authorizations.get(repositoryOf(new URL(path, this.baseUrl).pathname));
+  }
+
   close(): void {
     this.agents['http:'].destroy();
     this.agents['https:'].destroy();

@@ -2,6 +2,7 @@
 import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import type { Credentials } from './http-client.js';
+import { defaultLoadGenerator, type LoadGenerator } from './wrk.js';
 
 export const SCENARIOS = ['push-monolithic', 'push-chunked', 'pull', 'small-push', 'manifest-get'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -13,6 +14,8 @@ export interface BenchOptions {
   smallConcurrency: number;
   getSeconds: number;
   getConcurrency: number;
+  /** What sends the manifest GETs: wrk (when installed) or the benchmark's own Node client. */
+  loadGenerator: LoadGenerator;
   /** Seed of the large blobs' content (the chunked blob uses seed + 1). */
   seed: number;
   scenarios: Scenario[];
@@ -32,6 +35,7 @@ const SHARED_HELP = `
   --small-concurrency N   concurrent small image pushes (default 16)
   --get-seconds N         duration of the manifest GET test (default 10)
   --get-concurrency N     concurrent manifest GETs (default 64)
+  --load-generator G      what sends the manifest GETs: wrk or node (default wrk when installed)
   --scenarios LIST        comma-separated subset of ${SCENARIOS.join(',')} (default all)
   --seed N                seed of the large blobs' content (default random)
   --username U            registry user (Basic, or Docker token auth on a Bearer challenge)
@@ -56,6 +60,7 @@ export function parseCli(
       'small-concurrency': str,
       'get-seconds': str,
       'get-concurrency': str,
+      'load-generator': str,
       scenarios: str,
       seed: str,
       username: str,
@@ -82,6 +87,7 @@ export function parseCli(
     smallConcurrency: positive(text, 'small-concurrency', '16', true),
     getSeconds: positive(text, 'get-seconds', '10'),
     getConcurrency: positive(text, 'get-concurrency', '64', true),
+    loadGenerator: loadGenerator(text('load-generator')),
     seed: text('seed') === undefined ? randomInt(2 ** 31) : positive(text, 'seed', '0', true, true),
     scenarios: scenarios(text('scenarios')),
     json: values.json === true,
@@ -121,4 +127,10 @@ function credentials(username: string | undefined, password: string | undefined)
 export function usageError(message: string): never {
   console.error(`error: ${message} (see --help)`);
   process.exit(2);
+}
+
+function loadGenerator(text: string | undefined): LoadGenerator {
+  if (text === undefined) return defaultLoadGenerator();
+  if (text === 'wrk' || text === 'node') return text;
+  usageError(`--load-generator must be wrk or node, not ${JSON.stringify(text)}`);
 }

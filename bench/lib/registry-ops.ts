@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { describe, type HttpClient, type HttpResponse, type RequestBody } from './http-client.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const MANIFEST_ACCEPT = [
+export const MANIFEST_ACCEPT = [
   OCI_MANIFEST,
   'application/vnd.oci.image.index.v1+json',
   'application/vnd.docker.distribution.manifest.v2+json',
@@ -40,7 +40,7 @@ const withDigest = (location: string, digest: string): string =>
   `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 
 export class RegistryOps {
-  constructor(private readonly http: HttpClient) {}
+  constructor(readonly http: HttpClient) {}
 
   /** POST /v2/<name>/blobs/uploads/ → the upload's location. */
   async startUpload(repository: string): Promise<string> {

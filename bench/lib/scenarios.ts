@@ -4,7 +4,8 @@ import { HttpClient } from './http-client.js';
 import type { BenchOptions, Scenario } from './options.js';
 import { PatternBlob } from './pattern-blob.js';
 import { ascending, percentile, runCount, runFor, timed } from './pool.js';
-import { RegistryOps } from './registry-ops.js';
+import { MANIFEST_ACCEPT, RegistryOps } from './registry-ops.js';
+import { runWrk, type WrkTarget } from './wrk.js';
 
 const MiB = 1024 * 1024;
 const MB = 1e6;
@@ -186,6 +187,16 @@ async function manifestGets(context: Context): Promise<Measured> {
   const repository = context.repository('get');
   const digest = await context.ops.pushSmallImage(repository, 'latest', repository);
   const get = () => context.ops.getManifest(repository, 'latest', digest);
+  if (context.options.loadGenerator === 'wrk') {
+    await get(); // checks the answer, and fetches the token wrk then sends
+    const target = await manifestTarget(context.ops.http, repository);
+    await runWrk([target], getConcurrency, Math.min(GET_WARMUP_SECONDS, getSeconds));
+    const rate = await runWrk([target], getConcurrency, getSeconds);
+    return {
+      values: { manifest_get: rate.perSecond, manifest_get_p50: rate.p50, manifest_get_p99: rate.p99 },
+      detail: { requests: rate.requests, seconds: rate.seconds, load_generator_cpus: rate.cpus },
+    };
+  }
   await runFor(Math.min(GET_WARMUP_SECONDS, getSeconds), getConcurrency, get);
   const start = performance.now();
   const latencies = ascending(await runFor(getSeconds, getConcurrency, get));
@@ -198,4 +209,11 @@ async function manifestGets(context: Context): Promise<Measured> {
     },
     detail: { requests: latencies.length, seconds },
   };
+}
+
+/** What wrk sends for a manifest GET by tag: the URL, the Accept list and the client's token. */
+export async function manifestTarget(http: HttpClient, repository: string): Promise<WrkTarget> {
+  const url = new URL(`/v2/${repository}/manifests/latest`, http.baseUrl).href;
+  const authorization = await http.authorizationFor(url);
+  return { url, headers: { Accept: MANIFEST_ACCEPT, ...(authorization ? { Authorization: authorization } : {}) } };
 }
