@@ -1,6 +1,9 @@
 // Assembles Portcullis from its configuration: metadata store, blob store, registry domain,
-// HTTP app; starts listening and the background upload sweeper; stops cleanly.
+// HTTP app, metrics; starts listening and the background upload sweeper; shuts down gracefully:
+// drain (/readyz 503, still serving), stop accepting, finish the requests in flight (bounded),
+// close the connections, the database pool and the blob store.
 import { mkdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError, databaseConfig, storageSettings, type Config } from './config/config.js';
@@ -22,11 +25,24 @@ import { openBlobStore } from './storage/index.js';
 import { createSignatureServices } from './trust/index.js';
 import { createTrustPolicies } from './trust/policies.js';
 import type { BlobReader } from './trust/intake.js';
+import { Metrics } from './metrics/metrics.js';
+import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 
 export interface RunningServer {
   address: string;
-  close(): Promise<void>;
+  /**
+   * The graceful shutdown (config.shutdown): /readyz turns 503 while requests are still served
+   * for drainSeconds, then the listener closes, the requests in flight get up to timeoutSeconds,
+   * and everything is closed. Resolves true when every request finished, false when some were
+   * cut off (they are logged). Calling it again returns the same shutdown.
+   */
+  shutdown(signal: string): Promise<boolean>;
+  /** Cuts off every request now (a second signal), logging which; the process should exit next. */
+  abort(signal: string): void;
 }
+
+/** How long closing the pools may take once the requests are done (a hung one must not keep the process). */
+const BACKEND_CLOSE_MS = 10_000;
 
 /**
  * The directory is tried at start: a setting it refuses (service bind, base DN, certificate) stops
@@ -72,6 +88,28 @@ function unreachableDatabase(url: string, error: unknown): ConfigError {
   return new ConfigError(`metadata.postgres.url: cannot use the database at ${shown}: ${reason}`);
 }
 
+/** The metrics listener, or a ConfigError naming metrics.listen when its address cannot be had. */
+async function metricsListenerOn(listen: string, metrics: Metrics, log: Logger): Promise<MetricsListener> {
+  try {
+    return await startMetricsListener(metrics, splitListen(listen), log);
+  } catch (error) {
+    const { code } = error as { code?: string };
+    const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EADDRNOTAVAIL' ? 'no network interface has that address' : (error as Error).message;
+    throw new ConfigError(`metrics.listen: cannot listen on ${listen}: ${why}`);
+  }
+}
+
+/** Whether `work` finished within `ms` (a failure of it is thrown). */
+async function within(work: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  try {
+    return await Promise.race([work.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function splitListen(listen: string): { host: string; port: number } {
   const index = listen.lastIndexOf(':');
   return { host: listen.slice(0, index).replace(/^\[|\]$/g, ''), port: Number(listen.slice(index + 1)) };
@@ -109,6 +147,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     changeLog: new RegistryAuditTrail(auth.audit),
   });
   const { directory } = auth;
+  const metrics = config.metrics.enabled ? new Metrics() : undefined;
+  if (directory && metrics) directory.observe(metrics.directory.observe);
   if (directory) await probeDirectory(directory, log);
   const signatureServices = createSignatureServices({
     db,
@@ -127,6 +167,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       }),
     log,
   });
+  if (metrics) {
+    signatureServices.intake.observe((format, outcome) => metrics.signatures.verified(format, outcome, 'arrival'));
+    signatureServices.reverifier.observe((format, outcome) => metrics.signatures.verified(format, outcome, 'reverify'));
+  }
   const app = createApp({
     registry,
     log,
@@ -146,6 +190,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       report: new SignatureReport(trustPolicies, new KnexSignatureReport(db)),
       afterTrustChange: () => signatureServices.reverifier.afterTrustChange(),
     },
+    metrics,
+    serveMetrics: config.metrics.listen === undefined,
+    draining: () => drain.draining,
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).
@@ -153,7 +200,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   let finishBootstrap = (): void => undefined;
   const bootstrap = new Promise<void>((resolve) => (finishBootstrap = resolve));
   const handle = app.callback();
-  const { server, stopWatching } = createListener(
+  const { server, stopWatching, drain } = createListener(
     config,
     (request, response) => (bootstrapped ? void handle(request, response) : void bootstrap.then(() => handle(request, response))),
     log,
@@ -164,6 +211,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     server.once('error', reject);
     server.listen(port, host, () => resolve());
   });
+  let metricsListener: MetricsListener | undefined;
+  try {
+    if (metrics && config.metrics.listen !== undefined) metricsListener = await metricsListenerOn(config.metrics.listen, metrics, log);
+  } catch (error) {
+    server.close();
+    throw error;
+  }
   try {
     await auth.bootstrap();
   } finally {
@@ -189,21 +243,51 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const sweeper = setInterval(() => void sweep(), config.uploads.sweepIntervalSeconds * 1000);
   sweeper.unref();
 
-  log.info({ listen: config.listen, dataDir: config.dataDir, metadata: config.metadata.driver, storage: config.storage.driver }, 'portcullis listening');
+  log.info(
+    { listen: config.listen, metrics: metrics ? (config.metrics.listen ?? config.listen) : null, dataDir: config.dataDir, metadata: config.metadata.driver, storage: config.storage.driver },
+    'portcullis listening',
+  );
+
+  const closeBackends = async (): Promise<void> => {
+    stopWatching();
+    await signatureServices.reverifier.stop();
+    await auth.close();
+    await metadata.close();
+    blobs.close();
+    unlock();
+  };
+  let stopping: Promise<boolean> | undefined;
+  const shutdown = async (signal: string): Promise<boolean> => {
+    const { drainSeconds, timeoutSeconds } = config.shutdown;
+    clearInterval(sweeper);
+    // Load balancers polling /readyz take the server out; requests still arriving are served,
+    // each with Connection: close, so that clients and proxies reconnect elsewhere.
+    drain.startDraining();
+    if (drainSeconds > 0) {
+      log.info({ signal, drainSeconds, inFlight: drain.requestsInFlight }, 'draining: /readyz answers 503 while requests are still served');
+      await sleep(drainSeconds * 1000);
+    }
+    drain.stopAccepting();
+    log.info({ signal, inFlight: drain.requestsInFlight, timeoutSeconds }, 'listener closed: new connections are refused; finishing the requests in flight');
+    const cutOff = await drain.settled(timeoutSeconds * 1000);
+    if (cutOff.length > 0) log.error({ requests: cutOff, timeoutSeconds }, 'shutdown timeout: requests still in flight are cut off');
+    drain.cutOff(); // whatever is left: connections cut off, or idle ones a client opened but sent nothing on
+    await metricsListener?.close();
+    const closed = await within(closeBackends(), BACKEND_CLOSE_MS);
+    if (!closed) log.error({ ms: BACKEND_CLOSE_MS }, 'the database pool or blob store did not close in time');
+    log.info({ complete: cutOff.length === 0 && closed }, 'portcullis stopped');
+    return cutOff.length === 0 && closed;
+  };
   return {
     address: config.listen,
-    async close() {
-      clearInterval(sweeper);
-      stopWatching();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
-      await signatureServices.reverifier.stop();
-      await auth.close();
-      await metadata.close();
-      blobs.close();
-      unlock();
+    shutdown(signal) {
+      stopping ??= shutdown(signal);
+      return stopping;
+    },
+    abort(signal) {
+      const requests = drain.running();
+      log.error({ signal, requests }, requests.length > 0 ? 'stopping at once: requests in flight are cut off' : 'stopping at once');
+      drain.cutOff();
     },
   };
 }

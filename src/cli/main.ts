@@ -47,13 +47,18 @@ program
     // Loaded here: the whole server (HTTP, verifiers, drivers) is more than the other commands need.
     const { startServer } = await import('../server.js');
     const server = await startServer(current, log);
+    // The first signal shuts down gracefully (config shutdown.*): exit 0 once every request in
+    // flight finished, 1 when some had to be cut off. A second signal cuts them off at once.
     let stopping = false;
     const stop = (signal: string) => {
-      if (stopping) return;
+      if (stopping) {
+        server.abort(signal);
+        process.exit(1);
+      }
       stopping = true;
-      log.info({ signal }, 'shutting down');
-      server.close().then(
-        () => process.exit(0),
+      log.info({ signal }, 'shutting down (a second SIGTERM or SIGINT stops at once)');
+      server.shutdown(signal).then(
+        (complete) => process.exit(complete ? 0 : 1),
         (error: unknown) => {
           log.error({ err: error }, 'shutdown failed');
           process.exit(1);

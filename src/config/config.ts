@@ -33,6 +33,10 @@ export interface Config {
     /** addresses and CIDRs of trusted reverse proxies */
     trustProxy: string[];
   };
+  /** GET /metrics: on the main listener, on a listener of its own (`listen`), or nowhere. */
+  metrics: { enabled: boolean; listen?: string };
+  /** drainSeconds: always set after loading (derived from `listen` when not given). */
+  shutdown: { drainSeconds: number; timeoutSeconds: number };
   adminPassword?: string;
   auth: {
     // realm: always set after loading (derived from `listen` where that is safe)
@@ -252,6 +256,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
     throw new ConfigError('auth.ldap.bindPassword is required with auth.ldap.bindDn: without it the bind is anonymous');
   }
   checkS3(config.storage);
+  checkMetrics(config);
+  config.shutdown.drainSeconds ??= defaultDrainSeconds(config.listen);
   if (config.metadata.driver === 'postgres' && !config.metadata.postgres.url) {
     throw new ConfigError(`metadata.postgres.url is required when metadata.driver is postgres (${envName(['metadata', 'postgres', 'url'])})`);
   }
@@ -299,6 +305,25 @@ function checkS3(storage: Config['storage']): void {
       `storage.s3.accessKeyId and storage.s3.secretAccessKey go together (${envName(['storage', 's3', 'accessKeyId'])}, ${envName(['storage', 's3', 'secretAccessKey'])}): one of them is missing`,
     );
   }
+}
+
+function checkMetrics(config: Config): void {
+  const { enabled, listen } = config.metrics;
+  if (listen === undefined) return;
+  if (!enabled) throw new ConfigError(`metrics.listen (${listen}) is set but metrics.enabled is false: leave one of them out`);
+  if (listen === config.listen) throw new ConfigError(`metrics.listen (${listen}) must differ from listen: leave it out to serve /metrics on the main listener`);
+}
+
+/**
+ * The drain after SIGTERM when none is configured: long enough for Kubernetes to take the pod out
+ * of its Service's endpoints (the kube-proxy and ingress controllers see the change within a
+ * second or two) and for a load balancer polling /readyz every second or two to see it fail;
+ * short enough not to hold up a rolling update. On loopback whatever is in front runs on the same
+ * machine and sees a refused connection at once: no wait, so a local `portcullis serve` (and the
+ * tests) stop at once.
+ */
+function defaultDrainSeconds(listen: string): number {
+  return isLoopback(listen) ? 0 : 5;
 }
 
 function checkTls(tls: Config['tls']): void {

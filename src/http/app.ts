@@ -1,12 +1,12 @@
-// The Koa application: middleware order is request log → API version header → error mapping →
-// routes. Routes only translate HTTP; the registry domain does the work.
+// The Koa application: middleware order is request log → metrics → API version header → error
+// mapping → routes. Routes only translate HTTP; the registry domain does the work.
 import Router from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import type { Registry } from '../registry/index.js';
 import { RegistryError, type ErrorCode } from '../registry/errors.js';
 import { parseName } from '../registry/reference.js';
-import type { AppContext, Handler, RequestState } from './context.js';
+import { reply, type AppContext, type Handler, type RequestState } from './context.js';
 import type { ClientAddressOf } from './client-address.js';
 import { HttpError } from './errors.js';
 import { errorResponses } from './middleware/errors.js';
@@ -24,6 +24,8 @@ import { registerAdminRoutes } from './routes/admin.js';
 import type { TrustAdministration } from './routes/trust-admin.js';
 import type { Auth } from '../auth/index.js';
 import { createAuthorizer, tokenAllows, type Authorizer } from './middleware/authorize.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { routeTemplate, UNMATCHED_ROUTE } from '../metrics/http.js';
 
 export interface AppOptions {
   registry: Registry;
@@ -43,6 +45,12 @@ export interface AppOptions {
   enforcement: PullEnforcement;
   /** the trust policies through the admin API, their explanations and the signature report */
   trust: TrustAdministration;
+  /** Prometheus figures of every request (absent: none are kept). */
+  metrics?: Metrics | undefined;
+  /** Answer GET /metrics here, without a token; else it is 404 here (metrics.listen, or metrics off). */
+  serveMetrics?: boolean;
+  /** Whether a shutdown has begun: /readyz then answers 503. */
+  draining?: () => boolean;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -67,18 +75,39 @@ function decodeParams(groups: Record<string, string | undefined>): Record<string
   return params;
 }
 
+/** Routes whose request streams a blob in (the POST only with ?digest=: a monolithic upload). */
+const UPLOAD_BODY_ROUTES = new Set(['upload.start', 'upload.append', 'upload.finish']);
+
 /**
  * Binds a route: records its name, decodes and validates its path parameters, checks the
- * caller's token against the route's declared access, runs the handler.
+ * caller's token against the route's declared access, runs the handler. An authorised upload
+ * is reported to `uploadStarted` (uploads in progress).
  */
-function bind(route: Route, authorize: Authorizer['authorize']): Handler {
+function bind(route: Route, authorize: Authorizer['authorize'], uploadStarted?: (ctx: AppContext) => void): Handler {
+  const upload = uploadStarted && UPLOAD_BODY_ROUTES.has(route.name) ? uploadStarted : undefined;
   return async (ctx: AppContext) => {
     ctx.state.route = route.name;
     ctx.state.params = decodeParams(route.pattern.exec(ctx.path)?.groups ?? {});
     const name = ctx.state.params.name;
     if (name !== undefined) ctx.state.repository = parseName(name);
     await authorize(ctx, route.access);
+    if (upload && (route.name !== 'upload.start' || ctx.query.digest !== undefined)) upload(ctx);
     await route.handler(ctx);
+  };
+}
+
+/**
+ * The route label of a request: the template of the route that answered it, never its path
+ * (which names repositories and digests). The distribution routes by their names; routes
+ * registered with a path (token, admin, health) by the path the router matched.
+ */
+function routeLabeller(routes: readonly Route[]): (ctx: AppContext) => string {
+  const templates = new Map(routes.map((route) => [route.name, routeTemplate(route.pattern)]));
+  return (ctx) => {
+    const byName = ctx.state.route === undefined ? undefined : templates.get(ctx.state.route);
+    if (byName !== undefined) return byName;
+    const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute;
+    return typeof matched === 'string' ? routeTemplate(matched) : UNMATCHED_ROUTE;
   };
 }
 
@@ -139,8 +168,10 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     }),
     ...signatureExtensionRoutes(options.signatures),
   ];
+  const { metrics } = options;
+  const uploadStarted = metrics ? (ctx: AppContext) => metrics.http.uploadStarted(ctx.res) : undefined;
   for (const route of routes) {
-    router.register(route.pattern, [route.method], bind(route, authorizer.authorize), { name: route.name, pathAsRegExp: true });
+    router.register(route.pattern, [route.method], bind(route, authorizer.authorize, uploadStarted), { name: route.name, pathAsRegExp: true });
   }
   const token = tokenRoutes({
     authenticator: auth.authenticator,
@@ -148,6 +179,7 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     tokens: auth.tokens,
     refreshTokens: auth.refreshTokens,
     service: auth.service,
+    ...(metrics ? { outcomes: metrics.tokens } : {}),
   });
   router.get('/auth/token', named('token.get', token.get));
   router.post('/auth/token', named('token.post', token.post));
@@ -163,15 +195,23 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     signatures: options.signatures,
     trust: options.trust,
   });
-  const ops = opsRoutes(options.healthChecks);
+  const ops = opsRoutes(options.healthChecks, options.draining);
   router.get('/healthz', named('ops.live', ops.live));
   router.get('/readyz', named('ops.ready', ops.ready));
+  // No token: a scraper needs no credentials, and no label names a repository or a user.
+  if (metrics && options.serveMetrics) {
+    router.get(
+      '/metrics',
+      named('ops.metrics', async (ctx) => reply(ctx, 200, { 'Content-Type': metrics.contentType, 'Cache-Control': 'no-store' }, await metrics.render())),
+    );
+  }
 
   app.use(async (ctx, next) => {
     ctx.request.ip = options.clientAddress(ctx.req);
     await next();
   });
   app.use(requestLog(options.log));
+  if (metrics) app.use(metrics.http.middleware(routeLabeller(routes)));
   app.use(deadlineFor(/^\/(?:auth|admin)\//, options.authRequestTimeoutMs));
   app.use(async (ctx, next) => {
     ctx.set('Docker-Distribution-API-Version', 'registry/2.0');

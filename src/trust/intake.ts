@@ -18,6 +18,9 @@ import { arrivalEvents, verificationRecord, type TrustSource } from './signature
 import { SIGSTORE_BUNDLE_ARTIFACT_TYPE, SigstoreBundleVerifier } from './sigstore-bundle.js';
 import type { SignatureFormat, TrustContext, VerificationResult } from './verifier.js';
 
+/** Told of each signature judged (metrics): its format and outcome, `error` when it could not be judged or recorded. */
+export type VerificationObserver = (format: SignatureFormat, outcome: VerificationResult['outcome'] | 'error') => void;
+
 /** Reads a blob a repository holds, at most `maxBytes` (undefined when absent or larger). */
 export type BlobReader = (repository: string, digest: string, maxBytes: number) => Promise<Buffer | undefined>;
 
@@ -99,18 +102,26 @@ export interface SignatureIntakeOptions {
 
 export class SignatureIntake {
   readonly signatures: ManifestSignatures;
+  private observer: VerificationObserver | undefined;
 
   constructor(private readonly options: SignatureIntakeOptions) {
     this.signatures = new ManifestSignatures(options.blobs);
   }
 
+  /** Reports every signature judged from now on to `observer`. */
+  observe(observer: VerificationObserver): void {
+    this.observer = observer;
+  }
+
   /** Looks at a freshly pushed manifest; verifies and records it when it is a signature. */
   async arrived(manifest: ArrivedManifest): Promise<void> {
+    const signed = COSIGN_SIGNATURE_TAG.exec(manifest.tag ?? '');
+    const bundle = !signed && manifest.subjectDigest !== undefined && manifest.artifactType === SIGSTORE_BUNDLE_ARTIFACT_TYPE;
     try {
-      const signed = COSIGN_SIGNATURE_TAG.exec(manifest.tag ?? '');
       if (signed) await this.cosignSignatures(manifest, `sha256:${signed[1] as string}`);
-      else if (manifest.subjectDigest !== undefined && manifest.artifactType === SIGSTORE_BUNDLE_ARTIFACT_TYPE) await this.bundle(manifest, manifest.subjectDigest);
+      else if (bundle) await this.bundle(manifest, manifest.subjectDigest as string);
     } catch (error) {
+      if (signed || bundle) this.observer?.(signed ? 'cosign' : 'sigstore-bundle', 'error');
       this.options.log.error({ err: error, repository: manifest.repository, digest: manifest.digest }, 'could not verify an arriving signature');
     }
   }
@@ -132,7 +143,10 @@ export class SignatureIntake {
   private async record(manifest: ArrivedManifest, signedDigest: string, signatureRef: string, result: VerificationResult, trust: PolicyTrust): Promise<void> {
     const { repository } = manifest;
     const record = verificationRecord(result, signatureRef, trust);
-    if (!(await this.options.store.recordVerification(repository, signedDigest, record, arrivalEvents(manifest.author, repository, signedDigest, record)))) {
+    const recorded = await this.options.store.recordVerification(repository, signedDigest, record, arrivalEvents(manifest.author, repository, signedDigest, record));
+    // Counted once judged and stored: a fault in either is counted as an error by arrived().
+    this.observer?.(result.format, result.outcome);
+    if (!recorded) {
       // cosign pushes the image first; a signature for a manifest this repository lacks signs nothing here.
       this.options.log.info({ repository, signed: signedDigest, signature: signatureRef }, 'signature for a manifest this repository does not hold: not recorded');
     }

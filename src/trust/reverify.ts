@@ -60,8 +60,12 @@ function fingerprint(policies: readonly TrustPolicy[]): string {
     .join('\n');
 }
 
+/** Told of each stored signature judged again (metrics): its format and outcome, `error` when it could not be judged. */
+export type ReverificationObserver = (format: string, outcome: 'valid' | 'invalid' | 'error') => void;
+
 export class Reverifier {
   private readonly pollMs: number;
+  private observer: ReverificationObserver | undefined;
   private running: Promise<ReverifyCounts> | undefined;
   private queued: Promise<ReverifyCounts> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -111,6 +115,11 @@ export class Reverifier {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Reports every stored signature judged again from now on to `observer`. */
+  observe(observer: ReverificationObserver): void {
+    this.observer = observer;
   }
 
   /** Starts looking for policy changes (the first look is at once: changes made while stopped). */
@@ -186,9 +195,11 @@ export class Reverifier {
           record = await this.judge(result, trust);
         } catch (error) {
           counts.failed++;
+          this.observer?.(result.record.format, 'error');
           this.options.log.error({ err: error, repository, digest: result.manifestDigest, signature: result.record.signatureRef }, 'could not judge a stored signature again');
           continue;
         }
+        this.observer?.(record.format, record.outcome);
         const verified = verifiedEvent(record);
         const event = auditRecord({
           type: 'signature.verified',

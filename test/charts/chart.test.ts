@@ -135,6 +135,8 @@ describe('the Helm chart charts/portcullis', () => {
       ['a port past 65535', { service: { port: 70000 } }, /^\/service\/port /],
       ['an externalURL with a path', { externalURL: 'https://example.org/registry' }, /^\/externalURL /],
       ['a disruption budget in words', { podDisruptionBudget: { minAvailable: 'half' } }, /^\/podDisruptionBudget\/minAvailable /],
+      ['a metrics listener without a port', { config: { metrics: { listen: 'everywhere' } } }, /^\/config\/metrics\/listen /],
+      ['a negative shutdown drain', { config: { shutdown: { drainSeconds: -1 } } }, /^\/config\/shutdown\/drainSeconds /],
     ];
     for (const [what, override, problem] of refused) {
       it(`refuses ${what}`, () => {
@@ -191,6 +193,39 @@ describe('the Helm chart charts/portcullis', () => {
       const config = await loadAsThePodWould(values, 'tls');
       assert.deepEqual(config.tls, { certificate: '/etc/portcullis/tls/tls.crt', key: '/etc/portcullis/tls/tls.key' });
       assert.equal(config.auth.token.realm, 'https://portcullis.default.svc:5000/auth/token');
+    });
+
+    it('gives the pods time to drain and finish their requests before Kubernetes kills them', async () => {
+      for (const [name, values] of [
+        ['default', defaultValues()],
+        ['production', productionValues()],
+      ] as const) {
+        const config = await loadAsThePodWould(values, `shutdown-${name}`);
+        assert.equal(config.shutdown.drainSeconds, 5, `${name}: a drain long enough for the endpoints to drop the pod`);
+        const grace = Number(valueAt(values, ['terminationGracePeriodSeconds']));
+        assert.ok(grace >= config.shutdown.drainSeconds + config.shutdown.timeoutSeconds, `${name}: terminationGracePeriodSeconds ${grace}`);
+      }
+      // The chart refuses a grace period shorter than the shutdown it must cover, with the server's defaults.
+      const validate = helper('portcullis.validate');
+      assert.match(validate, /\$drain := int \(dig "drainSeconds" 5 \$shutdown\)/);
+      assert.match(validate, /\$timeout := int \(dig "timeoutSeconds" 60 \$shutdown\)/);
+      assert.match(validate, /if lt \(int \.Values\.terminationGracePeriodSeconds\) \(add \$drain \$timeout\)/);
+      const schema = serverSchema.properties as Record<string, { properties: Record<string, { default?: unknown }> }>;
+      assert.equal(schema.shutdown?.properties.timeoutSeconds?.default, 60, 'the helper repeats the server default');
+      assert.equal(valueAt(defaultValues(), ['lifecycle', 'preStop']), undefined, 'the server drains itself: no preStop sleep');
+    });
+
+    it('exposes and scrapes the port of config.metrics.listen when set, and refuses scraping metrics that are off', async () => {
+      const values = mergeValues(defaultValues(), { config: { metrics: { listen: '0.0.0.0:9090' } }, metrics: { scrapeAnnotations: true } });
+      assert.deepEqual(schemaProblems(values), []);
+      const config = await loadAsThePodWould(values, 'metrics-listen');
+      assert.equal(config.metrics.listen, '0.0.0.0:9090');
+      assert.match(helper('portcullis.metricsPort'), /dig "metrics" "listen" "" \.Values\.config/);
+      assert.match(helper('portcullis.metricsPort'), /regexFind "\[0-9\]\+\$"/);
+      const deployment = chartText('templates/deployment.yaml');
+      assert.match(deployment, /\{\{- with include "portcullis\.metricsPort" \. \}\}\n\s+- name: metrics\n\s+containerPort: \{\{ \. \}\}/);
+      assert.match(deployment, /\{\{- with include "portcullis\.metricsPort" \. \}\}\n(?:\s+#.*\n)?\s+prometheus\.io\/port: \{\{ \. \| quote \}\}\n\s+prometheus\.io\/path: \/metrics\n\s+prometheus\.io\/scheme: http\n/);
+      assert.match(helper('portcullis.validate'), /if and \.Values\.metrics\.scrapeAnnotations \(not \(dig "metrics" "enabled" true \$config\)\)/);
     });
 
     it('mounts the signing key and the TLS Secret where the configuration says', () => {

@@ -76,6 +76,15 @@ The port the server listens on: the end of config.listen (host:port).
 {{- regexFind "[0-9]+$" .Values.config.listen -}}
 {{- end -}}
 
+{{/*
+The port of config.metrics.listen, when /metrics has a listener of its own; else empty.
+*/}}
+{{- define "portcullis.metricsPort" -}}
+{{- with dig "metrics" "listen" "" .Values.config -}}
+{{- regexFind "[0-9]+$" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "portcullis.scheme" -}}
 {{- if .Values.tls.secretName -}}https{{- else -}}http{{- end -}}
 {{- end -}}
@@ -214,6 +223,15 @@ Combinations that would install and then fail, or serve wrongly, refused at `hel
 {{- end -}}
 {{- if not (include "portcullis.port" .) -}}
 {{- fail "config.listen must end in a port, e.g. 0.0.0.0:5000" -}}
+{{- end -}}
+{{- $shutdown := $config.shutdown | default dict -}}
+{{- $drain := int (dig "drainSeconds" 5 $shutdown) -}}
+{{- $timeout := int (dig "timeoutSeconds" 60 $shutdown) -}}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add $drain $timeout) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least config.shutdown.drainSeconds + timeoutSeconds (%d + %d): Kubernetes would kill the server while it still finishes uploads" (int .Values.terminationGracePeriodSeconds) $drain $timeout) -}}
+{{- end -}}
+{{- if and .Values.metrics.scrapeAnnotations (not (dig "metrics" "enabled" true $config)) -}}
+{{- fail "metrics.scrapeAnnotations needs config.metrics.enabled: the pods would be scraped for a /metrics that is not there" -}}
 {{- end -}}
 {{- end -}}
 

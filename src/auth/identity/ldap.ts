@@ -62,6 +62,14 @@ const SERVER_TROUBLE = new Set([1, 2, 3, 11, 51, 52, 80]);
 /** After the directory refused the service account, requests fail fast for this long instead of binding again (AD would lock it). */
 const SERVICE_REFUSAL_HOLD_MS = 10_000;
 
+/**
+ * Told how long each directory operation took and how it ended (metrics): `refused` when the
+ * directory answered with a result code (a wrong password, no such entry), `error` when it could
+ * not be reached, timed out or said it is in trouble. The first operation on a connection includes
+ * connecting to the directory; a search includes opening a pooled connection when it needed one.
+ */
+export type DirectoryTimer = (operation: 'bind' | 'search', seconds: number, outcome: 'ok' | 'refused' | 'error') => void;
+
 /** What the person is told when the directory judged the password right and still said no. */
 const ADVICE: Partial<Record<RefusalReason, string>> = {
   disabled: 'your directory account is disabled; ask your directory administrator to enable it',
@@ -298,6 +306,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
   private capabilities: Promise<DirectoryCapabilities> | undefined;
   /** The directory refused the service account: fail fast for a while instead of binding again. */
   private serviceRefused: { error: DirectorySettingError; until: number } | undefined;
+  private timer: DirectoryTimer | undefined;
 
   constructor(
     private readonly config: LdapConfig,
@@ -373,7 +382,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
       ['auth.ldap.groups.baseDn', this.config.groups.baseDn],
     ];
     await this.guard(async () => {
-      const missing = await this.pool.use(async (c) => {
+      const missing = await this.query(async (c) => {
         for (const [setting, dn] of bases) if (dn !== undefined && !(await this.exists(c, dn))) return missingBase(setting, dn);
         return undefined;
       });
@@ -384,6 +393,30 @@ export class LdapIdentityProvider implements DirectoryProvider {
   async close(): Promise<void> {
     this.cache.clear();
     await this.pool.close();
+  }
+
+  /** Reports every bind and search from now on to `timer`. */
+  observe(timer: DirectoryTimer): void {
+    this.timer = timer;
+  }
+
+  private async timed<T>(operation: 'bind' | 'search', work: () => Promise<T>): Promise<T> {
+    const timer = this.timer;
+    if (!timer) return work();
+    const started = performance.now();
+    try {
+      const result = await work();
+      timer(operation, (performance.now() - started) / 1000, 'ok');
+      return result;
+    } catch (err) {
+      timer(operation, (performance.now() - started) / 1000, isLdapResult(err) && !SERVER_TROUBLE.has(err.code) ? 'refused' : 'error');
+      throw err;
+    }
+  }
+
+  /** A search on a pooled service-account connection. */
+  private query<T>(work: (c: Client) => Promise<T>): Promise<T> {
+    return this.timed('search', () => this.pool.use(work));
   }
 
   // --- configuration -------------------------------------------------------------------------
@@ -452,7 +485,8 @@ export class LdapIdentityProvider implements DirectoryProvider {
     const connection = new LdapConnection(this.settings);
     try {
       await connection.connect();
-      if (this.config.bindDn) await connection.bind(this.config.bindDn, this.config.bindPassword ?? '');
+      const { bindDn } = this.config;
+      if (bindDn) await this.timed('bind', () => connection.bind(bindDn, this.config.bindPassword ?? ''));
       this.serviceRefused = undefined;
       return connection;
     } catch (err) {
@@ -505,7 +539,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
     };
     let entries: Entry[];
     try {
-      entries = (await this.pool.use((c) => c.search(baseDn, options))).searchEntries;
+      entries = (await this.query((c) => c.search(baseDn, options))).searchEntries;
     } catch (err) {
       throw isMissingBase(err) ? missingBase('auth.ldap.user.baseDn', baseDn) : err;
     }
@@ -543,7 +577,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
     try {
       await connection.connect();
       try {
-        await connection.bind(dn, password, [policy]);
+        await this.timed('bind', () => connection.bind(dn, password, [policy]));
       } catch (err) {
         if (!isLdapResult(err) || SERVER_TROUBLE.has(err.code)) throw err;
         if (err.code === 8 || err.code === 13) throw serviceBindFailure(err, this.config.bindDn); // TLS required: a setting
@@ -574,7 +608,7 @@ export class LdapIdentityProvider implements DirectoryProvider {
     if (cached) return cached;
     let groups: Group[];
     try {
-      groups = this.withinGroupBase(await this.pool.use((c) => this.resolveGroups(c, user)));
+      groups = this.withinGroupBase(await this.query((c) => this.resolveGroups(c, user)));
     } catch (err) {
       const base = this.config.groups.baseDn;
       throw isMissingBase(err) && base ? missingBase('auth.ldap.groups.baseDn', base) : err;

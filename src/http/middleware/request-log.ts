@@ -37,7 +37,10 @@ export function requestLog(log: Logger) {
         userAgent: ctx.get('User-Agent') || undefined,
         completed: ctx.res.writableFinished,
       };
-      if (status >= 500) ctx.state.log.error(line, 'request');
+      // A 503 from /readyz is the server reporting a backend down (logged by the check) or its
+      // own shutdown, every few seconds per probe: a warning, not an error of the request.
+      if (status >= 500 && ctx.state.route !== 'ops.ready') ctx.state.log.error(line, 'request');
+      else if (status >= 500) ctx.state.log.warn(line, 'request');
       else ctx.state.log.info(line, 'request');
     });
     await next();

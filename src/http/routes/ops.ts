@@ -3,14 +3,19 @@ import { replyJson, type AppContext } from '../context.js';
 
 export type HealthCheck = () => Promise<void>;
 
-export function opsRoutes(checks: Record<string, HealthCheck>) {
+/**
+ * `draining`: true once a shutdown has begun. Readiness then fails (so load balancers stop sending
+ * requests) while liveness holds (a restart now would only cut the requests in flight short).
+ */
+export function opsRoutes(checks: Record<string, HealthCheck>, draining: () => boolean = () => false) {
   return {
     async live(ctx: AppContext): Promise<void> {
       replyJson(ctx, 200, { status: 'ok' });
     },
 
-    /** 503 when a backend cannot serve, naming which. */
+    /** 503 when a backend cannot serve, naming which, or while the server shuts down. */
     async ready(ctx: AppContext): Promise<void> {
+      if (draining()) return replyJson(ctx, 503, { status: 'draining' });
       const results = await Promise.all(
         Object.entries(checks).map(async ([name, check]) => {
           try {

@@ -19,6 +19,27 @@ export interface TokenRouteOptions {
   tokens: TokenService;
   refreshTokens: RefreshTokens;
   service: string;
+  /** told of every token issued and every request refused (metrics) */
+  outcomes?: TokenOutcomes;
+}
+
+/** How a token was asked for: GET with Basic credentials or none, POST with an OAuth2 grant (or another). */
+export type TokenGrant = 'basic' | 'anonymous' | 'password' | 'refresh_token' | 'unsupported';
+/** Why a token request was refused, from the status it got. */
+export type TokenRefusal = 'unauthorized' | 'denied' | 'throttled' | 'invalid_request' | 'unavailable' | 'error';
+
+export interface TokenOutcomes {
+  issued(grant: TokenGrant): void;
+  refused(grant: TokenGrant, reason: TokenRefusal): void;
+}
+
+function refusalOf(error: unknown): TokenRefusal {
+  const status = responseOf(error)?.status ?? 500;
+  if (status === 401) return 'unauthorized';
+  if (status === 403) return 'denied';
+  if (status === 429) return 'throttled';
+  if (status === 503) return 'unavailable';
+  return status >= 400 && status < 500 ? 'invalid_request' : 'error';
 }
 
 const FORM_LIMIT = 64 * 1024;
@@ -49,7 +70,18 @@ function requestedScopes(values: string[]): ResourceAccess[] {
 const asList = (value: string | string[] | undefined): string[] => (value === undefined ? [] : Array.isArray(value) ? value : [value]);
 
 export function tokenRoutes(options: TokenRouteOptions) {
-  const { authenticator, policy, tokens, refreshTokens, service } = options;
+  const { authenticator, policy, tokens, refreshTokens, service, outcomes } = options;
+
+  /** Runs a token request, telling `outcomes` whether it ended in a token. */
+  async function counted(grant: () => TokenGrant, work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      outcomes?.refused(grant(), refusalOf(error));
+      throw error;
+    }
+    outcomes?.issued(grant());
+  }
 
   async function respond(ctx: AppContext, principal: Principal, scopes: ResourceAccess[], offline: boolean, oauth = false): Promise<void> {
     ctx.state.principal = { kind: principal.kind, subject: subjectOf(principal) };
@@ -77,13 +109,19 @@ export function tokenRoutes(options: TokenRouteOptions) {
   return {
     /** GET: Basic credentials (docker login, every pull/push) or none (anonymous). */
     async get(ctx: AppContext): Promise<void> {
-      checkService(ctx.query.service as string | undefined, service);
-      const scopes = requestedScopes(asList(ctx.query.scope));
-      const credentials = basicCredentials(ctx.get('Authorization'));
-      const principal: Principal = credentials
-        ? await authenticator.login(credentials.username, credentials.password, ctx.request.ip)
-        : { kind: 'anonymous' };
-      await respond(ctx, principal, scopes, ctx.query.offline_token === 'true');
+      const grant: TokenGrant = ctx.get('Authorization') === '' ? 'anonymous' : 'basic';
+      await counted(
+        () => grant,
+        async () => {
+          checkService(ctx.query.service as string | undefined, service);
+          const scopes = requestedScopes(asList(ctx.query.scope));
+          const credentials = basicCredentials(ctx.get('Authorization'));
+          const principal: Principal = credentials
+            ? await authenticator.login(credentials.username, credentials.password, ctx.request.ip)
+            : { kind: 'anonymous' };
+          await respond(ctx, principal, scopes, ctx.query.offline_token === 'true');
+        },
+      );
     },
 
     /**
@@ -91,8 +129,12 @@ export function tokenRoutes(options: TokenRouteOptions) {
      * OAuth2 errors (RFC 6749 §5.2: 400 with `error`); throttling and outages keep 429 / 503.
      */
     async post(ctx: AppContext): Promise<void> {
+      const asked: { grant: TokenGrant } = { grant: 'unsupported' };
       try {
-        await grantToken(ctx);
+        await counted(
+          () => asked.grant,
+          () => grantToken(ctx, asked),
+        );
       } catch (error) {
         const oauth = oauthError(error);
         if (!oauth) throw error;
@@ -107,7 +149,7 @@ export function tokenRoutes(options: TokenRouteOptions) {
   };
 
   /** The OAuth2 grants: password (with access_type=offline for a refresh token) and refresh_token. */
-  async function grantToken(ctx: AppContext): Promise<void> {
+  async function grantToken(ctx: AppContext, asked: { grant: TokenGrant }): Promise<void> {
     if (!ctx.is('application/x-www-form-urlencoded')) {
       throw badRequest('expected an application/x-www-form-urlencoded body');
     }
@@ -115,6 +157,7 @@ export function tokenRoutes(options: TokenRouteOptions) {
     checkService(form.get('service'), service);
     const scopes = requestedScopes(form.getAll('scope'));
     const grant = form.get('grant_type');
+    if (grant === 'password' || grant === 'refresh_token') asked.grant = grant;
     if (grant === 'password') {
       const principal = await authenticator.login(form.get('username') ?? '', form.get('password') ?? '', ctx.request.ip);
       await respond(ctx, principal, scopes, form.get('access_type') === 'offline', true);
