@@ -169,6 +169,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   });
   if (metrics) {
     signatureServices.intake.observe((format, outcome) => metrics.signatures.verified(format, outcome, 'arrival'));
+    signatureServices.signatures.observe((format, outcome) => metrics.signatures.verified(format, outcome, 'arrival'));
     signatureServices.reverifier.observe((format, outcome) => metrics.signatures.verified(format, outcome, 'reverify'));
   }
   const app = createApp({

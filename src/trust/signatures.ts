@@ -13,6 +13,7 @@ import { errors, RegistryError } from '../registry/errors.js';
 import { parseDigest } from '../registry/reference.js';
 import { GPG_SIGNATURE_MAX_BYTES, GpgVerifier, type GpgSignature } from './gpg.js';
 import type { PolicyTrust } from './policy-digest.js';
+import type { VerificationObserver } from './intake.js';
 import type { SignatureVerifier, VerificationResult } from './verifier.js';
 
 /** The extension's signature as it travels: `content` is the OpenPGP message in base64. */
@@ -156,6 +157,13 @@ export class SignatureService {
   private readonly verifier: SignatureVerifier<GpgSignature>;
   private readonly maxPerManifest: number;
 
+  private observer: VerificationObserver | undefined;
+
+  /** Reports every signature stored through the extension, with its outcome, from now on. */
+  observe(observer: VerificationObserver): void {
+    this.observer = observer;
+  }
+
   constructor(options: SignatureServiceOptions) {
     this.store = options.store;
     this.log = options.log;
@@ -194,6 +202,7 @@ export class SignatureService {
     );
     switch (outcome.status) {
       case 'added':
+        this.observer?.('gpg', verification.outcome);
         this.log.info(
           { repository, digest: manifestDigest, signature: submission.name, outcome: verification.outcome, identity: verification.identity, reason: verification.reason },
           'signature stored',

@@ -15,6 +15,9 @@ import { routeTemplate } from '../../src/metrics/http.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { COSIGN_PAYLOAD_MEDIA_TYPE } from '../../src/trust/cosign.js';
 import { SignatureIntake } from '../../src/trust/intake.js';
+import { SignatureService } from '../../src/trust/signatures.js';
+import type { GpgSignature } from '../../src/trust/gpg.js';
+import type { SignatureVerifier } from '../../src/trust/verifier.js';
 import { NO_TRUST } from '../../src/trust/signatures.js';
 import { parsePrometheusText, sampleValue } from '../support/prometheus-text.js';
 
@@ -128,6 +131,29 @@ describe('the signature intake', () => {
     failStore = true;
     await intake.arrived(arrival); // judged, but not stored: an error, counted once
     assert.deepEqual(seen, ['cosign:invalid', 'cosign:error']);
+  });
+});
+
+describe('the signature extension (GPG)', () => {
+  it('counts each signature it stores once, with its outcome; one it does not store is not counted', async () => {
+    let status = 'added';
+    const store = {
+      async signaturesOf(): Promise<[]> {
+        return [];
+      },
+      async addSignature(): Promise<{ status: string }> {
+        return { status };
+      },
+    } as unknown as SignatureStore;
+    const verifier = { verify: async () => ({ format: 'gpg', outcome: 'invalid', reason: 'no signer of the policy' }) } as unknown as SignatureVerifier<GpgSignature>;
+    const service = new SignatureService({ store, log: silent, verifier });
+    const seen: string[] = [];
+    service.observe((format, outcome) => seen.push(`${format}:${outcome}`));
+    const digest = `sha256:${'d'.repeat(64)}`;
+    await service.add('team/app', digest, { name: `${digest}@${'e'.repeat(32)}`, content: Buffer.from('signature') }, { actor: 'alice' });
+    status = 'manifest-unknown';
+    await assert.rejects(service.add('team/app', digest, { name: `${digest}@${'f'.repeat(32)}`, content: Buffer.from('other') }, { actor: 'alice' }));
+    assert.deepEqual(seen, ['gpg:invalid']);
   });
 });
 
