@@ -42,11 +42,12 @@ program
     const log = createLogger(current.log.level);
     // A bug that escapes a request must be seen, but must not take every other request down.
     process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
-    const missing = missingServerFlags();
-    if (missing.length > 0) log.warn({ missing }, 'node was started without the flags portcullis serve is meant to run with: streamed blobs cost more CPU (README, "Install and start")');
     // Loaded here: the whole server (HTTP, verifiers, drivers) is more than the other commands need.
     const { startServer } = await import('../server.js');
     const server = await startServer(current, log);
+    // Said once the server runs: a start that fails prints its reason and nothing else.
+    const missing = missingServerFlags();
+    if (missing.length > 0) log.warn({ missing }, 'node was started without the flags portcullis serve is meant to run with: streamed blobs cost more CPU (README, "Install and start")');
     // The first signal shuts down gracefully (config shutdown.*): exit 0 once every request in
     // flight finished, 1 when some had to be cut off. A second signal cuts them off at once.
     let stopping = false;

@@ -32,6 +32,8 @@ describe('the Node.js flags of portcullis serve', () => {
     const bare = await startPortcullis({ nodeFlags: [] });
     try {
       assert.equal((await fetch(`${bare.url}/v2/`)).status, 401);
+      // Logged once the server runs, so it may trail the first answer a little.
+      for (let i = 0; i < 50 && !/started without the flags/.test(bare.output()); i++) await new Promise((resolve) => setTimeout(resolve, 100));
       assert.match(bare.output(), /started without the flags portcullis serve is meant to run with/);
     } finally {
       await bare.stop();
