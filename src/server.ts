@@ -179,9 +179,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     clientAddress: clientAddressResolver(config.http.trustProxy),
     authRequestTimeoutMs: config.http.authRequestTimeoutSeconds * 1000,
     healthChecks: {
-      metadata: () => metadata.checkHealth(),
-      storage: () => store.checkHealth(),
-      ...(directory ? { directory: () => directory.checkHealth() } : {}),
+      required: { metadata: () => metadata.checkHealth(), storage: () => store.checkHealth() },
+      advisory: directory ? { directory: () => directory.checkHealth() } : {},
     },
     auth,
     ...signatureServices,

@@ -11,7 +11,7 @@ import type { ClientAddressOf } from './client-address.js';
 import { HttpError } from './errors.js';
 import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
-import { opsRoutes, type HealthCheck } from './routes/ops.js';
+import { opsRoutes, type HealthChecks } from './routes/ops.js';
 import { distributionRoutes, patterns, type Route } from './routes/v2/index.js';
 import { BASE_EXTENSION_HEADERS } from './routes/v2/base.js';
 import { signatureExtensionRoutes } from './routes/extensions.js';
@@ -31,7 +31,7 @@ export interface AppOptions {
   registry: Registry;
   log: Logger;
   manifestMaxBytes: number;
-  healthChecks: Record<string, HealthCheck>;
+  healthChecks: HealthChecks;
   /** The client's address for a request (trusted proxies' X-Forwarded-For only). */
   clientAddress: ClientAddressOf;
   /** Deadline for a whole request to the token and admin routes (small bodies; slow ones are an attack). */
