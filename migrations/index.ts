@@ -10,6 +10,7 @@ import * as signatures from './20261130_006_signatures.js';
 import * as trustPolicies from './20261130_007_trust_policies.js';
 import * as verificationPolicy from './20261130_008_verification_policy.js';
 import * as loginThrottle from './20261130_009_login_throttle.js';
+import * as gc from './20261130_010_gc.js';
 
 interface Migration {
   name: string;
@@ -17,7 +18,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle, gc];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -1,5 +1,5 @@
 // Assembles Portcullis from its configuration: metadata store, blob store, registry domain,
-// HTTP app, metrics; starts listening and the background upload sweeper; shuts down gracefully:
+// HTTP app, metrics; starts listening, the background upload sweeper and the garbage collector; shuts down gracefully:
 // drain (/readyz 503, still serving), stop accepting, finish the requests in flight (bounded),
 // close the connections, the database pool and the blob store.
 import { mkdir } from 'node:fs/promises';
@@ -26,6 +26,7 @@ import { createSignatureServices } from './trust/index.js';
 import { createTrustPolicies } from './trust/policies.js';
 import type { BlobReader } from './trust/intake.js';
 import { Metrics } from './metrics/metrics.js';
+import { gcSettingsOf, startCollector } from './gc/index.js';
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 
 export interface RunningServer {
@@ -116,6 +117,8 @@ function splitListen(listen: string): { host: string; port: number } {
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  // A gc.untagged pattern that can never match stops the start, naming its key.
+  const gcSettings = gcSettingsOf(config);
   // Keys, the database and blobs live here: the registry's user only (a folder that exists keeps its mode).
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const database = databaseConfig(config);
@@ -240,6 +243,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   };
   void sweep();
   signatureServices.reverifier.start();
+  const collector = startCollector({ db, store, settings: gcSettings, log, metrics: metrics?.registry });
   const sweeper = setInterval(() => void sweep(), config.uploads.sweepIntervalSeconds * 1000);
   sweeper.unref();
 
@@ -249,6 +253,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   );
 
   const closeBackends = async (): Promise<void> => {
+    await collector.stop();
     stopWatching();
     await signatureServices.reverifier.stop();
     await auth.close();

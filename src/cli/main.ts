@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=32
-// portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list | audit verify
+// portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list | audit verify | gc
 import './threadpool.js';
 import { missingServerFlags } from './node-flags.js';
 import { Command } from 'commander';
@@ -12,6 +12,7 @@ import { registerPolicyCommands } from './policy.js';
 import { registerKeyCommands } from './keys.js';
 import { registerAuditCommands } from './audit.js';
 import { registerTrustCommands } from './trust.js';
+import { registerGcCommand } from './gc.js';
 import { TrustPolicyError } from '../trust/policy-file.js';
 import { RuleError } from '../auth/policy/rules.js';
 import { RegistryError } from '../registry/errors.js';
@@ -89,6 +90,7 @@ registerPolicyCommands(program, settings);
 registerKeyCommands(program, settings);
 registerAuditCommands(program, settings);
 registerTrustCommands(program, settings);
+registerGcCommand(program, settings);
 
 program.parseAsync().catch((error: unknown) => {
   if (error instanceof ConfigError || error instanceof UserError || error instanceof RuleError || error instanceof RegistryError || error instanceof TrustPolicyError) {

@@ -1,5 +1,6 @@
 // Configuration: one YAML file plus environment overrides, validated against
 // schemas/config.schema.json. A bad value stops startup with a message naming the key.
+import type { GcConfig } from '../gc/settings.js';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
@@ -47,6 +48,7 @@ export interface Config {
     ldap?: LdapConfig;
     loginThrottle: LoginThrottleConfig;
   };
+  gc: GcConfig;
 }
 
 /** storage.s3: see schemas/config.schema.json. */

@@ -1,6 +1,7 @@
 // MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
 import type { Knex } from 'knex';
 import { withDatabase } from './errors.js';
+import { BLOB_REVIEWS, enqueueBlobReviews, enqueueManifestReviews, MANIFEST_REVIEWS, STORAGE_DELETES, touchBlobReviews, transactionWithRetry } from './gc-queue.js';
 import { appendAuditEvents } from './knex-auth-stores.js';
 import type { UploadPart } from '../storage/blob-store.js';
 import type {
@@ -79,6 +80,11 @@ const toManifest = (row: ManifestRow): ManifestRecord => ({
 
 /** JSON of a referrer descriptor besides its variable-length fields, for the page byte budget. */
 const DESCRIPTOR_OVERHEAD = 128;
+/**
+ * How long a key an API delete put in the storage-delete outbox is left to the request that
+ * deletes its bytes at once, before the garbage collector takes it over.
+ */
+const EAGER_DELETE_LEASE_MS = 5 * 60_000;
 
 /** Thrown inside a transaction to roll a push back: its immutable tag points at another manifest. */
 class TagRefused extends Error {
@@ -94,6 +100,22 @@ class RolledBack extends Error {
   }
 }
 
+/**
+ * Deletes a manifest row. Its tags and references go with it (ON DELETE CASCADE), and so do the
+ * results of verifying it as a signature (a cosign `.sig` manifest's layers are `<digest>#<n>`, a
+ * bundle referrer is its digest): a deleted signature no longer vouches for the image it signed.
+ * For the registry's deletes and the garbage collector's alike.
+ */
+export async function removeManifest(trx: Knex.Transaction, repositoryId: number, manifest: { id: number; digest: string }): Promise<void> {
+  const { digest } = manifest;
+  await trx('manifests').where({ id: manifest.id }).delete();
+  await trx('signature_verifications')
+    .whereIn('manifest_id', trx('manifests').where({ repository_id: repositoryId }).select('id'))
+    .whereIn('format', ['cosign', 'sigstore-bundle'])
+    .where((query) => void query.where('signature_ref', digest).orWhere('signature_ref', 'like', `${digest}#%`))
+    .delete();
+}
+
 export class KnexMetadataStore implements MetadataStore {
   private readonly isPostgres: boolean;
 
@@ -107,7 +129,7 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   private transaction<T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-    return this.run((db) => db.transaction(work));
+    return this.run((db) => transactionWithRetry(db, work));
   }
 
   /** Row locks where the database has them; SQLite serialises writers by itself. */
@@ -116,11 +138,13 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   /**
-   * A shared lock: enough to keep a blob from being unlinked while a manifest that needs it is
-   * stored, without making every push that shares a base layer wait for the others.
+   * The lock of a transaction that relies on a row staying (a blob a manifest references, a link
+   * being made, a manifest a tag points at): it keeps the row from being deleted (an unlink, the
+   * garbage collector's FOR UPDATE) until the transaction ends, without making every push that
+   * shares a base layer wait for the others, nor conflicting with updates of other columns.
    */
-  private shared<Q extends Knex.QueryBuilder>(query: Q): Q {
-    return this.isPostgres ? (query.forShare() as Q) : query;
+  private keyShared<Q extends Knex.QueryBuilder>(query: Q): Q {
+    return this.isPostgres ? (query.forKeyShare() as Q) : query;
   }
 
   /** Appends the journal's records of `changes` to the audit log, last in the transaction. */
@@ -144,26 +168,42 @@ export class KnexMetadataStore implements MetadataStore {
     return this.run(async (db) => (await this.repositoryId(db, repository)) !== undefined);
   }
 
-  findRepositoryBlob(repository: string, digest: string): Promise<BlobRecord | undefined> {
+  findRepositoryBlob(repository: string, digest: string, options: { touch?: boolean } = {}): Promise<BlobRecord | undefined> {
     return this.run(async (db) => {
-      const row = (await db('blobs as b')
+      const query = db('blobs as b')
         .join('repository_blobs as rb', 'rb.digest', 'b.digest')
         .join('repositories as r', 'r.id', 'rb.repository_id')
-        .where({ 'r.name': repository, 'b.digest': digest })
-        .first('b.digest', 'b.size', 'b.storage_key', 'b.sealed')) as BlobRow | undefined;
+        .where({ 'r.name': repository, 'b.digest': digest });
+      // One query on the hot path: whether a review is pending comes along, and only then is written.
+      if (options.touch) query.select(db.raw(`exists (select 1 from ${BLOB_REVIEWS} gr where gr.digest = b.digest) as review_pending`));
+      const row = (await query.first('b.digest', 'b.size', 'b.storage_key', 'b.sealed')) as (BlobRow & { review_pending?: unknown }) | undefined;
+      if (row && options.touch && (row.review_pending === true || Number(row.review_pending) === 1)) await touchBlobReviews(db, [digest]);
       return row && toBlob(row);
     });
+  }
+
+  touchBlobReviews(digests: readonly string[]): Promise<void> {
+    return this.run((db) => touchBlobReviews(db, digests));
+  }
+
+  /**
+   * Restarts graces around a change that stands on its own: the change must not fail because the
+   * restart could not be written (the collector re-checks references under lock anyway).
+   */
+  private async touchQuietly(digests: readonly string[]): Promise<void> {
+    if (digests.length > 0) await this.touchBlobReviews(digests).catch(() => undefined);
   }
 
   commitBlob(repository: string, blob: BlobRecord, finished?: FinishedUpload): Promise<BlobRecord> {
     return this.transaction(async (trx) => {
       if (finished) await trx('uploads').where({ id: finished.id }).delete();
       const repositoryId = await this.ensureRepository(trx, repository);
-      // Lock the digest's row (or create it): a concurrent unlink that removes it either ran
-      // before (we insert anew) or waits for us (and then sees our link).
+      // Hold the digest's row (or create it): a concurrent unlink or collection that removes it
+      // either ran before (we insert anew, under our own generation's key) or waits for us (and
+      // then sees our link).
       let row: BlobRow | undefined;
       for (let attempt = 0; !row && attempt < 3; attempt++) {
-        row = (await this.locked(trx('blobs').where({ digest: blob.digest }).first())) as BlobRow | undefined;
+        row = (await this.keyShared(trx('blobs').where({ digest: blob.digest }).first())) as BlobRow | undefined;
         if (!row) {
           await trx('blobs')
             .insert({ digest: blob.digest, size: blob.size, storage_key: blob.storageKey, sealed: true, created_at: Date.now() })
@@ -172,12 +212,22 @@ export class KnexMetadataStore implements MetadataStore {
         }
       }
       if (!row) throw new Error(`blob ${blob.digest} could not be recorded`);
-      await trx('repository_blobs')
-        .insert({ repository_id: repositoryId, digest: blob.digest, created_at: Date.now() })
-        .onConflict(['repository_id', 'digest'])
-        .ignore();
+      await this.link(trx, repositoryId, blob.digest);
       return toBlob(row);
+    }).then(async (stored) => {
+      await this.touchQuietly([blob.digest]);
+      return stored;
     });
+  }
+
+  /** Links a blob into a repository; a new link is queued for review (nothing references it yet). */
+  private async link(trx: Knex.Transaction, repositoryId: number, digest: string): Promise<void> {
+    const inserted = (await trx('repository_blobs')
+      .insert({ repository_id: repositoryId, digest, created_at: Date.now() })
+      .onConflict(['repository_id', 'digest'])
+      .ignore()
+      .returning('digest')) as unknown[];
+    if (inserted.length > 0) await enqueueBlobReviews(trx, repositoryId, [digest]);
   }
 
   replaceBlobCopy(digest: string, from: string, to: string): Promise<boolean> {
@@ -195,7 +245,7 @@ export class KnexMetadataStore implements MetadataStore {
 
   mountBlob(repository: string, from: string, digest: string): Promise<BlobRecord | undefined> {
     return this.transaction(async (trx) => {
-      const row = (await this.locked(
+      const row = (await this.keyShared(
         trx('blobs as b')
           .join('repository_blobs as rb', 'rb.digest', 'b.digest')
           .join('repositories as r', 'r.id', 'rb.repository_id')
@@ -204,11 +254,11 @@ export class KnexMetadataStore implements MetadataStore {
       )) as BlobRow | undefined;
       if (!row) return undefined;
       const repositoryId = await this.ensureRepository(trx, repository);
-      await trx('repository_blobs')
-        .insert({ repository_id: repositoryId, digest, created_at: Date.now() })
-        .onConflict(['repository_id', 'digest'])
-        .ignore();
+      await this.link(trx, repositoryId, digest);
       return toBlob(row);
+    }).then(async (mounted) => {
+      if (mounted) await this.touchQuietly([digest]);
+      return mounted;
     });
   }
 
@@ -220,10 +270,26 @@ export class KnexMetadataStore implements MetadataStore {
       if (!blob) return { unlinked: false };
       const removed = await trx('repository_blobs').where({ repository_id: repositoryId, digest }).delete();
       if (removed === 0) return { unlinked: false };
+      await trx(BLOB_REVIEWS).where({ repository_id: repositoryId, digest }).delete();
       const stillLinked = await trx('repository_blobs').where({ digest }).first('digest');
-      if (!stillLinked) await trx('blobs').where({ digest }).delete();
+      if (!stillLinked) {
+        // The row goes first and its key into the outbox, in one transaction: a crash before the
+        // bytes are deleted leaks them to the collector, never leaves a row pointing at nothing.
+        await trx('blobs').where({ digest }).delete();
+        const now = Date.now();
+        await trx(STORAGE_DELETES)
+          .insert({ storage_key: blob.storage_key, digest, size: blob.size, enqueued_at: now, not_before: now + EAGER_DELETE_LEASE_MS, attempts: 0 })
+          .onConflict('storage_key')
+          .ignore();
+      }
       await this.journal(trx, journal, [{ type: 'blob.deleted', repository, digest }]);
       return stillLinked ? { unlinked: true } : { unlinked: true, orphan: toBlob(blob) };
+    });
+  }
+
+  finishStorageDelete(storageKey: string): Promise<void> {
+    return this.run(async (db) => {
+      await db(STORAGE_DELETES).where({ storage_key: storageKey }).delete();
     });
   }
 
@@ -333,10 +399,48 @@ export class KnexMetadataStore implements MetadataStore {
     tag?: string,
     options: { immutableTag?: boolean; journal?: ChangeJournal } = {},
   ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }> {
-    return this.transaction(async (trx) => {
+    // Before the transaction, so it holds no review row while it waits for anything: a collector
+    // about to look at these links finds them fresh and leaves them to this push.
+    const restart = this.touchQuietly(dependencies.filter((d) => d.kind === 'blob').map((d) => d.digest));
+    return restart.then(() => this.transaction(async (trx) => {
       const repositoryId = await this.ensureRepository(trx, repository);
       const problems = await this.checkDependencies(trx, repositoryId, dependencies);
       if (problems.length > 0) throw new RolledBack(problems);
+      const id = await this.storeManifest(trx, repositoryId, manifest);
+      const unique = new Map(dependencies.map((d) => [d.digest, d]));
+      if (unique.size > 0) {
+        const rows = [...unique.values()].map((d) => ({ manifest_id: id, digest: d.digest, kind: d.kind }));
+        for (let i = 0; i < rows.length; i += 200) {
+          await trx('manifest_references').insert(rows.slice(i, i + 200)).onConflict(['manifest_id', 'digest']).ignore();
+        }
+      }
+      const changes: RegistryChange[] = [{ type: 'manifest.pushed', repository, digest: manifest.digest, tag }];
+      if (tag !== undefined) {
+        const moved = await this.pointTag(trx, repositoryId, tag, { id, digest: manifest.digest }, options.immutableTag === true);
+        if (moved === 'created') changes.push({ type: 'tag.created', repository, tag, digest: manifest.digest });
+        else if (moved !== 'unchanged') {
+          changes.push({ type: 'tag.moved', repository, tag, from: moved.from, to: manifest.digest });
+          await enqueueManifestReviews(trx, repositoryId, [moved.from]); // it may have lost its last tag
+        }
+      } else {
+        await enqueueManifestReviews(trx, repositoryId, [manifest.digest]); // pushed untagged
+      }
+      await this.journal(trx, options.journal, changes);
+      return { problems: [] };
+    })).catch((error: unknown) => {
+      if (error instanceof RolledBack) return { problems: error.problems };
+      if (error instanceof TagRefused) return { problems: [], tagPointsElsewhere: error.current };
+      throw error;
+    });
+  }
+
+  /**
+   * Stores a manifest (or finds it stored) and holds its row for the rest of the transaction, so
+   * that the references and tag written next find it. A garbage collector that is deleting the
+   * same manifest at this moment finishes first; the manifest is then stored anew.
+   */
+  private async storeManifest(trx: Knex.Transaction, repositoryId: number, manifest: ManifestRecord): Promise<number> {
+    for (let attempt = 0; attempt < 3; attempt++) {
       await trx('manifests')
         .insert({
           repository_id: repositoryId,
@@ -351,29 +455,12 @@ export class KnexMetadataStore implements MetadataStore {
         })
         .onConflict(['repository_id', 'digest'])
         .ignore();
-      const { id } = (await trx('manifests').where({ repository_id: repositoryId, digest: manifest.digest }).first('id')) as {
-        id: number;
-      };
-      const unique = new Map(dependencies.map((d) => [d.digest, d]));
-      if (unique.size > 0) {
-        const rows = [...unique.values()].map((d) => ({ manifest_id: id, digest: d.digest, kind: d.kind }));
-        for (let i = 0; i < rows.length; i += 200) {
-          await trx('manifest_references').insert(rows.slice(i, i + 200)).onConflict(['manifest_id', 'digest']).ignore();
-        }
-      }
-      const changes: RegistryChange[] = [{ type: 'manifest.pushed', repository, digest: manifest.digest, tag }];
-      if (tag !== undefined) {
-        const moved = await this.pointTag(trx, repositoryId, tag, { id, digest: manifest.digest }, options.immutableTag === true);
-        if (moved === 'created') changes.push({ type: 'tag.created', repository, tag, digest: manifest.digest });
-        else if (moved !== 'unchanged') changes.push({ type: 'tag.moved', repository, tag, from: moved.from, to: manifest.digest });
-      }
-      await this.journal(trx, options.journal, changes);
-      return { problems: [] };
-    }).catch((error: unknown) => {
-      if (error instanceof RolledBack) return { problems: error.problems };
-      if (error instanceof TagRefused) return { problems: [], tagPointsElsewhere: error.current };
-      throw error;
-    });
+      const row = (await this.keyShared(trx('manifests').where({ repository_id: repositoryId, digest: manifest.digest }).first('id'))) as
+        | { id: number }
+        | undefined;
+      if (row) return row.id;
+    }
+    throw new Error(`manifest ${manifest.digest} could not be stored`);
   }
 
   /**
@@ -422,8 +509,11 @@ export class KnexMetadataStore implements MetadataStore {
     const blobs = dependencies.filter((d) => d.kind === 'blob');
     const manifests = dependencies.filter((d) => d.kind === 'manifest');
     const sizes = new Map<string, number>();
+    // Held (FOR KEY SHARE) until the manifest and its references are stored: the garbage
+    // collector's FOR UPDATE on a blob row or link then waits for this push, or this push waits for
+    // the collector and finds the link gone. Locked in digest order, like every locker of blobs.
     for (let i = 0; i < blobs.length; i += 500) {
-      const rows = (await this.shared(
+      const rows = (await this.keyShared(
         trx('blobs as b')
           .join('repository_blobs as rb', 'rb.digest', 'b.digest')
           .where('rb.repository_id', repositoryId)
@@ -431,18 +521,22 @@ export class KnexMetadataStore implements MetadataStore {
             'b.digest',
             blobs.slice(i, i + 500).map((d) => d.digest),
           )
+          .orderBy('b.digest')
           .select('b.digest', 'b.size'),
       )) as { digest: string; size: number | string }[];
       for (const row of rows) sizes.set(row.digest, Number(row.size));
     }
     for (let i = 0; i < manifests.length; i += 500) {
-      const rows = (await trx('manifests')
-        .where('repository_id', repositoryId)
-        .whereIn(
-          'digest',
-          manifests.slice(i, i + 500).map((d) => d.digest),
-        )
-        .select('digest', 'size')) as { digest: string; size: number }[];
+      const rows = (await this.keyShared(
+        trx('manifests')
+          .where('repository_id', repositoryId)
+          .whereIn(
+            'digest',
+            manifests.slice(i, i + 500).map((d) => d.digest),
+          )
+          .orderBy('digest')
+          .select('digest', 'size'),
+      )) as { digest: string; size: number }[];
       for (const row of rows) sizes.set(row.digest, Number(row.size));
     }
     const problems: DependencyProblem[] = [];
@@ -467,15 +561,14 @@ export class KnexMetadataStore implements MetadataStore {
       const tags = ((await this.locked(trx('tags').where({ manifest_id: manifest.id }).orderBy('name').select('name'))) as { name: string }[]).map((row) => row.name);
       const protectedBy = options.protectedTag && tags.find(options.protectedTag);
       if (protectedBy !== undefined) return { deleted: false, protectedBy };
-      // tags and references go with it (ON DELETE CASCADE), and so do the results of verifying it
-      // as a signature (a cosign `.sig` manifest's layers are `<digest>#<n>`, a bundle referrer is
-      // its digest): a deleted signature no longer vouches for the image it signed.
-      await trx('manifests').where({ id: manifest.id }).delete();
-      await trx('signature_verifications')
-        .whereIn('manifest_id', trx('manifests').where({ repository_id: repositoryId }).select('id'))
-        .whereIn('format', ['cosign', 'sigstore-bundle'])
-        .where((query) => void query.where('signature_ref', digest).orWhere('signature_ref', 'like', `${digest}#%`))
-        .delete();
+      // What it leaves behind may now be garbage: read before the cascade removes the references.
+      const references = (await trx('manifest_references').where({ manifest_id: manifest.id }).select('digest', 'kind')) as { digest: string; kind: string }[];
+      const referrers = (await trx('manifests').where({ repository_id: repositoryId, subject_digest: digest }).pluck('digest')) as string[];
+      await removeManifest(trx, repositoryId, { id: manifest.id, digest });
+      // Queues last, in the one order every transaction takes them (src/metadata/gc-queue.ts).
+      await enqueueBlobReviews(trx, repositoryId, references.filter((r) => r.kind === 'blob').map((r) => r.digest));
+      await trx(MANIFEST_REVIEWS).where({ repository_id: repositoryId, digest }).delete();
+      await enqueueManifestReviews(trx, repositoryId, [...references.filter((r) => r.kind === 'manifest').map((r) => r.digest), ...referrers]);
       await this.journal(trx, options.journal, [
         ...tags.map((tag): RegistryChange => ({ type: 'tag.deleted', repository, tag, digest })),
         { type: 'manifest.deleted', repository, digest, tags },
@@ -491,6 +584,7 @@ export class KnexMetadataStore implements MetadataStore {
       const current = await this.lockedTagTarget(trx, repositoryId, tag);
       if (!current) return false;
       await trx('tags').where({ repository_id: repositoryId, name: tag }).delete();
+      await enqueueManifestReviews(trx, repositoryId, [current.digest]); // it may have lost its last tag
       await this.journal(trx, journal, [{ type: 'tag.deleted', repository, tag, digest: current.digest }]);
       return true;
     });

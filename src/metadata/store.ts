@@ -88,8 +88,8 @@ export type RegistryChange =
   | { type: 'tag.created'; repository: string; tag: string; digest: string }
   | { type: 'tag.moved'; repository: string; tag: string; from: string; to: string }
   | { type: 'tag.deleted'; repository: string; tag: string; digest: string }
-  | { type: 'manifest.deleted'; repository: string; digest: string; tags: string[] }
-  | { type: 'blob.deleted'; repository: string; digest: string };
+  | { type: 'manifest.deleted'; repository: string; digest: string; tags: string[]; reason?: string | undefined }
+  | { type: 'blob.deleted'; repository: string; digest: string; reason?: string | undefined };
 
 /**
  * Turns the changes of one transaction into the audit records that transaction appends last,
@@ -100,11 +100,23 @@ export type ChangeJournal = (changes: readonly RegistryChange[]) => readonly Aud
 export interface MetadataStore {
   repositoryExists(repository: string): Promise<boolean>;
 
-  /** The blob when it is linked to the repository (the only way a blob becomes readable). */
-  findRepositoryBlob(repository: string, digest: string): Promise<BlobRecord | undefined>;
+  /**
+   * The blob when it is linked to the repository (the only way a blob becomes readable). With
+   * `touch` (a client probing for the blob, as a push does before it relies on it), the grace of
+   * the digest's pending garbage-collection reviews restarts; nothing is written when none is pending.
+   */
+  findRepositoryBlob(repository: string, digest: string, options?: { touch?: boolean }): Promise<BlobRecord | undefined>;
+  /**
+   * Restarts the grace of the pending garbage-collection reviews of these digests' links (in any
+   * repository): a client relies on them now. An indexed update that writes nothing when no review
+   * is pending, and never waits for a collector that holds a review.
+   */
+  touchBlobReviews(digests: readonly string[]): Promise<void>;
   /**
    * Records freshly stored bytes and links them to the repository. When the digest was already
-   * known, the existing record wins and is returned: the caller then discards its own copy.
+   * known, the existing record wins and is returned: the caller then discards its own copy. A new
+   * link is queued for garbage-collection review in the same transaction (nothing references it
+   * yet), so a link no manifest ever uses is found without walking anything.
    */
   commitBlob(repository: string, blob: BlobRecord, finished?: FinishedUpload): Promise<BlobRecord>;
   /**
@@ -118,9 +130,13 @@ export interface MetadataStore {
   mountBlob(repository: string, from: string, digest: string): Promise<BlobRecord | undefined>;
   /**
    * Unlinks a blob from a repository. When no repository links it any more the blob record is
-   * removed as well and returned as `orphan`, whose bytes the caller may then delete.
+   * removed as well, its storage key goes into the storage-delete outbox in the same transaction,
+   * and it is returned as `orphan`: the caller may delete the bytes at once and then call
+   * `finishStorageDelete` (if it does not, or fails, the garbage collector does it later).
    */
   unlinkBlob(repository: string, digest: string, journal?: ChangeJournal): Promise<{ unlinked: boolean; orphan?: BlobRecord }>;
+  /** The bytes of a key in the storage-delete outbox are gone: forget the key. */
+  finishStorageDelete(storageKey: string): Promise<void>;
 
   /**
    * Records a new session unless its owner already has `maxOpen` sessions open (false then);
@@ -149,10 +165,12 @@ export interface MetadataStore {
   getManifest(repository: string, lookup: ManifestLookup): Promise<ManifestRecord | undefined>;
   /**
    * Stores a manifest and optionally points a tag at it, after checking in the same transaction
-   * that everything it depends on is present in the repository. Nothing is written when a
-   * problem is returned. An `immutableTag` that points at another manifest is not moved: nothing
-   * is written and `tagPointsElsewhere` names where it points. Concurrent pushes of one tag
-   * take turns on its row, so the journal sees each move from the manifest the previous one set.
+   * that everything it depends on is present in the repository (and holding it there against the
+   * garbage collector until the transaction ends). Nothing is written when a problem is returned.
+   * An `immutableTag` that points at another manifest is not moved: nothing is written and
+   * `tagPointsElsewhere` names where it points. Concurrent pushes of one tag take turns on its
+   * row, so the journal sees each move from the manifest the previous one set. A manifest stored
+   * without a tag, and one a tag moved away from, is queued for garbage-collection review.
    */
   putManifest(
     repository: string,
@@ -163,13 +181,16 @@ export interface MetadataStore {
   ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }>;
   /**
    * Deletes a manifest and its tags, unless one of its tags is `protectedTag` (then nothing is
-   * deleted and that tag is returned); the check and the delete are one transaction.
+   * deleted and that tag is returned); the check and the delete are one transaction, which also
+   * queues for garbage-collection review the blobs and child manifests it referenced and the
+   * referrers whose subject it was.
    */
   deleteManifest(
     repository: string,
     digest: string,
     options?: { protectedTag?: ((tag: string) => boolean) | undefined; journal?: ChangeJournal },
   ): Promise<{ deleted: boolean; protectedBy?: string }>;
+  /** Deletes a tag; the manifest it pointed at is queued for garbage-collection review. */
   deleteTag(repository: string, tag: string, journal?: ChangeJournal): Promise<boolean>;
 
   /** Tags in lexical order, or undefined when the repository does not exist. */

@@ -33,8 +33,12 @@ export class BlobService {
     private readonly changes: ChangeLog = NO_CHANGE_LOG,
   ) {}
 
+  /**
+   * The blob as linked in the repository. A client asking (HEAD before it pushes a manifest that
+   * uses the blob) restarts the garbage collector's grace for it.
+   */
   async stat(repository: string, digest: Digest): Promise<BlobRecord> {
-    const blob = await this.metadata.findRepositoryBlob(repository, digest.value);
+    const blob = await this.metadata.findRepositoryBlob(repository, digest.value, { touch: true });
     if (!blob) throw errors.blobUnknown(digest.value);
     return blob;
   }
@@ -67,10 +71,14 @@ export class BlobService {
     const { unlinked, orphan } = await this.metadata.unlinkBlob(repository, digest.value, this.changes.journal(author));
     if (!unlinked) throw errors.blobUnknown(digest.value);
     if (orphan) {
-      // The record is already gone, so nothing can link these bytes any more.
-      await this.store.delete(orphan.storageKey).catch((error: unknown) => {
-        this.log.warn({ err: error, key: orphan.storageKey }, 'could not delete orphaned blob bytes; they stay on disk (nothing collects them yet)');
-      });
+      // The record is already gone and its key is in the storage-delete outbox: free the bytes
+      // now rather than at the next collection, and only then forget the key.
+      try {
+        await this.store.delete(orphan.storageKey);
+        await this.metadata.finishStorageDelete(orphan.storageKey);
+      } catch (error) {
+        this.log.warn({ err: error, key: orphan.storageKey }, 'could not delete the bytes of a deleted blob now; the garbage collector will');
+      }
     }
   }
 }

@@ -20,6 +20,15 @@ export interface UploadArea {
   lastModified: Date;
 }
 
+/** A committed object as a listing of the store shows it. */
+export interface StoredObject {
+  /** the key it was committed under (as given to commitUpload) */
+  key: string;
+  size: number;
+  /** when it was committed */
+  lastModified: Date;
+}
+
 /** One finished part of an upload, as the metadata store records it. */
 export interface UploadPart {
   /** chosen by the registry: letters, digits, `-` and `.` */
@@ -42,7 +51,8 @@ export interface BlobStore {
   readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable>;
   /**
    * Makes the parts, in order, one durable and immutable object under `key`; the upload area is
-   * gone afterwards. Fails with UploadAreaMissingError when a part is missing.
+   * gone afterwards, and the object's last-modified time is the time of the commit (not of its
+   * parts' writes). Fails with UploadAreaMissingError when a part is missing.
    */
   commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void>;
   /**
@@ -52,6 +62,12 @@ export interface BlobStore {
   deleteUpload(uploadId: string, parts?: readonly UploadPart[]): Promise<void>;
   /** Every upload area present, for sweeping abandoned ones. */
   listUploads(): AsyncIterable<UploadArea>;
+  /**
+   * Every committed object (upload areas excluded), with the time it was committed: for the
+   * garbage collector's sweep of bytes no metadata row names. It walks the whole store, so only the
+   * collector calls it, never a request.
+   */
+  listCommitted(): AsyncIterable<StoredObject>;
 
   /**
    * Opens exactly `range` of a committed object for reading; undefined when it is not there. Reads

@@ -2,11 +2,11 @@
 // committed blob is made durable (fsync) and moved into place with an atomic rename, so a crash
 // never leaves a partial object under a blob key, and no open file handle of an upload can reach it.
 import { createReadStream } from 'node:fs';
-import { access, chmod, constants, mkdir, open, opendir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { access, chmod, constants, mkdir, open, opendir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { UploadAreaMissingError, type BlobStore, type ByteRange, type UploadArea, type UploadPart } from './blob-store.js';
+import { UploadAreaMissingError, type BlobStore, type ByteRange, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
@@ -122,6 +122,10 @@ export class FilesystemBlobStore implements BlobStore {
     for (const part of parts) await this.checkPart(uploadId, part);
     const source = parts.length === 1 ? this.partPath(uploadId, (parts[0] as UploadPart).name) : join(this.uploadPath(uploadId), ASSEMBLY);
     if (parts.length !== 1) await this.assemble(uploadId, parts, source);
+    // A single part keeps the time it was written, which may be long before this commit; the
+    // garbage collector's sweep judges a blob's age by this time.
+    const now = new Date();
+    await utimes(source, now, now);
     await syncFile(source);
     await chmod(source, 0o444); // committed bytes are read-only, to us as to anyone
     // Make the new directory entries durable too, from the blob's directory up to the root.
@@ -180,6 +184,26 @@ export class FilesystemBlobStore implements BlobStore {
       if (part && part.mtimeMs > latest) latest = part.mtimeMs;
     }
     return new Date(latest);
+  }
+
+  async *listCommitted(): AsyncIterable<StoredObject> {
+    yield* this.walk(join(this.root, 'blobs'), 'blobs');
+  }
+
+  private async *walk(dir: string, prefix: string): AsyncGenerator<StoredObject> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return [];
+      throw error;
+    });
+    for (const entry of entries) {
+      const key = `${prefix}/${entry.name}`;
+      if (entry.isDirectory()) {
+        yield* this.walk(join(dir, entry.name), key);
+      } else if (entry.isFile() && KEY.test(key)) {
+        const info = await stat(join(dir, entry.name)).catch(() => undefined); // deleted meanwhile
+        if (info) yield { key, size: info.size, lastModified: new Date(info.mtimeMs) };
+      }
+    }
   }
 
   async read(key: string, range: ByteRange): Promise<Readable | undefined> {

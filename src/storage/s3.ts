@@ -2,14 +2,16 @@
 //
 //   _uploads/<id>/_area         an upload session's area (an empty marker object)
 //   _uploads/<id>/<part>        each finished part, written whole by one request
-//   <key>                       committed blobs (keys chosen by the registry, with a generation)
+//   <key>                       committed blobs (keys chosen by the registry, with a generation:
+//                               blobs/<alg>/<xx>/<hex>/<upload id>)
 //
 // A part is streamed in (multipart when it outgrows one buffer, with part sizes that grow so a
 // layer far past 5 GB stays within S3's 10,000 parts) and is readable once written, so a session
 // continued on another replica rebuilds its hash from the parts. A commit composes the parts into
 // the blob's key inside the object store (CopyObject / UploadPartCopy; only runs shorter than
 // S3's 5 MiB part minimum travel through this process), then deletes them. Answering an API
-// request never lists the bucket; only the sweeper of abandoned upload areas does.
+// request never lists the bucket; only the sweeper of abandoned upload areas and the garbage
+// collector's sweep of bytes no row names do.
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -32,7 +34,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type UploadArea, type UploadPart } from './blob-store.js';
+import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
 
 export interface S3Settings {
   bucket: string;
@@ -436,6 +438,21 @@ export class S3BlobStore implements BlobStore {
       uploadIdMarker = page.NextUploadIdMarker;
     }
     for (const [id, at] of latest) yield { id, lastModified: new Date(at) };
+  }
+
+  /** The garbage collector's sweep (never a request): every object under `<prefix>blobs/`. */
+  async *listCommitted(): AsyncIterable<StoredObject> {
+    const root = `${this.prefix}blobs/`;
+    let token: string | undefined;
+    do {
+      const page = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: root, ContinuationToken: token })));
+      for (const object of page.Contents ?? []) {
+        if (object.Key === undefined) continue;
+        const key = object.Key.slice(this.prefix.length);
+        if (KEY.test(key)) yield { key, size: object.Size ?? 0, lastModified: object.LastModified ?? new Date() };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
   }
 
   async read(key: string, range: ByteRange): Promise<Readable | undefined> {

@@ -3,7 +3,11 @@
 // last unlink hands back the orphan; upload sessions are capped per owner, claimed by one writer
 // at a time and advanced only under a live claim; a manifest is stored with its tag only when all
 // it depends on is present, an immutable tag never moves, and the journal sees each change in its
-// transaction; listings and referrers page as documented.
+// transaction; listings and referrers page as documented. For the garbage collector: the last
+// unlink puts the blob's key in the storage-delete outbox with its row gone; every change that may
+// leave garbage queues a review in its own transaction (a new link, a manifest pushed untagged, a
+// tag moved away or deleted, a deleted manifest's blobs, children and referrers), and a client's
+// touch restarts only the grace of reviews already pending.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
@@ -74,6 +78,75 @@ for (const backend of METADATA_BACKENDS) {
       const last = await store.unlinkBlob(target, blob.digest);
       assert.equal(last.orphan?.storageKey, blob.storageKey, 'the last unlink hands back the bytes to delete');
       assert.deepEqual(seen, [{ type: 'blob.deleted', repository: a, digest: blob.digest }]);
+      assert.equal(await db('blobs').where({ digest: blob.digest }).first(), undefined, 'the row went first');
+      assert.ok(await db('gc_storage_deletes').where({ storage_key: blob.storageKey }).first(), 'its key waits in the outbox');
+      assert.equal(await db('gc_blob_reviews').where({ digest: blob.digest }).first(), undefined, 'no review of a link that is gone');
+      await store.finishStorageDelete(blob.storageKey);
+      assert.equal(await db('gc_storage_deletes').where({ storage_key: blob.storageKey }).first(), undefined);
+    });
+
+    /** The digests queued for review in a repository, per queue. */
+    async function queued(repository: string): Promise<{ blobs: string[]; manifests: string[] }> {
+      const id = ((await db('repositories').where({ name: repository }).first('id')) as { id: number }).id;
+      const digests = async (table: string) => ((await db(table).where({ repository_id: id }).orderBy('digest').pluck('digest')) as string[]);
+      return { blobs: await digests('gc_blob_reviews'), manifests: await digests('gc_manifest_reviews') };
+    }
+    const clearQueues = async () => {
+      await db('gc_blob_reviews').delete();
+      await db('gc_manifest_reviews').delete();
+    };
+
+    it('gc queues: a new link is queued for review, a link made again is not; a touch restarts only pending reviews', async () => {
+      const [r, other] = [repo(), repo()];
+      const blob = { digest: digest(), size: 5, storageKey: `blobs/k/${randomUUID()}` };
+      await store.commitBlob(r, blob);
+      assert.deepEqual((await queued(r)).blobs, [blob.digest], 'nothing references a new link yet');
+      await db('gc_blob_reviews').where({ digest: blob.digest }).update({ touched_at: 1 });
+      await store.commitBlob(r, { ...blob, storageKey: 'blobs/k/again' });
+      const touched = (await db('gc_blob_reviews').where({ digest: blob.digest }).first('touched_at')) as { touched_at: number | string };
+      assert.ok(Number(touched.touched_at) > 1, 'the upload restarted its grace');
+      await store.mountBlob(other, r, blob.digest);
+      assert.deepEqual((await queued(other)).blobs, [blob.digest], 'a mount makes a new link');
+
+      await db('gc_blob_reviews').where({ digest: blob.digest }).update({ touched_at: 1 });
+      assert.ok(await store.findRepositoryBlob(r, blob.digest), 'a plain lookup');
+      assert.deepEqual(((await db('gc_blob_reviews').where({ digest: blob.digest }).pluck('touched_at')) as unknown[]).map(Number), [1, 1], 'restarts nothing');
+      assert.ok(await store.findRepositoryBlob(r, blob.digest, { touch: true }), 'a probe');
+      assert.ok(((await db('gc_blob_reviews').where({ digest: blob.digest }).pluck('touched_at')) as unknown[]).every((at) => Number(at) > 1), 'restarts every pending review of the digest');
+      const unqueued = { digest: digest(), size: 1, storageKey: `blobs/k/${randomUUID()}` };
+      await store.commitBlob(r, unqueued);
+      await db('gc_blob_reviews').where({ digest: unqueued.digest }).delete();
+      assert.ok(await store.findRepositoryBlob(r, unqueued.digest, { touch: true }));
+      await store.touchBlobReviews([unqueued.digest, digest()]);
+      assert.equal(await db('gc_blob_reviews').where({ digest: unqueued.digest }).first(), undefined, 'no review is made up');
+    });
+
+    it('gc queues: untagged pushes, tags moved away or deleted, and deleted manifests queue what may now be garbage', async () => {
+      const r = repo();
+      const layer = { digest: digest(), size: 7, storageKey: `blobs/k/${randomUUID()}` };
+      await store.commitBlob(r, layer);
+      const [image, child, other] = [manifest(), manifest(), manifest()];
+      const index = manifest({ mediaType: 'application/vnd.oci.image.index.v1+json' });
+      await clearQueues();
+      await store.putManifest(r, image, [{ digest: layer.digest, kind: 'blob', size: 7 }], 'v1');
+      await store.putManifest(r, child, []);
+      await store.putManifest(r, index, [{ digest: child.digest, kind: 'manifest', size: child.size }], 'multi');
+      const referrer = manifest({ subjectDigest: image.digest });
+      await store.putManifest(r, referrer, []);
+      assert.deepEqual((await queued(r)).manifests, [child.digest, referrer.digest].sort(), 'pushed untagged');
+      await clearQueues();
+      await store.putManifest(r, other, [], 'v1');
+      assert.deepEqual((await queued(r)).manifests, [image.digest], 'the tag moved away from it');
+      await store.putManifest(r, image, [{ digest: layer.digest, kind: 'blob', size: 7 }], 'v1');
+      await clearQueues();
+      assert.equal(await store.deleteTag(r, 'multi'), true);
+      assert.deepEqual((await queued(r)).manifests, [index.digest], 'its tag was deleted');
+      await clearQueues();
+      await store.deleteManifest(r, index.digest);
+      assert.deepEqual((await queued(r)).manifests, [child.digest], "an index's children");
+      await clearQueues();
+      await store.deleteManifest(r, image.digest);
+      assert.deepEqual(await queued(r), { blobs: [layer.digest], manifests: [referrer.digest] }, 'its blobs and its referrers');
     });
 
     it('blobs: a copy is replaced only if the record still points at the damaged one', async () => {

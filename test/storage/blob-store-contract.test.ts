@@ -3,10 +3,12 @@
 // written whole and read back exactly; a commit joins parts of any sizes (S3's 5 MiB part minimum
 // must not show) into one object that reads back byte for byte, in ranges too; a recorded part
 // that is missing or of another size is a damaged upload; the area goes at commit; nothing of an
-// abandoned upload (a multipart write cut off) survives the sweeper's delete.
+// abandoned upload (a multipart write cut off) survives the sweeper's delete; the garbage
+// collector's listing shows every committed object (and nothing of upload areas) with its size and
+// the time it was committed, however long before its parts were written.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand } from '@aws-sdk/client-s3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +27,8 @@ interface OpenDriver {
   abandonWrite(uploadId: string): Promise<void>;
   /** How many things (files, objects, multipart uploads) an upload area still holds. */
   leftovers(uploadId: string): Promise<number>;
+  /** Makes a written part look written long ago, where the driver can (the filesystem). */
+  backdatePart?(uploadId: string, part: string): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -45,6 +49,10 @@ const drivers: Driver[] = [
         store,
         abandonWrite: (id) => writeFile(join(area(id), `crashed-${randomUUID()}`), randomBytes(1000)),
         leftovers: async (id) => (await readdir(area(id)).catch(() => [])).length,
+        backdatePart: async (id, part) => {
+          const longAgo = new Date(Date.now() - 2 * 24 * 3600_000);
+          await utimes(join(area(id), part), longAgo, longAgo);
+        },
         cleanup: () => rm(root, { recursive: true, force: true }),
       };
     },
@@ -259,6 +267,36 @@ for (const driver of drivers) {
       await assert.rejects(store.readParts(id, [{ name: 'cut', size: 3 * MiB }]), UploadAreaMissingError);
       await store.deleteUpload(id);
       assert.equal(await opened.leftovers(id), 0);
+    });
+
+    it('lists committed objects for the collector: key, size and commit time, no upload areas', async () => {
+      const startedAt = Date.now();
+      const single = await upload([randomBytes(1234)]);
+      await opened.backdatePart?.(single.id, (single.parts[0] as UploadPart).name);
+      const joined = await upload([randomBytes(10), randomBytes(20)]);
+      const [one, two] = [key(), key()];
+      await store.commitUpload(single.id, single.parts, one);
+      await store.commitUpload(joined.id, joined.parts, two);
+      const pending = await upload([randomBytes(5)]);
+      const gone = key();
+      const doomed = await upload([randomBytes(7)]);
+      await store.commitUpload(doomed.id, doomed.parts, gone);
+      await store.delete(gone);
+
+      const listed = new Map<string, { size: number; lastModified: Date }>();
+      for await (const object of store.listCommitted()) listed.set(object.key, object);
+      assert.equal(listed.get(one)?.size, 1234);
+      assert.equal(listed.get(two)?.size, 30);
+      const skew = 5_000; // the object store's clock against ours
+      for (const k of [one, two]) {
+        const at = listed.get(k)?.lastModified.getTime() ?? 0;
+        assert.ok(at >= startedAt - skew && at <= Date.now() + skew, `${k} was committed just now, whenever its parts were written (${new Date(at).toISOString()})`);
+      }
+      assert.equal(listed.has(gone), false, 'a deleted object is not listed');
+      assert.ok([...listed.keys()].every((k) => k.startsWith('blobs/')), 'nothing of an upload area');
+      await store.deleteUpload(pending.id);
+      await store.delete(one);
+      await store.delete(two);
     });
 
     it('reports healthy while the backend answers', async () => {
