@@ -68,7 +68,10 @@ const toUpload = (row: UploadRow): UploadRecord => ({
 const parseAnnotations = (text: string | null): Record<string, string> | undefined =>
   text ? (JSON.parse(text) as Record<string, string>) : undefined;
 
-const toManifest = (row: ManifestRow): ManifestRecord => ({
+/** The columns toManifest reads. */
+const MANIFEST_COLUMNS = ['digest', 'media_type', 'artifact_type', 'subject_digest', 'annotations', 'size', 'payload'] as const;
+
+const toManifest = (row: Omit<ManifestRow, 'id'>): ManifestRecord => ({
   digest: row.digest,
   mediaType: row.media_type,
   artifactType: row.artifact_type ?? undefined,
@@ -387,7 +390,12 @@ export class KnexMetadataStore implements MetadataStore {
           : db('manifests as m')
               .join('repositories as r', 'r.id', 'm.repository_id')
               .where({ 'r.name': repository, 'm.digest': lookup.digest });
-      const row = (await query.first('m.*')) as ManifestRow | undefined;
+      // The hottest query of a registry (every pull starts with it): on PostgreSQL a named
+      // statement, parsed and planned once per connection. Its columns are named, so a column a
+      // later migration adds cannot change the result type of the plan a running server holds.
+      const row = (await query
+        .first(...MANIFEST_COLUMNS.map((column) => `m.${column}`))
+        .options({ name: 'tag' in lookup ? 'portcullis-manifest-by-tag' : 'portcullis-manifest-by-digest' })) as Omit<ManifestRow, 'id'> | undefined;
       return row && toManifest(row);
     });
   }
