@@ -277,6 +277,8 @@ export class S3BlobStore implements BlobStore {
     try {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: counted, ContentLength: length }), { abortSignal: abort.signal });
     } catch (error) {
+      // The store gave up: stop reading the body too, rather than leave it half-consumed.
+      counted.destroy(error as Error);
       throw failure ?? error;
     }
     if (failure) throw failure;
