@@ -3,11 +3,10 @@
 //   node dist/bench/compare.js [--blob-mib 1024] [--json] …
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { type BenchOptions, parseCli, usageError } from './lib/options.js';
 import { errorLines, formatMetric, formatNumber, table } from './lib/report.js';
-import { PORTCULLIS_BENCH_ADMIN, portcullisSpec, referenceSpec, type RunningRegistry, startRegistry, syncDisks } from './lib/servers.js';
+import { PORTCULLIS_BENCH_ADMIN, portcullisSpec, projectRoot, referenceSpec, type RunningRegistry, startRegistry, syncDisks } from './lib/servers.js';
 import { type BenchResult, failedResult, metricSpecs, runBenchmark } from './lib/scenarios.js';
 
 const USAGE = 'Usage: node dist/bench/compare.js [options]   (build first: npx tsc -p tsconfig.json)';
@@ -32,15 +31,6 @@ interface Row {
 const live = new Set<RunningRegistry>();
 const log = (line: string) => console.error(line);
 
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find the project root (package.json)');
-    dir = parent;
-  }
-  return dir;
-}
 
 function installCleanup(): void {
   const stopAll = () => {

@@ -16,7 +16,6 @@
 // Run it by hand on an otherwise quiet machine (see bench/README.md).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -33,7 +32,7 @@ import { FilesystemBlobStore } from '../src/storage/filesystem.js';
 import { parseCli, usageError, type BenchOptions } from './lib/options.js';
 import { formatNumber, table } from './lib/report.js';
 import { runBenchmark, type BenchResult } from './lib/scenarios.js';
-import { PORTCULLIS_BENCH_ADMIN, portcullisSpec, startRegistry, syncDisks, type RunningRegistry } from './lib/servers.js';
+import { PORTCULLIS_BENCH_ADMIN, portcullisSpec, projectRoot, startRegistry, syncDisks, type RunningRegistry } from './lib/servers.js';
 import { sha256 } from './lib/registry-ops.js';
 
 const USAGE = 'Usage: node dist/bench/gc-bench.js [options]   (build first: npx tsc -p tsconfig.json)';
@@ -42,15 +41,6 @@ const HOUR_S = 3600;
 const quiet = pino({ level: 'silent' });
 const log = (line: string) => console.error(line);
 
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find the project root (package.json)');
-    dir = parent;
-  }
-  return dir;
-}
 
 /** The server's data folder, opened beside it as `portcullis gc` opens it. */
 interface Beside {

@@ -3,10 +3,11 @@
 import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { referenceConfig } from '../../test/support/reference-registry.js';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
@@ -211,4 +212,15 @@ function freePort(): Promise<number> {
 /** Flushes dirty pages, so the previous run's writes do not slow the next one. */
 export function syncDisks(): Promise<void> {
   return new Promise((resolve) => spawn('sync', { stdio: 'ignore' }).once('close', () => resolve()).once('error', () => resolve()));
+}
+
+/** The checkout this benchmark was built from (the folder holding package.json). */
+export function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the project root (package.json)');
+    dir = parent;
+  }
+  return dir;
 }
