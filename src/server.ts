@@ -12,7 +12,7 @@ import type { LdapIdentityProvider } from './auth/identity/ldap.js';
 import { createApp } from './http/app.js';
 import { clientAddressResolver } from './http/client-address.js';
 import { createListener } from './http/listener.js';
-import { migrateToLatest, openDatabase } from './metadata/database.js';
+import { commitBarrier, migrateToLatest, openDatabase } from './metadata/database.js';
 import { KnexMetadataStore } from './metadata/knex-store.js';
 import { parseDigest } from './registry/reference.js';
 import { lockSqliteDatabase } from './metadata/sqlite-lock.js';
@@ -124,7 +124,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const database = databaseConfig(config);
   if (database.driver === 'sqlite') await mkdir(dirname(database.path), { recursive: true, mode: 0o700 });
   const unlock = database.driver === 'sqlite' ? lockSqliteDatabase(database.path) : () => undefined;
-  const db = openDatabase(database);
+  const db = openDatabase(database.driver === 'sqlite' ? { ...database, groupCommit: true } : database);
   try {
     const applied = await migrateToLatest(db);
     if (applied.length > 0) log.info({ migrations: applied }, 'database migrated');
@@ -196,6 +196,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     metrics,
     serveMetrics: config.metrics.listen === undefined,
     draining: () => drain.draining,
+    commits: commitBarrier(db),
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

@@ -11,6 +11,8 @@ import type { ClientAddressOf } from './client-address.js';
 import { HttpError } from './errors.js';
 import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
+import { durableAcknowledgement } from './middleware/durable-acknowledgement.js';
+import type { CommitBarrier } from '../metadata/group-commit.js';
 import { opsRoutes, type HealthChecks } from './routes/ops.js';
 import { distributionRoutes, patterns, type Route } from './routes/v2/index.js';
 import { BASE_EXTENSION_HEADERS } from './routes/v2/base.js';
@@ -51,6 +53,8 @@ export interface AppOptions {
   serveMetrics?: boolean;
   /** Whether a shutdown has begun: /readyz then answers 503. */
   draining?: () => boolean;
+  /** What a request that committed a change waits for before it is answered (the group commit). */
+  commits?: CommitBarrier;
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -219,6 +223,7 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     await next();
   });
   app.use(errorResponses(options.log));
+  if (options.commits) app.use(durableAcknowledgement(options.commits));
   app.use(router.routes());
   app.use(async (ctx) => {
     const allowed = [...new Set(routes.filter((route) => route.pattern.test(ctx.path)).map((route) => route.method))];

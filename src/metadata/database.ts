@@ -4,9 +4,19 @@ import { dirname } from 'node:path';
 import knex, { type Knex } from 'knex';
 import pg from 'pg';
 import { migrationSource } from '../../migrations/index.js';
+import { type CommitBarrier, IMMEDIATE_DURABILITY, WalGroupCommit } from './group-commit.js';
 
 export type DatabaseConfig =
-  | { driver: 'sqlite'; path: string }
+  | {
+      driver: 'sqlite';
+      path: string;
+      /**
+       * The server's connection: commits are flushed to disk in groups, off the main thread, by
+       * `commitBarrier(db)` before each acknowledgement (see group-commit.ts). Without it every
+       * COMMIT flushes itself, which suits a CLI command that writes once and exits.
+       */
+      groupCommit?: boolean;
+    }
   | { driver: 'postgres'; url: string; poolMax: number };
 
 // PostgreSQL returns BIGINT as a string; every bigint here (sizes, epoch ms) fits a JS number.
@@ -23,6 +33,14 @@ const CONNECT_TIMEOUT_MS = 10_000;
 /** The PostgreSQL URL each database opened here connects to (migrations lock on a connection of their own). */
 const postgresUrls = new WeakMap<Knex, string>();
 
+/** The group commit of each SQLite database opened with `groupCommit`. */
+const groupCommits = new WeakMap<Knex, WalGroupCommit>();
+
+/** What a request that wrote waits for before it is answered: nothing unless commits are grouped. */
+export function commitBarrier(db: Knex): CommitBarrier {
+  return groupCommits.get(db) ?? IMMEDIATE_DURABILITY;
+}
+
 export function openDatabase(config: DatabaseConfig): Knex {
   if (config.driver === 'postgres') {
     const db = knex({
@@ -38,7 +56,8 @@ export function openDatabase(config: DatabaseConfig): Knex {
   // It holds password hashes and token digests: readable by the registry's user only.
   mkdirSync(dirname(config.path), { recursive: true, mode: 0o700 });
   closeSync(openSync(config.path, 'a', 0o600));
-  return knex({
+  const group = config.groupCommit ? new WalGroupCommit(`${config.path}-wal`) : undefined;
+  const db = knex({
     client: 'better-sqlite3',
     log: QUIET,
     connection: { filename: config.path },
@@ -48,32 +67,45 @@ export function openDatabase(config: DatabaseConfig): Knex {
       min: 1,
       max: 1,
       afterCreate: (connection: SqliteConnection, done: (error: Error | null) => void) => {
-        cacheStatements(connection);
+        cacheStatements(connection, group ? () => group.committed() : undefined);
         connection.pragma('journal_mode = WAL');
-        // FULL: a manifest or blob acknowledged with 201 survives a power loss, not just a crash.
-        connection.pragma('synchronous = FULL');
+        // A manifest or blob acknowledged with 201 survives a power loss, not just a crash: FULL
+        // flushes the log in each COMMIT; NORMAL leaves that to the group commit.
+        connection.pragma(group ? 'synchronous = NORMAL' : 'synchronous = FULL');
         connection.pragma('foreign_keys = ON');
         connection.pragma('busy_timeout = 5000');
         done(null);
       },
     },
   });
+  if (group) groupCommits.set(db, group);
+  return db;
 }
 
 interface SqliteConnection {
   pragma(statement: string): unknown;
-  prepare(sql: string): unknown;
+  prepare(sql: string): SqliteStatement;
+  readonly inTransaction: boolean;
+}
+
+interface SqliteStatement {
+  /** False when running it may change the database (BEGIN and COMMIT count as read-only). */
+  readonly readonly: boolean;
 }
 
 const STATEMENT_CACHE_SIZE = 256;
 
+const COMMIT = /^\s*(?:COMMIT|END)\b/i;
+
 /**
  * knex prepares every query anew; compiling the SQL costs more than running an indexed lookup.
  * Statements are reusable and this connection runs one at a time, so keep the recent ones.
+ * `committed` hears of each commit: knex runs a statement in the same synchronous step as it
+ * prepares it, so a write outside a transaction, or a COMMIT, is done by the next tick.
  */
-function cacheStatements(connection: SqliteConnection): void {
+function cacheStatements(connection: SqliteConnection, committed?: () => void): void {
   const prepare = connection.prepare.bind(connection);
-  const cache = new Map<string, unknown>();
+  const cache = new Map<string, SqliteStatement>();
   connection.prepare = (sql: string) => {
     let statement = cache.get(sql);
     if (statement === undefined) {
@@ -81,6 +113,7 @@ function cacheStatements(connection: SqliteConnection): void {
       statement = prepare(sql);
       cache.set(sql, statement);
     }
+    if (committed && (connection.inTransaction ? COMMIT.test(sql) : !statement.readonly)) committed();
     return statement;
   };
 }
