@@ -1,8 +1,15 @@
 // Filesystem BlobStore: an upload is a directory of part files under <root>/_uploads/<id>/; a
 // committed blob is made durable (fsync) and moved into place with an atomic rename, so a crash
-// never leaves a partial object under a blob key, and no open file handle of an upload can reach it.
+// never leaves a partial object under a blob key.
+//
+// An object of one part is that part's file, renamed to its key. An object of several parts (a
+// chunked upload) is not copied into one file: its upload directory, with a list of its recorded
+// parts in order (PART_LIST), is renamed to `<key>.parts`, and reads follow the list. Copying
+// would write every byte a second time, which costs as much as receiving it. A part's file is
+// written whole by one request and closed before the part is recorded, so nothing can write into
+// a listed part; a request that lost its claim can only have written an unlisted file, never read.
 import { createReadStream } from 'node:fs';
-import { access, chmod, constants, mkdir, open, opendir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { access, constants, mkdir, open, opendir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,12 +17,16 @@ import { UploadAreaMissingError, type BlobStore, type ByteRange, type StoredObje
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
-/** Where several parts are joined before the rename; not a valid part name. */
+/** Where an empty upload's object is created; not a valid part name. */
 const ASSEMBLY = '_assembly';
+/** The recorded parts of an object of several parts, in order; not a valid part name. */
+const PART_LIST = '_parts';
+/** What follows the key of an object of several parts: its directory's name. */
+const SEGMENTED = '.parts';
 // Keys are made by the registry, but never trust a string that becomes a path.
 const KEY = /^[a-z0-9]+(?:\/[a-zA-Z0-9_.-]+)*$/;
 const READ_CHUNK = 1024 * 1024;
-const WRITE_BATCH = 4 * 1024 * 1024;
+const WRITE_BATCH = 1024 * 1024;
 
 export class FilesystemBlobStore implements BlobStore {
   private readonly uploadsDir: string;
@@ -43,7 +54,7 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   private keyPath(key: string): string {
-    if (!KEY.test(key) || key.split('/').some((part) => part === '..' || part === '.')) {
+    if (!KEY.test(key) || key.endsWith(SEGMENTED) || key.split('/').some((part) => part === '..' || part === '.')) {
       throw new Error(`invalid storage key ${JSON.stringify(key)}`);
     }
     return join(this.root, key);
@@ -120,45 +131,51 @@ export class FilesystemBlobStore implements BlobStore {
   async commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void> {
     const target = this.keyPath(key);
     for (const part of parts) await this.checkPart(uploadId, part);
-    const source = parts.length === 1 ? this.partPath(uploadId, (parts[0] as UploadPart).name) : join(this.uploadPath(uploadId), ASSEMBLY);
-    if (parts.length !== 1) await this.assemble(uploadId, parts, source);
+    const written = parts.filter((part) => part.size > 0);
+    if (written.length > 1) return this.commitSegmented(uploadId, written, target);
+    const source = written.length === 1 ? this.partPath(uploadId, (written[0] as UploadPart).name) : join(this.uploadPath(uploadId), ASSEMBLY);
+    if (written.length === 0) await writeFile(source, '', { flag: 'w' });
     // A single part keeps the time it was written, which may be long before this commit; the
     // garbage collector's sweep judges a blob's age by this time.
-    const now = new Date();
-    await utimes(source, now, now);
-    await syncFile(source);
-    await chmod(source, 0o444); // committed bytes are read-only, to us as to anyone
-    // Make the new directory entries durable too, from the blob's directory up to the root.
+    await sealFile(source);
+    await this.moveIntoPlace(source, target);
+    await this.deleteUpload(uploadId);
+  }
+
+  /** Several parts: list them, make everything durable, and move the whole area under the key. */
+  private async commitSegmented(uploadId: string, parts: readonly UploadPart[], target: string): Promise<void> {
+    const area = this.uploadPath(uploadId);
+    await inParallel(parts, FLUSHES_IN_FLIGHT, (part) => sealFile(this.partPath(uploadId, part.name)));
+    const list = join(area, PART_LIST);
+    await rm(list, { force: true }); // a crashed earlier attempt
+    await writeFile(list, JSON.stringify(parts.map(({ name, size }) => ({ name, size }))), { flag: 'wx', mode: 0o444 });
+    await syncFile(list, 'r');
+    await syncDirectory(area);
+    await this.moveIntoPlace(area, `${target}${SEGMENTED}`);
+  }
+
+  /** Renames a durable file or directory to `target`, and makes the new directory entries durable too. */
+  private async moveIntoPlace(source: string, target: string): Promise<void> {
     const created = await mkdir(dirname(target), { recursive: true });
     await rename(source, target);
     for (let dir = dirname(target); ; dir = dirname(dir)) {
       await syncDirectory(dir);
       if (created === undefined || dir === this.root || !dir.startsWith(dirname(created))) break;
     }
-    await this.deleteUpload(uploadId);
   }
 
-  /** Copies finished parts, each bounded by its recorded size, into one new file. */
-  private async assemble(uploadId: string, parts: readonly UploadPart[], path: string): Promise<void> {
-    await rm(path, { force: true }); // a crashed earlier attempt
-    const handle = await open(path, 'wx');
-    let complete = false;
-    try {
-      let position = 0;
-      for (const part of parts) {
-        if (part.size === 0) continue;
-        for await (const chunk of createReadStream(this.partPath(uploadId, part.name), { start: 0, end: part.size - 1, highWaterMark: WRITE_BATCH })) {
-          const buffer = chunk as Buffer;
-          await writeAll(handle, buffer, position);
-          position += buffer.length;
-        }
-      }
-      complete = true;
-    } finally {
-      await handle.close();
-      // A copy that did not fit gives its space back at once.
-      if (!complete) await rm(path, { force: true });
-    }
+  /** The recorded parts of an object of several parts, or undefined when there is no such object. */
+  private async segments(path: string): Promise<{ dir: string; parts: UploadPart[]; committedAt: Date } | undefined> {
+    const dir = `${path}${SEGMENTED}`;
+    const list = join(dir, PART_LIST);
+    const text = await readFile(list, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined;
+      throw error;
+    });
+    if (text === undefined) return undefined;
+    const parts = parsePartList(text, list);
+    const { mtime } = await stat(list);
+    return { dir, parts, committedAt: mtime };
   }
 
   /** The whole area goes, whatever it holds (a directory removal costs the same either way). */
@@ -197,7 +214,11 @@ export class FilesystemBlobStore implements BlobStore {
     });
     for (const entry of entries) {
       const key = `${prefix}/${entry.name}`;
-      if (entry.isDirectory()) {
+      if (entry.isDirectory() && entry.name.endsWith(SEGMENTED)) {
+        const objectKey = key.slice(0, -SEGMENTED.length);
+        const object = KEY.test(objectKey) ? await this.segments(join(this.root, objectKey)).catch(() => undefined) : undefined;
+        if (object) yield { key: objectKey, size: totalSize(object.parts), lastModified: object.committedAt };
+      } else if (entry.isDirectory()) {
         yield* this.walk(join(dir, entry.name), key);
       } else if (entry.isFile() && KEY.test(key)) {
         const info = await stat(join(dir, entry.name)).catch(() => undefined); // deleted meanwhile
@@ -213,7 +234,10 @@ export class FilesystemBlobStore implements BlobStore {
       if (error.code === 'ENOENT') return undefined;
       throw error;
     });
-    if (!handle) return undefined;
+    if (!handle) {
+      const object = await this.segments(path);
+      return object && Readable.from(slices(object.dir, object.parts, range), { objectMode: false });
+    }
     if (range.end < range.start) {
       await handle.close();
       return Readable.from([]);
@@ -222,17 +246,21 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   async size(key: string): Promise<number | undefined> {
-    const info = await stat(this.keyPath(key)).catch((error: NodeJS.ErrnoException) => {
+    const path = this.keyPath(key);
+    const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return undefined;
       throw error;
     });
-    return info?.size;
+    if (info) return info.size;
+    const object = await this.segments(path);
+    return object && totalSize(object.parts);
   }
 
   async delete(key: string): Promise<void> {
     const path = this.keyPath(key);
     // The per-digest directory stays: removing it could race a re-upload creating its file there.
     await rm(path, { force: true });
+    await rm(`${path}${SEGMENTED}`, { recursive: true, force: true });
   }
 
   async checkHealth(): Promise<void> {
@@ -257,6 +285,59 @@ async function* concatenated(parts: { path: string; size: number }[]): AsyncGene
       yield chunk as Buffer;
     }
   }
+}
+
+/** The bytes of `range` of an object whose parts, in order, are files in `dir`. */
+async function* slices(dir: string, parts: readonly UploadPart[], range: ByteRange): AsyncGenerator<Buffer> {
+  let offset = 0;
+  for (const part of parts) {
+    const first = Math.max(range.start, offset);
+    const last = Math.min(range.end, offset + part.size - 1);
+    offset += part.size;
+    if (first > last) continue;
+    const from = first - (offset - part.size);
+    const path = join(dir, part.name);
+    for await (const chunk of createReadStream(path, { start: from, end: from + (last - first), highWaterMark: READ_CHUNK })) {
+      yield chunk as Buffer;
+    }
+  }
+}
+
+function parsePartList(text: string, path: string): UploadPart[] {
+  const parsed: unknown = JSON.parse(text);
+  const valid = (part: unknown): part is UploadPart =>
+    typeof part === 'object' && part !== null &&
+    typeof (part as UploadPart).name === 'string' && PART_NAME.test((part as UploadPart).name) &&
+    Number.isSafeInteger((part as UploadPart).size) && (part as UploadPart).size > 0;
+  if (!Array.isArray(parsed) || !parsed.every(valid)) throw new Error(`damaged part list ${path}`);
+  return parsed;
+}
+
+const totalSize = (parts: readonly UploadPart[]): number => parts.reduce((sum, part) => sum + part.size, 0);
+
+/** Dates a committed file now (the collector's sweep judges age by it), flushes it and makes it read-only. */
+async function sealFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    const now = new Date();
+    await handle.utimes(now, now);
+    await handle.sync();
+    // Committed bytes are read-only, to us as to anyone.
+    await handle.chmod(0o444);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Parts flushed at once: libuv's threads, which the flushes would otherwise queue for. */
+const FLUSHES_IN_FLIGHT = 4;
+
+async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await work(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /**
@@ -284,15 +365,7 @@ async function writevAll(handle: FileHandle, buffers: Buffer[], position: number
   }
 }
 
-async function writeAll(handle: FileHandle, buffer: Buffer, position: number): Promise<void> {
-  let offset = 0;
-  while (offset < buffer.length) {
-    const { bytesWritten } = await handle.write(buffer, offset, buffer.length - offset, position + offset);
-    offset += bytesWritten;
-  }
-}
-
-/** Flushes a file (opened for writing) or a directory (opened for reading) to the disk. */
+/** Flushes a file or a directory (opened for reading) to the disk. */
 async function sync(path: string, flags: 'r+' | 'r'): Promise<void> {
   const handle = await open(path, flags);
   try {
@@ -302,5 +375,5 @@ async function sync(path: string, flags: 'r+' | 'r'): Promise<void> {
   }
 }
 
-const syncFile = (path: string): Promise<void> => sync(path, 'r+');
+const syncFile = (path: string, flags: 'r+' | 'r' = 'r+'): Promise<void> => sync(path, flags);
 const syncDirectory = (path: string): Promise<void> => sync(path, 'r');

@@ -169,6 +169,32 @@ for (const driver of drivers) {
       assert.equal(sha(await collect(await store.read(target, { start: 0, end: whole.length - 1 }))), sha(whole));
     });
 
+    it('reads an object of several parts in any range, across part boundaries, and deletes it whole', async () => {
+      const contents = [randomBytes(5 * MiB + 3), randomBytes(17), Buffer.alloc(0), randomBytes(2 * MiB), randomBytes(1)];
+      const { id, parts } = await upload(contents);
+      // A writer that lost its claim may leave a file nobody recorded: it is never part of the object.
+      await opened.abandonWrite(id);
+      const target = key();
+      await store.commitUpload(id, parts, target);
+      const whole = Buffer.concat(contents);
+      assert.equal(await store.size(target), whole.length);
+      const boundaries = [0, 5 * MiB + 2, 5 * MiB + 3, 5 * MiB + 19, 7 * MiB + 19, whole.length - 1];
+      for (const start of boundaries) {
+        for (const end of boundaries.filter((end) => end >= start)) {
+          const got = await collect(await store.read(target, { start, end }));
+          assert.ok(got.equals(whole.subarray(start, end + 1)), `bytes ${start}-${end}`);
+        }
+      }
+      assert.equal((await collect(await store.read(target, { start: 3, end: 2 }))).length, 0, 'an empty range');
+      const listed: string[] = [];
+      for await (const object of store.listCommitted()) if (object.key === target) listed.push(object.key);
+      assert.deepEqual(listed, [target], 'listed once, as one object');
+      await store.delete(target);
+      assert.equal(await store.size(target), undefined);
+      assert.equal(await store.read(target, { start: 0, end: 0 }), undefined);
+      for await (const object of store.listCommitted()) assert.notEqual(object.key, target);
+    });
+
     it('commits an upload of no bytes at all as an empty object', async () => {
       const id = randomUUID();
       await store.createUpload(id);
