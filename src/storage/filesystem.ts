@@ -9,7 +9,7 @@
 // written whole by one request and closed before the part is recorded, so nothing can write into
 // a listed part; a request that lost its claim can only have written an unlisted file, never read.
 import { createReadStream } from 'node:fs';
-import { access, constants, mkdir, open, opendir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, open, opendir, readFile, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -67,7 +67,8 @@ export class FilesystemBlobStore implements BlobStore {
   async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number> {
     // 'wx': a part is created by exactly one request, and a name is never written twice.
     const path = this.partPath(uploadId, part);
-    const handle = await openOrMissing(uploadId, path, 'wx');
+    // Created read-only: once written, a part is never written again (this descriptor still may).
+    const handle = await openOrMissing(uploadId, path, 'wx', 0o444);
     // Socket chunks are small (64 KiB); gathering them into large vectored writes, with one write
     // in flight while the next batch is received and hashed, keeps the disk and the CPU both busy.
     // A failed write is recorded at once (never left as an unhandled rejection) and ends the loop.
@@ -130,28 +131,68 @@ export class FilesystemBlobStore implements BlobStore {
 
   async commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void> {
     const target = this.keyPath(key);
-    for (const part of parts) await this.checkPart(uploadId, part);
+    // A part of no bytes adds nothing to the object, but a recorded one must be there all the same.
+    for (const part of parts) if (part.size === 0) await this.checkPart(uploadId, part);
     const written = parts.filter((part) => part.size > 0);
     if (written.length > 1) return this.commitSegmented(uploadId, written, target);
-    const source = written.length === 1 ? this.partPath(uploadId, (written[0] as UploadPart).name) : join(this.uploadPath(uploadId), ASSEMBLY);
-    if (written.length === 0) await writeFile(source, '', { flag: 'w' });
-    // A single part keeps the time it was written, which may be long before this commit; the
-    // garbage collector's sweep judges a blob's age by this time.
-    await sealFile(source);
+    let source: string;
+    if (written.length === 1) {
+      const part = written[0] as UploadPart;
+      source = this.partPath(uploadId, part.name);
+      await this.seal(uploadId, part, true);
+    } else {
+      source = join(this.uploadPath(uploadId), ASSEMBLY);
+      await rm(source, { force: true }); // a crashed earlier attempt
+      await writeFile(source, '', { flag: 'wx', mode: 0o444 });
+      await syncFile(source);
+    }
     await this.moveIntoPlace(source, target);
-    await this.deleteUpload(uploadId);
+    await this.removeArea(uploadId);
   }
 
   /** Several parts: list them, make everything durable, and move the whole area under the key. */
   private async commitSegmented(uploadId: string, parts: readonly UploadPart[], target: string): Promise<void> {
     const area = this.uploadPath(uploadId);
-    await inParallel(parts, FLUSHES_IN_FLIGHT, (part) => sealFile(this.partPath(uploadId, part.name)));
+    await inParallel(parts, FLUSHES_IN_FLIGHT, (part) => this.seal(uploadId, part, false));
     const list = join(area, PART_LIST);
     await rm(list, { force: true }); // a crashed earlier attempt
     await writeFile(list, JSON.stringify(parts.map(({ name, size }) => ({ name, size }))), { flag: 'wx', mode: 0o444 });
-    await syncFile(list, 'r');
+    await syncFile(list);
     await syncDirectory(area);
     await this.moveIntoPlace(area, `${target}${SEGMENTED}`);
+  }
+
+  /**
+   * Checks a recorded part (there, and of its recorded size) and flushes it to disk. `dated`: it
+   * becomes an object's file, whose time the collector's sweep reads as the commit time, so a part
+   * written a while ago is dated now. Parts are created read-only (see writePart).
+   */
+  private async seal(uploadId: string, part: UploadPart, dated: boolean): Promise<void> {
+    const handle = await openOrMissing(uploadId, this.partPath(uploadId, part.name), 'r');
+    try {
+      const info = await handle.stat();
+      if (info.size !== part.size) throw new UploadAreaMissingError(uploadId);
+      if (dated && Date.now() - info.mtimeMs > FRESH_MS) {
+        const now = new Date();
+        await handle.utimes(now, now);
+      }
+      if (info.mode & 0o222) await handle.chmod(0o444); // a part written by an earlier version
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Removes an upload area after its only part became an object: usually empty by then. */
+  private async removeArea(uploadId: string): Promise<void> {
+    try {
+      await rmdir(this.uploadPath(uploadId));
+    } catch (error) {
+      const { code } = error as NodeJS.ErrnoException;
+      if (code === 'ENOENT') return;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+      await this.deleteUpload(uploadId); // files a writer that lost its claim left behind
+    }
   }
 
   /** Renames a durable file or directory to `target`, and makes the new directory entries durable too. */
@@ -269,9 +310,9 @@ export class FilesystemBlobStore implements BlobStore {
 }
 
 /** Opens a file in an upload area; a missing area is reported as such, not as a storage fault. */
-async function openOrMissing(uploadId: string, path: string, flags: string): Promise<FileHandle> {
+async function openOrMissing(uploadId: string, path: string, flags: string, mode?: number): Promise<FileHandle> {
   try {
-    return await open(path, flags);
+    return await open(path, flags, mode);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new UploadAreaMissingError(uploadId);
     throw error;
@@ -315,19 +356,8 @@ function parsePartList(text: string, path: string): UploadPart[] {
 
 const totalSize = (parts: readonly UploadPart[]): number => parts.reduce((sum, part) => sum + part.size, 0);
 
-/** Dates a committed file now (the collector's sweep judges age by it), flushes it and makes it read-only. */
-async function sealFile(path: string): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    const now = new Date();
-    await handle.utimes(now, now);
-    await handle.sync();
-    // Committed bytes are read-only, to us as to anyone.
-    await handle.chmod(0o444);
-  } finally {
-    await handle.close();
-  }
-}
+/** A part written within this long counts as written at its commit (the sweep's grace is hours). */
+const FRESH_MS = 60_000;
 
 /** Parts flushed at once: libuv's threads, which the flushes would otherwise queue for. */
 const FLUSHES_IN_FLIGHT = 4;
@@ -365,9 +395,9 @@ async function writevAll(handle: FileHandle, buffers: Buffer[], position: number
   }
 }
 
-/** Flushes a file or a directory (opened for reading) to the disk. */
-async function sync(path: string, flags: 'r+' | 'r'): Promise<void> {
-  const handle = await open(path, flags);
+/** Flushes a file or a directory to the disk (a descriptor opened for reading will do). */
+async function sync(path: string): Promise<void> {
+  const handle = await open(path, 'r');
   try {
     await handle.sync();
   } finally {
@@ -375,5 +405,5 @@ async function sync(path: string, flags: 'r+' | 'r'): Promise<void> {
   }
 }
 
-const syncFile = (path: string, flags: 'r+' | 'r' = 'r+'): Promise<void> => sync(path, flags);
-const syncDirectory = (path: string): Promise<void> => sync(path, 'r');
+const syncFile = sync;
+const syncDirectory = sync;
