@@ -104,7 +104,7 @@ export class UploadService {
     checkRange(upload, incoming.range);
     const claim = await this.claim(upload);
     try {
-      return await this.write(upload, claim, incoming, false);
+      return await this.write(upload, claim, incoming, 'append');
     } finally {
       claim.stop();
     }
@@ -116,7 +116,8 @@ export class UploadService {
     if (incoming) checkRange(upload, incoming.range);
     const claim = await this.claim(upload);
     try {
-      if (incoming) upload = (await this.write(upload, claim, incoming, true)).upload;
+      // The last chunk is not recorded on its own: the commit below ends the session anyway.
+      if (incoming) upload = (await this.write(upload, claim, incoming, 'last')).upload;
       const computed = await this.withArea(upload, () => this.computeDigest(upload, digest));
       if (computed !== digest.value) {
         await this.discard(upload); // nothing of a wrong upload is kept
@@ -273,8 +274,14 @@ export class UploadService {
     return upload;
   }
 
-  /** Writes one part under `claim` and records it; the claim is released unless `keepClaim`. */
-  private async write(upload: UploadRecord, claim: Claim, { body, range, length }: IncomingBytes, keepClaim: boolean): Promise<WriteResult> {
+  /**
+   * Writes one part under `claim`. An 'append' (PATCH) records it and releases the claim. The
+   * 'last' part of a PUT is only returned: the commit that follows under the same claim records
+   * the blob and ends the session in one transaction; were it to fail, the unrecorded part is
+   * never used, as that of a writer who lost its claim.
+   */
+  private async write(upload: UploadRecord, claim: Claim, { body, range, length }: IncomingBytes, kind: 'append' | 'last'): Promise<WriteResult> {
+    const keepClaim = kind === 'last';
     const part = `${upload.size}-${claim.writer}`;
     // Taken out of the shared map while this request owns it: were the claim lost, a stalled
     // write could otherwise feed bytes into the hash that the next claimant uses.
@@ -288,8 +295,10 @@ export class UploadService {
         throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });
       }
       const recorded: UploadPart = { name: part, size: written };
-      if (!(await this.metadata.advanceUpload(upload.id, claim.writer, upload.size, recorded, keepClaim))) {
-        throw errors.uploadInvalid('upload was modified concurrently; check its status and retry');
+      if (kind === 'append') {
+        if (!(await this.metadata.advanceUpload(upload.id, claim.writer, upload.size, recorded, false))) {
+          throw errors.uploadInvalid('upload was modified concurrently; check its status and retry');
+        }
       }
       state.size = upload.size + written;
       this.remember(upload.id, state);
