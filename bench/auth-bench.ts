@@ -80,6 +80,8 @@ async function main(): Promise<void> {
               smallConcurrency: 1,
               getSeconds: seconds,
               getConcurrency: 64,
+              mixedClients: 1,
+              mixedSeconds: 1,
               loadGenerator: defaultLoadGenerator(),
               seed: 1,
               scenarios: ['manifest-get'],

@@ -41,6 +41,12 @@ export class HttpClient {
   };
   /** Authorization header per repository ('' for everything else). */
   private readonly authorizations = new Map<string, Promise<string>>();
+  /**
+   * Actions asked for per repository so far. A new token asks for these as well as the challenge's,
+   * as Docker's client does: otherwise a DELETE (scope `delete`) and a push (`pull,push`) in one
+   * repository would each replace the other's token, one token request per switch.
+   */
+  private readonly actions = new Map<string, Set<string>>();
   private readonly origin: string;
 
   constructor(
@@ -92,7 +98,7 @@ export class HttpClient {
     if (!params.realm) throw new Error(`Bearer challenge without realm: ${challenge}`);
     const tokenUrl = new URL(params.realm);
     if (params.service) tokenUrl.searchParams.set('service', params.service);
-    const scope = params.scope ?? (key ? `repository:${key}:pull,push` : undefined);
+    const scope = this.widen(key, params.scope ?? (key ? `repository:${key}:pull,push` : undefined));
     if (scope) tokenUrl.searchParams.set('scope', scope);
     const response = await this.send(tokenUrl, { method: 'GET', url: tokenUrl.href }, basic);
     if (response.status !== 200) throw new Error(`token request to ${tokenUrl.origin} failed: ${describe(response)}`);
@@ -100,6 +106,16 @@ export class HttpClient {
     const token = body.token ?? body.access_token;
     if (!token) throw new Error('token response has no token');
     return `Bearer ${token}`;
+  }
+
+  /** `repository:<key>:<actions>` with every action asked for in that repository before; other scopes as given. */
+  private widen(key: string, scope: string | undefined): string | undefined {
+    const prefix = `repository:${key}:`;
+    if (!key || scope === undefined || !scope.startsWith(prefix) || scope.includes(' ')) return scope;
+    const actions = this.actions.get(key) ?? new Set<string>();
+    for (const action of scope.slice(prefix.length).split(',')) if (action) actions.add(action);
+    this.actions.set(key, actions);
+    return `${prefix}${[...actions].join(',')}`;
   }
 
   /** One exchange, sent again if it went to a kept-alive connection that the server had just closed. */

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import type { Credentials } from './http-client.js';
 import { defaultLoadGenerator, type LoadGenerator } from './wrk.js';
 
-export const SCENARIOS = ['push-monolithic', 'push-chunked', 'pull', 'small-push', 'manifest-get'] as const;
+export const SCENARIOS = ['push-monolithic', 'push-chunked', 'pull', 'small-push', 'manifest-get', 'mixed'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -14,6 +14,9 @@ export interface BenchOptions {
   smallConcurrency: number;
   getSeconds: number;
   getConcurrency: number;
+  /** Clients of the mixed push/re-tag/pull/delete load, and how long it runs. */
+  mixedClients: number;
+  mixedSeconds: number;
   /** What sends the manifest GETs: wrk (when installed) or the benchmark's own Node client. */
   loadGenerator: LoadGenerator;
   /** Seed of the large blobs' content (the chunked blob uses seed + 1). */
@@ -26,15 +29,33 @@ export interface BenchOptions {
 export interface ExtraOption {
   default?: string;
   help: string;
+  /** A switch without a value: 'true' when given, else the default. */
+  flag?: boolean;
 }
 
-const SHARED_HELP = `
-  --blob-mib N            size of the large blob, MiB (default 1024)
-  --chunk-mib N           PATCH size of the chunked push, MiB (default 16)
-  --small N               small image pushes (default 500)
-  --small-concurrency N   concurrent small image pushes (default 16)
-  --get-seconds N         duration of the manifest GET test (default 10)
-  --get-concurrency N     concurrent manifest GETs (default 64)
+/** The shared options that take a number, with their defaults (a command may choose its own). */
+export const SHARED_DEFAULTS = {
+  'blob-mib': '1024',
+  'chunk-mib': '16',
+  small: '500',
+  'small-concurrency': '16',
+  'get-seconds': '10',
+  'get-concurrency': '64',
+  'mixed-clients': '32',
+  'mixed-seconds': '30',
+} as const;
+export type SharedDefaults = Partial<Record<keyof typeof SHARED_DEFAULTS, string>>;
+
+function sharedHelp(defaults: Record<keyof typeof SHARED_DEFAULTS, string>): string {
+  return `
+  --blob-mib N            size of the large blob, MiB (default ${defaults['blob-mib']})
+  --chunk-mib N           PATCH size of the chunked push, MiB (default ${defaults['chunk-mib']})
+  --small N               small image pushes (default ${defaults.small})
+  --small-concurrency N   concurrent small image pushes (default ${defaults['small-concurrency']})
+  --get-seconds N         duration of the manifest GET test (default ${defaults['get-seconds']})
+  --get-concurrency N     concurrent manifest GETs (default ${defaults['get-concurrency']})
+  --mixed-clients N       clients of the mixed push/re-tag/pull/delete load (default ${defaults['mixed-clients']})
+  --mixed-seconds N       duration of the mixed load (default ${defaults['mixed-seconds']})
   --load-generator G      what sends the manifest GETs: wrk or node (default wrk when installed)
   --scenarios LIST        comma-separated subset of ${SCENARIOS.join(',')} (default all)
   --seed N                seed of the large blobs' content (default random)
@@ -42,24 +63,22 @@ const SHARED_HELP = `
   --password P            registry password (or environment variable BENCH_PASSWORD)
   --json                  print the results as JSON on stdout (the table goes to stderr)
   --help                  show this help`;
+}
 
-/** Parses argv into the shared options plus this command's own string options. */
+/** Parses argv into the shared options plus this command's own options. */
 export function parseCli(
   usage: string,
   extra: Record<string, ExtraOption>,
   argv = process.argv.slice(2),
+  ownDefaults: SharedDefaults = {},
 ): { bench: BenchOptions; extra: Record<string, string | undefined> } {
   const str = { type: 'string' } as const;
+  const defaults = { ...SHARED_DEFAULTS, ...ownDefaults };
   const { values } = parseArgs({
     args: argv,
     strict: true,
     options: {
-      'blob-mib': str,
-      'chunk-mib': str,
-      small: str,
-      'small-concurrency': str,
-      'get-seconds': str,
-      'get-concurrency': str,
+      ...Object.fromEntries(Object.keys(SHARED_DEFAULTS).map((name) => [name, str])),
       'load-generator': str,
       scenarios: str,
       seed: str,
@@ -67,7 +86,7 @@ export function parseCli(
       password: str,
       json: { type: 'boolean' },
       help: { type: 'boolean' },
-      ...Object.fromEntries(Object.keys(extra).map((name) => [name, str])),
+      ...Object.fromEntries(Object.entries(extra).map(([name, option]) => [name, option.flag ? { type: 'boolean' } : str])),
     },
   });
   const all: Record<string, string | boolean | undefined> = values;
@@ -77,23 +96,27 @@ export function parseCli(
   };
   if (values.help) {
     const own = Object.entries(extra).map(([name, option]) => `  --${name.padEnd(22)}${option.help}`);
-    console.log(`${usage}\n\nOptions:\n${own.join('\n')}${SHARED_HELP}`);
+    console.log(`${usage}\n\nOptions:\n${own.join('\n')}${sharedHelp(defaults)}`);
     process.exit(0);
   }
   const bench: BenchOptions = {
-    blobMib: positive(text, 'blob-mib', '1024'),
-    chunkMib: positive(text, 'chunk-mib', '16'),
-    small: positive(text, 'small', '500', true),
-    smallConcurrency: positive(text, 'small-concurrency', '16', true),
-    getSeconds: positive(text, 'get-seconds', '10'),
-    getConcurrency: positive(text, 'get-concurrency', '64', true),
+    blobMib: positive(text, 'blob-mib', defaults['blob-mib']),
+    chunkMib: positive(text, 'chunk-mib', defaults['chunk-mib']),
+    small: positive(text, 'small', defaults.small, true),
+    smallConcurrency: positive(text, 'small-concurrency', defaults['small-concurrency'], true),
+    getSeconds: positive(text, 'get-seconds', defaults['get-seconds']),
+    getConcurrency: positive(text, 'get-concurrency', defaults['get-concurrency'], true),
+    mixedClients: positive(text, 'mixed-clients', defaults['mixed-clients'], true),
+    mixedSeconds: positive(text, 'mixed-seconds', defaults['mixed-seconds']),
     loadGenerator: loadGenerator(text('load-generator')),
     seed: text('seed') === undefined ? randomInt(2 ** 31) : positive(text, 'seed', '0', true, true),
     scenarios: scenarios(text('scenarios')),
     json: values.json === true,
     ...credentials(text('username'), text('password') ?? process.env.BENCH_PASSWORD),
   };
-  const extras = Object.fromEntries(Object.entries(extra).map(([name, option]) => [name, text(name) ?? option.default]));
+  const extras = Object.fromEntries(
+    Object.entries(extra).map(([name, option]) => [name, option.flag ? (all[name] === true ? 'true' : option.default) : (text(name) ?? option.default)]),
+  );
   return { bench, extra: extras };
 }
 

@@ -23,6 +23,14 @@ export interface Descriptor {
   size: number;
 }
 
+/** A pushed small image: its manifest's exact bytes and digest, and its one layer. */
+export interface SmallImage {
+  repository: string;
+  digest: string;
+  manifest: Buffer;
+  layer: Descriptor;
+}
+
 export const sha256 = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
 function expectStatus(response: HttpResponse, expected: number, what: string): HttpResponse {
@@ -104,9 +112,9 @@ export class RegistryOps {
     return { mediaType, digest, size: bytes.length };
   }
 
-  /** PUT /v2/<name>/manifests/<reference> → the manifest's digest. */
-  async putManifest(repository: string, reference: string, manifest: object): Promise<string> {
-    const body = Buffer.from(JSON.stringify(manifest));
+  /** PUT /v2/<name>/manifests/<reference> → the manifest's digest. `manifest` as an object or its exact bytes. */
+  async putManifest(repository: string, reference: string, manifest: object | Buffer): Promise<string> {
+    const body = Buffer.isBuffer(manifest) ? manifest : Buffer.from(JSON.stringify(manifest));
     const response = await this.http.request({
       method: 'PUT',
       url: `/v2/${repository}/manifests/${reference}`,
@@ -119,12 +127,37 @@ export class RegistryOps {
 
   /** A small image: a config blob and a random layer pushed monolithically, then its manifest by tag. */
   async pushSmallImage(repository: string, tag: string, nonce: string): Promise<string> {
+    return (await this.pushSmallImageDetailed(repository, tag, nonce)).digest;
+  }
+
+  /** pushSmallImage, returning what a later re-tag, pull or delete of the image needs (5 requests). */
+  async pushSmallImageDetailed(repository: string, tag: string, nonce: string): Promise<SmallImage> {
     const configBytes = Buffer.from(
       JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, nonce }),
     );
     const config = await this.pushBlob(repository, configBytes, 'application/vnd.oci.image.config.v1+json');
     const layer = await this.pushBlob(repository, randomBytes(SMALL_LAYER_BYTES), 'application/vnd.oci.image.layer.v1.tar+gzip');
-    return this.putManifest(repository, tag, { schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers: [layer] });
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers: [layer] }));
+    const digest = await this.putManifest(repository, tag, manifest);
+    return { repository, digest, manifest, layer };
+  }
+
+  /** PUT an image's manifest (the same bytes) under one more tag (1 request). */
+  async retag(image: SmallImage, tag: string): Promise<void> {
+    await this.putManifest(image.repository, tag, image.manifest);
+  }
+
+  /** GET the manifest by tag (its digest checked), then its layer (its size checked): 2 requests. */
+  async pullSmallImage(image: SmallImage, tag: string): Promise<void> {
+    await this.getManifest(image.repository, tag, image.digest);
+    const bytes = await this.pullBlob(image.repository, image.layer.digest);
+    if (bytes !== image.layer.size) throw new Error(`pull ${image.layer.digest}: ${bytes} bytes, expected ${image.layer.size}`);
+  }
+
+  /** DELETE /v2/<name>/manifests/<digest> → 202; the registry drops the tags that pointed at it. */
+  async deleteManifest(repository: string, digest: string): Promise<void> {
+    const response = await this.http.request({ method: 'DELETE', url: `/v2/${repository}/manifests/${digest}` });
+    expectStatus(response, 202, `delete manifest ${repository}@${digest}`);
   }
 
   /** GET a blob, discarding its bytes → how many there were. */

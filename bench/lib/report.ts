@@ -11,13 +11,15 @@ export function table(headers: string[], rows: string[][]): string {
 }
 
 export function formatNumber(value: number): string {
-  if (!Number.isFinite(value)) return String(value);
+  // NaN: no figure (e.g. a ratio of two zero counts, a percentile of no requests).
+  if (Number.isNaN(value)) return '-';
+  if (!Number.isFinite(value)) return value > 0 ? '∞' : '-∞';
   return value.toFixed(Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2);
 }
 
-/** The metric's value, or "error" when its scenario failed. */
+/** The metric's value (counts whole), or "error" when its scenario failed. */
 export const formatMetric = (metric: Metric | undefined): string =>
-  metric?.value === undefined ? (metric?.error ? 'error' : '-') : formatNumber(metric.value);
+  metric?.value === undefined ? (metric?.error ? 'error' : '-') : metric.unit === 'count' ? String(metric.value) : formatNumber(metric.value);
 
 /** The errors of a result, one line per failed scenario. */
 export function errorLines(result: BenchResult, name: string): string[] {

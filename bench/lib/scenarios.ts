@@ -1,9 +1,10 @@
-// The five measurements, run one after the other against one registry.
+// The measurements, run one after the other against one registry.
 import { randomBytes } from 'node:crypto';
 import { HttpClient } from './http-client.js';
 import type { BenchOptions, Scenario } from './options.js';
 import { PatternBlob } from './pattern-blob.js';
 import { ascending, percentile, runCount, runFor, timed } from './pool.js';
+import { mixed } from './mixed.js';
 import { MANIFEST_ACCEPT, RegistryOps } from './registry-ops.js';
 import { runWrk, type WrkTarget } from './wrk.js';
 
@@ -32,12 +33,14 @@ export interface BenchResult {
   details: Record<string, Record<string, number>>;
 }
 
-interface Measured {
+export interface Measured {
   values: Record<string, number>;
   detail: Record<string, number>;
+  /** Metrics that have a value but did not go as they should (e.g. some requests failed), by id. */
+  errors?: Record<string, string>;
 }
 
-interface Context {
+export interface Context {
   ops: RegistryOps;
   options: BenchOptions;
   repository: (purpose: string) => string;
@@ -45,7 +48,7 @@ interface Context {
   pushed?: { repository: string; digest: string; size: number };
 }
 
-interface ScenarioDef {
+export interface ScenarioDef {
   metrics: (options: BenchOptions) => MetricSpec[];
   run: (context: Context) => Promise<Measured>;
 }
@@ -79,13 +82,20 @@ const SCENARIO_DEFS: Record<Scenario, ScenarioDef> = {
     ],
     run: manifestGets,
   },
+  mixed,
 };
 
 /** The metrics a run with these options reports, in order. */
 export const metricSpecs = (options: BenchOptions): MetricSpec[] =>
   options.scenarios.flatMap((name) => SCENARIO_DEFS[name].metrics(options));
 
-export async function runBenchmark(url: string, options: BenchOptions, log: (line: string) => void): Promise<BenchResult> {
+/** Called around each scenario, e.g. to read the server's memory. */
+export interface ScenarioHooks {
+  before?: (scenario: Scenario) => void;
+  after?: (scenario: Scenario) => void;
+}
+
+export async function runBenchmark(url: string, options: BenchOptions, log: (line: string) => void, hooks: ScenarioHooks = {}): Promise<BenchResult> {
   const http = new HttpClient(url, options.credentials);
   const run = randomBytes(4).toString('hex');
   const context: Context = { ops: new RegistryOps(http), options, repository: (purpose) => `bench-${run}/${purpose}` };
@@ -94,14 +104,18 @@ export async function runBenchmark(url: string, options: BenchOptions, log: (lin
     for (const name of options.scenarios) {
       const specs = SCENARIO_DEFS[name].metrics(options);
       log(`${name}: ${specs[0]?.label ?? ''} …`);
+      hooks.before?.(name);
       try {
-        const { values, detail } = await SCENARIO_DEFS[name].run(context);
-        result.metrics.push(...specs.map((spec) => ({ ...spec, value: values[spec.id] })));
+        const { values, detail, errors = {} } = await SCENARIO_DEFS[name].run(context);
+        result.metrics.push(...specs.map((spec) => ({ ...spec, value: values[spec.id], ...(errors[spec.id] ? { error: errors[spec.id] } : {}) })));
         result.details[name] = detail;
+        for (const error of Object.values(errors)) log(`${name}: ${error}`);
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         log(`${name} failed: ${message}`);
         result.metrics.push(...specs.map((spec) => ({ ...spec, error: message })));
+      } finally {
+        hooks.after?.(name);
       }
     }
   } finally {

@@ -8,6 +8,7 @@ import http from 'node:http';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readMemory, type ResidentMemory } from './process-memory.js';
 
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 5_000;
@@ -17,6 +18,10 @@ export interface RunningRegistry {
   name: string;
   url: string;
   dataDir: string;
+  /** The server's process id. */
+  pid: number;
+  /** The server's resident memory now and its peak (VmRSS, VmHWM), or undefined once it is gone. */
+  memory: () => ResidentMemory | undefined;
   /** The last 64 KiB of the process's stdout and stderr. */
   output: () => string;
   /** SIGTERM (SIGKILL after 5 s), then removes the data directory. */
@@ -156,6 +161,8 @@ export async function startRegistry(spec: ProcessSpec, tmpBase: string): Promise
       name: spec.name,
       url: `http://${host}`,
       dataDir,
+      pid: started.pid ?? -1,
+      memory: () => (started.pid === undefined ? undefined : readMemory(started.pid)),
       output: () => output,
       stop: () => stopProcess(started, exited).finally(stopSync),
       stopSync,
