@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=32
 // portcullis serve | migrate | user … | policy apply/export | access check | keys rotate/list | audit verify | gc
 import './threadpool.js';
-import { missingServerFlags } from './node-flags.js';
+import { applyServerV8Settings, missingServerFlags } from './node-flags.js';
 import { Command } from 'commander';
 import { ConfigError, databaseConfig } from '../config/config.js';
 import { createLogger } from '../log.js';
@@ -41,6 +41,7 @@ program
   .action(async () => {
     const current = config();
     const log = createLogger(current.log.level);
+    applyServerV8Settings();
     // A bug that escapes a request must be seen, but must not take every other request down.
     process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
     // Loaded here: the whole server (HTTP, verifiers, drivers) is more than the other commands need.
