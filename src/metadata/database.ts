@@ -42,6 +42,7 @@ export function commitBarrier(db: Knex): CommitBarrier {
 }
 
 export function openDatabase(config: DatabaseConfig): Knex {
+  inlineLimits();
   if (config.driver === 'postgres') {
     const db = knex({
       client: 'pg',
@@ -80,6 +81,27 @@ export function openDatabase(config: DatabaseConfig): Knex {
   });
   if (group) groupCommits.set(db, group);
   return db;
+}
+
+let limitsInlined = false;
+
+/**
+ * SQLite prepares a statement again at every run when its LIMIT is a bound parameter (the plan
+ * may depend on it): three times the cost of the lookup itself. knex binds every limit, that of
+ * `.first()` too. Its limits are integers (it parses them, and drops anything else), so they are
+ * written into the SQL instead, for every knex query of the process.
+ */
+function inlineLimits(): void {
+  if (limitsInlined) return;
+  limitsInlined = true;
+  type Limit = (this: unknown, value: unknown, options?: { skipBinding?: boolean }) => unknown;
+  // The class that defines it, shared by every dialect's builder.
+  let builder = Object.getPrototypeOf(knex({ client: 'pg' }).queryBuilder()) as { limit: Limit };
+  while (!Object.prototype.hasOwnProperty.call(builder, 'limit')) builder = Object.getPrototypeOf(builder) as { limit: Limit };
+  const bound = builder.limit;
+  builder.limit = function (value, options) {
+    return bound.call(this, value, { skipBinding: true, ...options });
+  };
 }
 
 interface SqliteConnection {

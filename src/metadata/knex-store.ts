@@ -1,5 +1,6 @@
 // MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
 import type { Knex } from 'knex';
+import { CompiledQuery } from './compiled-query.js';
 import { withDatabase } from './errors.js';
 import { BLOB_REVIEWS, enqueueBlobReviews, enqueueManifestReviews, MANIFEST_REVIEWS, STORAGE_DELETES, touchBlobReviews, transactionWithRetry } from './gc-queue.js';
 import { appendAuditEvents } from './knex-auth-stores.js';
@@ -70,6 +71,7 @@ const parseAnnotations = (text: string | null): Record<string, string> | undefin
 
 /** The columns toManifest reads. */
 const MANIFEST_COLUMNS = ['digest', 'media_type', 'artifact_type', 'subject_digest', 'annotations', 'size', 'payload'] as const;
+type ManifestLookupRow = Omit<ManifestRow, 'id'>;
 
 const toManifest = (row: Omit<ManifestRow, 'id'>): ManifestRecord => ({
   digest: row.digest,
@@ -121,9 +123,28 @@ export async function removeManifest(trx: Knex.Transaction, repositoryId: number
 
 export class KnexMetadataStore implements MetadataStore {
   private readonly isPostgres: boolean;
+  private readonly manifestByTag: CompiledQuery<'repository' | 'tag', ManifestLookupRow>;
+  private readonly manifestByDigest: CompiledQuery<'repository' | 'digest', ManifestLookupRow>;
 
   constructor(private readonly db: Knex) {
     this.isPostgres = db.client.config.client === 'pg';
+    // Written from the tag's side so SQLite walks unique indexes (repository name → tag →
+    // manifest). The columns are named, so a column a later migration adds cannot change the
+    // result type of the plan a running server holds on PostgreSQL.
+    const columns = MANIFEST_COLUMNS.map((column) => `m.${column}`);
+    this.manifestByTag = new CompiledQuery(db, 'portcullis-manifest-by-tag', ['repository', 'tag'], (query, slot) =>
+      query('tags as t')
+        .join('repositories as r', 'r.id', 't.repository_id')
+        .join('manifests as m', 'm.id', 't.manifest_id')
+        .where({ 'r.name': slot('repository'), 't.name': slot('tag') })
+        .first(...columns),
+    );
+    this.manifestByDigest = new CompiledQuery(db, 'portcullis-manifest-by-digest', ['repository', 'digest'], (query, slot) =>
+      query('manifests as m')
+        .join('repositories as r', 'r.id', 'm.repository_id')
+        .where({ 'r.name': slot('repository'), 'm.digest': slot('digest') })
+        .first(...columns),
+    );
   }
 
   /** Runs a unit of work, reporting failures as the metadata errors (unavailable, unstorable value). */
@@ -379,23 +400,12 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   getManifest(repository: string, lookup: ManifestLookup): Promise<ManifestRecord | undefined> {
-    return this.run(async (db) => {
-      // Written from the tag's side so SQLite walks unique indexes (repository name → tag → manifest).
-      const query =
+    return this.run(async () => {
+      // The hottest query of a registry: every pull starts with it.
+      const row =
         'tag' in lookup
-          ? db('tags as t')
-              .join('repositories as r', 'r.id', 't.repository_id')
-              .join('manifests as m', 'm.id', 't.manifest_id')
-              .where({ 'r.name': repository, 't.name': lookup.tag })
-          : db('manifests as m')
-              .join('repositories as r', 'r.id', 'm.repository_id')
-              .where({ 'r.name': repository, 'm.digest': lookup.digest });
-      // The hottest query of a registry (every pull starts with it): on PostgreSQL a named
-      // statement, parsed and planned once per connection. Its columns are named, so a column a
-      // later migration adds cannot change the result type of the plan a running server holds.
-      const row = (await query
-        .first(...MANIFEST_COLUMNS.map((column) => `m.${column}`))
-        .options({ name: 'tag' in lookup ? 'portcullis-manifest-by-tag' : 'portcullis-manifest-by-digest' })) as Omit<ManifestRow, 'id'> | undefined;
+          ? await this.manifestByTag.first({ repository, tag: lookup.tag })
+          : await this.manifestByDigest.first({ repository, digest: lookup.digest });
       return row && toManifest(row);
     });
   }
