@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Author } from '../audit/events.js';
 import type { BlobRecord, MetadataStore } from '../metadata/store.js';
-import type { BlobStore, ByteRange } from '../storage/blob-store.js';
+import type { BlobStore, ByteRange, RangeReader } from '../storage/blob-store.js';
 import { NO_CHANGE_LOG, type ChangeLog } from './change-log.js';
 import { errors, RegistryError } from './errors.js';
 import { storage } from './storage-faults.js';
@@ -13,6 +13,12 @@ import { parseDigest, type Digest } from './reference.js';
 /** Storage key of one stored copy: the upload id makes each generation of a digest distinct. */
 export function blobKey(digest: Digest, generation: string): string {
   return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}/${generation}`;
+}
+
+/** The range asked for, else the whole blob, never past its recorded size. */
+function bounded(blob: BlobRecord, range?: ByteRange): ByteRange {
+  const end = blob.size - 1;
+  return range ? { start: range.start, end: Math.min(range.end, end) } : { start: 0, end };
 }
 
 /** A digest to read or delete: one that is not a valid digest names no blob. */
@@ -45,15 +51,26 @@ export class BlobService {
 
   /** Opens a blob's bytes: the range asked for, else all of them, never past the recorded size. */
   async open(blob: BlobRecord, range?: ByteRange): Promise<Readable> {
-    const end = blob.size - 1;
-    const bounded = range ? { start: range.start, end: Math.min(range.end, end) } : { start: 0, end };
-    const stream = await storage(() => this.store.read(blob.storageKey, bounded));
-    if (!stream) {
+    return this.found(blob, await storage(() => this.store.read(blob.storageKey, bounded(blob, range))));
+  }
+
+  /**
+   * The same bytes, read into the caller's buffers, when the store can do that (see
+   * BlobStore.openReader); undefined when it cannot, and `open` is the way.
+   */
+  async openReader(blob: BlobRecord, range?: ByteRange): Promise<RangeReader | undefined> {
+    const openReader = this.store.openReader?.bind(this.store);
+    if (!openReader) return undefined;
+    return this.found(blob, await storage(() => openReader(blob.storageKey, bounded(blob, range))));
+  }
+
+  private found<T>(blob: BlobRecord, bytes: T | undefined): T {
+    if (bytes === undefined) {
       // The metadata says it exists but the bytes are gone: storage was damaged behind our back.
       this.log.error({ digest: blob.digest, key: blob.storageKey }, 'blob bytes missing from storage');
       throw errors.blobUnknown(blob.digest);
     }
-    return stream;
+    return bytes;
   }
 
   /** Where the client may fetch the blob from the store itself, when the store hands out such URLs. */

@@ -78,12 +78,24 @@ export interface BlobStore {
   size(key: string): Promise<number | undefined>;
   delete(key: string): Promise<void>;
   /**
+   * Like `read`, but the caller supplies the memory: exactly `range`, read in order into buffers
+   * it hands over and gets back (a streamed pull then allocates nothing per chunk). Optional: a
+   * driver whose bytes arrive as a stream of its own (S3) leaves it out and `read` is used.
+   */
+  openReader?(key: string, range: ByteRange): Promise<RangeReader | undefined>;
+  /**
    * Where a client may fetch a committed object itself (a short-lived presigned URL), when the
    * driver is set up to hand such URLs out; undefined to stream it through the registry.
    */
   readUrl?(key: string): Promise<string | undefined>;
   /** Throws when the backend cannot serve requests (readiness). */
   checkHealth(): Promise<void>;
+}
+
+export interface RangeReader {
+  /** Reads the next bytes of the range into `into` (from its start); 0 once the range is done. */
+  read(into: Buffer): Promise<number>;
+  close(): Promise<void>;
 }
 
 /** The upload's bytes are gone (expired, or the session was finished elsewhere). */

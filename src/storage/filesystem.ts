@@ -13,7 +13,7 @@ import { access, constants, mkdir, open, opendir, readFile, readdir, rename, rm,
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { UploadAreaMissingError, type BlobStore, type ByteRange, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
+import { UploadAreaMissingError, type BlobStore, type ByteRange, type RangeReader, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
@@ -286,6 +286,19 @@ export class FilesystemBlobStore implements BlobStore {
     return handle.createReadStream({ start: range.start, end: range.end, highWaterMark: READ_CHUNK });
   }
 
+  async openReader(key: string, range: ByteRange): Promise<RangeReader | undefined> {
+    const path = this.keyPath(key);
+    const handle = await open(path, 'r').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    if (handle) return new FileRangeReader([{ handle, start: range.start, end: range.end }]);
+    const object = await this.segments(path);
+    if (!object) return undefined;
+    // Parts are opened as the reading reaches them (an object may have thousands).
+    return new FileRangeReader(pieces(object.dir, object.parts, range));
+  }
+
   async size(key: string): Promise<number | undefined> {
     const path = this.keyPath(key);
     const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
@@ -328,8 +341,8 @@ async function* concatenated(parts: { path: string; size: number }[]): AsyncGene
   }
 }
 
-/** The bytes of `range` of an object whose parts, in order, are files in `dir`. */
-async function* slices(dir: string, parts: readonly UploadPart[], range: ByteRange): AsyncGenerator<Buffer> {
+/** Where the bytes of `range` lie in an object's parts: in each part file touched, from where to where. */
+function* pieces(dir: string, parts: readonly UploadPart[], range: ByteRange): Generator<{ path: string; start: number; end: number }> {
   let offset = 0;
   for (const part of parts) {
     const first = Math.max(range.start, offset);
@@ -337,10 +350,66 @@ async function* slices(dir: string, parts: readonly UploadPart[], range: ByteRan
     offset += part.size;
     if (first > last) continue;
     const from = first - (offset - part.size);
-    const path = join(dir, part.name);
-    for await (const chunk of createReadStream(path, { start: from, end: from + (last - first), highWaterMark: READ_CHUNK })) {
+    yield { path: join(dir, part.name), start: from, end: from + (last - first) };
+  }
+}
+
+/** The bytes of `range` of an object whose parts, in order, are files in `dir`. */
+async function* slices(dir: string, parts: readonly UploadPart[], range: ByteRange): AsyncGenerator<Buffer> {
+  for (const piece of pieces(dir, parts, range)) {
+    for await (const chunk of createReadStream(piece.path, { start: piece.start, end: piece.end, highWaterMark: READ_CHUNK })) {
       yield chunk as Buffer;
     }
+  }
+}
+
+type Piece = { handle: FileHandle; start: number; end: number } | { path: string; start: number; end: number };
+
+/** Reads pieces of files in order, each from `start` to `end` inclusive, into the caller's buffers. */
+class FileRangeReader implements RangeReader {
+  private readonly pieces: Iterator<Piece>;
+  private current: { handle: FileHandle; position: number; end: number } | undefined;
+  private done = false;
+
+  constructor(pieces: Iterable<Piece>) {
+    this.pieces = pieces[Symbol.iterator]();
+  }
+
+  async read(into: Buffer): Promise<number> {
+    while (!this.done) {
+      if (!this.current) {
+        const next = this.pieces.next();
+        if (next.done) {
+          this.done = true;
+          break;
+        }
+        const piece = next.value;
+        const handle = 'handle' in piece ? piece.handle : await open(piece.path, 'r');
+        this.current = { handle, position: piece.start, end: piece.end };
+      }
+      const { handle, position, end } = this.current;
+      const wanted = Math.min(into.length, end - position + 1);
+      const { bytesRead } = wanted > 0 ? await handle.read(into, 0, wanted, position) : { bytesRead: 0 };
+      if (bytesRead > 0) {
+        this.current.position += bytesRead;
+        return bytesRead;
+      }
+      // This piece is done (or its file is shorter than recorded: the caller counts the bytes).
+      this.current = undefined;
+      await handle.close();
+      if (wanted > 0) {
+        this.done = true;
+        break;
+      }
+    }
+    return 0;
+  }
+
+  async close(): Promise<void> {
+    this.done = true;
+    const current = this.current;
+    this.current = undefined;
+    await current?.handle.close();
   }
 }
 

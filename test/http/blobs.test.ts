@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { startPortcullis, type RunningRegistry } from '../support/server.js';
+import { chmod, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { backendEnvOf, startPortcullis, type RunningRegistry } from '../support/server.js';
 import { adminClient, expectError, randomName, sha256, type TestRegistry } from '../support/registry-client.js';
 import { blobCopies, uploadAreas as storedUploadAreas } from '../support/stored.js';
 
@@ -271,5 +273,81 @@ describe('blob delete', () => {
     const { digest } = await registry.pushBlob(repository, randomBytes(128));
     assert.equal((await registry.fetch(`/v2/${repository}/blobs/${digest}`, { method: 'DELETE' })).status, 202);
     assert.deepEqual(await blobCopies(server, digest), []);
+  });
+});
+
+describe('blob reads', () => {
+  const MiB = 1024 * 1024;
+
+  /** Pushes `bytes` in PATCHes of the given sizes, then an empty PUT; the store keeps them as parts. */
+  async function pushInChunks(repository: string, bytes: Buffer, sizes: number[]): Promise<string> {
+    let location = await startUpload(repository);
+    let at = 0;
+    for (const size of sizes) {
+      const response = await registry.fetch(location, {
+        method: 'PATCH',
+        headers: { 'Content-Range': `${at}-${at + size - 1}`, 'Content-Type': 'application/octet-stream' },
+        body: bytes.subarray(at, at + size),
+      });
+      assert.equal(response.status, 202, await response.text());
+      location = response.headers.get('Location') ?? '';
+      at += size;
+    }
+    assert.equal(at, bytes.length);
+    const digest = sha256(bytes);
+    const put = await registry.fetch(`${location}${location.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT' });
+    assert.equal(put.status, 201, await put.text());
+    return digest;
+  }
+
+  it('serves a blob pushed in chunks whole, and in ranges across the chunks’ boundaries', async () => {
+    const repository = randomName();
+    const sizes = [MiB + 3, 17, 2 * MiB, 5];
+    const bytes = randomBytes(sizes.reduce((sum, size) => sum + size, 0));
+    const digest = await pushInChunks(repository, bytes, sizes);
+    const whole = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+    assert.equal(whole.status, 200);
+    assert.equal(whole.headers.get('Content-Length'), String(bytes.length));
+    assert.equal(sha256(Buffer.from(await whole.arrayBuffer())), digest);
+    for (const [start, end] of [[0, 0], [MiB + 2, MiB + 3], [MiB, MiB + 20], [MiB + 19, bytes.length - 1], [bytes.length - 6, bytes.length - 1]] as const) {
+      const part = await registry.fetch(`/v2/${repository}/blobs/${digest}`, { headers: { Range: `bytes=${start}-${end}` } });
+      assert.equal(part.status, 206);
+      assert.equal(part.headers.get('Content-Range'), `bytes ${start}-${end}/${bytes.length}`);
+      assert.ok(Buffer.from(await part.arrayBuffer()).equals(bytes.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    }
+  });
+
+  it('serves many pulls at once, each byte for byte (read buffers are reused between them)', async () => {
+    const repository = randomName();
+    const blobs = await Promise.all(Array.from({ length: 6 }, async () => {
+      const bytes = randomBytes(2 * MiB + 12345);
+      return (await registry.pushBlob(repository, bytes)).digest;
+    }));
+    const pulls = [...blobs, ...blobs, ...blobs].map(async (digest) => {
+      const response = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+      assert.equal(response.status, 200);
+      return [digest, sha256(Buffer.from(await response.arrayBuffer()))];
+    });
+    for (const [digest, pulled] of await Promise.all(pulls)) assert.equal(pulled, digest);
+  });
+
+  it('cuts the connection when the stored bytes are shorter than recorded, and goes on serving', async (t) => {
+    if (backendEnvOf(server.dataDir).PORTCULLIS_STORAGE_DRIVER === 's3') {
+      t.skip('the blobs are in S3 on this pass, streamed as the SDK delivers them');
+      return;
+    }
+    const repository = randomName();
+    const bytes = randomBytes(3 * MiB);
+    const { digest } = await registry.pushBlob(repository, bytes);
+    const [copy] = await blobCopies(server, digest);
+    const path = join(server.dataDir, 'blobs', 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7), copy as string);
+    await chmod(path, 0o644);
+    await truncate(path, MiB + 100);
+    const response = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+    assert.equal(response.status, 200, 'the headers went out before the shortfall was found');
+    await assert.rejects(response.arrayBuffer(), 'the body is cut off, never ended as if complete');
+    const other = await registry.pushBlob(repository, randomBytes(1000));
+    const again = await registry.fetch(`/v2/${repository}/blobs/${other.digest}`);
+    assert.equal(sha256(Buffer.from(await again.arrayBuffer())), other.digest);
   });
 });

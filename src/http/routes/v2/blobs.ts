@@ -4,6 +4,7 @@ import type { Registry } from '../../../registry/index.js';
 import { HttpError } from '../../errors.js';
 import type { ByteRange } from '../../../storage/blob-store.js';
 import { reply, type AppContext } from '../../context.js';
+import { sendFromReader } from '../../blob-body.js';
 import { readableDigest } from '../../../registry/blobs.js';
 import { authorOf, param, repositoryOf } from './request.js';
 
@@ -43,16 +44,18 @@ export function blobRoutes(registry: Registry) {
         return;
       }
       const range = requestedRange(ctx, blob.size);
-      const stream = await registry.blobs.open(blob, range);
-      if (range) {
-        reply(ctx, 206, {
-          ...headers,
-          'Content-Range': `bytes ${range.start}-${range.end}/${blob.size}`,
-          'Content-Length': range.end - range.start + 1,
-        }, stream);
-      } else {
-        reply(ctx, 200, { ...headers, 'Content-Length': blob.size }, stream);
+      const status = range ? 206 : 200;
+      const length = range ? range.end - range.start + 1 : blob.size;
+      const sent = range
+        ? { ...headers, 'Content-Range': `bytes ${range.start}-${range.end}/${blob.size}`, 'Content-Length': length }
+        : { ...headers, 'Content-Length': length };
+      const reader = await registry.blobs.openReader(blob, range);
+      if (reader) {
+        reply(ctx, status, sent);
+        await sendFromReader(ctx, reader, length);
+        return;
       }
+      reply(ctx, status, sent, await registry.blobs.open(blob, range));
     },
 
     async delete(ctx: AppContext): Promise<void> {
