@@ -1,6 +1,7 @@
 // LdapIdentityProvider against a real OpenLDAP slapd (test/support/slapd.ts): transports, groups,
 // refusals before any bind, filter injection, the group cache, and an unreachable directory.
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
 import { after, afterEach, before, describe, mock, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Attribute, Change, Client, type Control, type DN, type SearchOptions, type SearchResult } from 'ldapts';
@@ -12,6 +13,17 @@ import type { Identity } from '../../src/auth/identity/provider.js';
 import type { LdapConfig } from '../../src/config/config.js';
 import { BackendUnavailableError } from '../../src/registry/errors.js';
 import { makeSelfSignedCert, startSlapd, type RunningSlapd } from '../support/slapd.js';
+
+/** Resolves once every thread of the process is stopped (state T in /proc). */
+async function stopped(pid: number): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const threads = await readdir(`/proc/${pid}/task`);
+    const states = await Promise.all(threads.map(async (tid) => (await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8')).replace(/^.*\) /s, '')[0]));
+    if (states.every((state) => state === 'T')) return;
+    await sleep(5);
+  }
+  throw new Error(`process ${pid} did not stop`);
+}
 
 type Overrides = Partial<Omit<LdapConfig, 'groups'>> & { groups?: Partial<LdapConfig['groups']> };
 
@@ -559,6 +571,8 @@ describe('LDAP directory failures', () => {
     assert.ok(await p.lookup('alice')); // warm pool: the search on the pooled connection times out
     process.kill(slapd.pid, 'SIGSTOP');
     try {
+      // The signal is queued, not yet acted on: a busy slapd thread could answer one more request.
+      await stopped(slapd.pid);
       for (const attempt of [() => p.lookup('alice'), () => p.authenticate('bob', 'bob-pass')]) {
         const started = Date.now();
         await assert.rejects(attempt(), (err) => assertUnavailable(err, /timed out/i));

@@ -4,10 +4,12 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backendEnvOf, type RunningRegistry } from './server.js';
 
+/** Whether the server keeps its blobs in S3 (the second pass of test/run.mjs) rather than in its folder. */
+export const blobsInS3 = (server: Pick<RunningRegistry, 'dataDir'>): boolean => backendEnvOf(server.dataDir).PORTCULLIS_STORAGE_DRIVER === 's3';
+
 /** Names directly under `path` in the server's blob storage (`_uploads`, `blobs/sha256/ab/<hex>`, …). */
 export async function storedNames(server: Pick<RunningRegistry, 'dataDir'>, path: string): Promise<string[]> {
-  const env = backendEnvOf(server.dataDir);
-  if (env.PORTCULLIS_STORAGE_DRIVER !== 's3') {
+  if (!blobsInS3(server)) {
     return readdir(join(server.dataDir, 'blobs', path)).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return [];
       throw error;
@@ -16,7 +18,7 @@ export async function storedNames(server: Pick<RunningRegistry, 'dataDir'>, path
   // Named through a variable: see test/support/server.ts.
   const s3Support = './s3.js';
   const { listNames } = (await import(s3Support)) as typeof import('./s3.js');
-  return listNames(env, path);
+  return listNames(backendEnvOf(server.dataDir), path);
 }
 
 /** Upload areas present (one per session or request in progress). */
