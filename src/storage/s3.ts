@@ -273,7 +273,7 @@ export class S3BlobStore implements BlobStore {
       abort.abort();
     };
     // The source's own error (a client that went away) is what the caller hears, not the abort.
-    pipeline(source, counted).catch(fail);
+    const piped = pipeline(source, counted).catch(fail);
     try {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: counted, ContentLength: length }), { abortSignal: abort.signal });
     } catch (error) {
@@ -281,7 +281,14 @@ export class S3BlobStore implements BlobStore {
       counted.destroy(error as Error);
       throw failure ?? error;
     }
-    if (failure) throw failure;
+    // The store has its `length` bytes, and may have them before the source brought more: only
+    // the source's end says whether it ran long. Such a part is removed again.
+    counted.resume();
+    await piped;
+    if (failure) {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(() => undefined);
+      throw failure;
+    }
     return count;
   }
 
