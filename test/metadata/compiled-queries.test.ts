@@ -2,6 +2,9 @@
 // again at every run when its LIMIT is bound), and queries compiled once with their parameters
 // bound in the right places.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import { openDatabase } from '../../src/metadata/database.js';
@@ -10,7 +13,8 @@ import { METADATA_BACKENDS } from '../support/metadata-backends.js';
 
 describe('limits in the SQL', () => {
   it('writes every limit as an integer literal, on both dialects, whatever it was given', async () => {
-    const sqlite = openDatabase({ driver: 'sqlite', path: ':memory:' });
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-limits-'));
+    const sqlite = openDatabase({ driver: 'sqlite', path: join(dir, 'portcullis.db') });
     const postgres = openDatabase({ driver: 'postgres', url: 'postgres://nobody@127.0.0.1:1/none', poolMax: 1 });
     try {
       for (const db of [sqlite, postgres]) {
@@ -23,6 +27,7 @@ describe('limits in the SQL', () => {
     } finally {
       await sqlite.destroy();
       await postgres.destroy();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
