@@ -113,31 +113,99 @@ interface SqliteConnection {
 interface SqliteStatement {
   /** False when running it may change the database (BEGIN and COMMIT count as read-only). */
   readonly readonly: boolean;
+  run(...params: unknown[]): { changes: number };
+  all(...params: unknown[]): unknown[];
+  get(...params: unknown[]): unknown;
+  iterate(...params: unknown[]): IterableIterator<unknown>;
 }
 
 const STATEMENT_CACHE_SIZE = 256;
 
-const COMMIT = /^\s*(?:COMMIT|END)\b/i;
-
 /**
  * knex prepares every query anew; compiling the SQL costs more than running an indexed lookup.
  * Statements are reusable and this connection runs one at a time, so keep the recent ones.
- * `committed` hears of each commit: knex runs a statement in the same synchronous step as it
- * prepares it, so a write outside a transaction, or a COMMIT, is done by the next tick.
+ * `committed` hears of each commit that changed something (see CommitCounter).
  */
 function cacheStatements(connection: SqliteConnection, committed?: () => void): void {
   const prepare = connection.prepare.bind(connection);
+  const counter = committed && new CommitCounter(connection, committed);
   const cache = new Map<string, SqliteStatement>();
   connection.prepare = (sql: string) => {
     let statement = cache.get(sql);
     if (statement === undefined) {
       if (cache.size >= STATEMENT_CACHE_SIZE) cache.clear();
       statement = prepare(sql);
+      counter?.watch(sql, statement);
       cache.set(sql, statement);
     }
-    if (committed && (connection.inTransaction ? COMMIT.test(sql) : !statement.readonly)) committed();
     return statement;
   };
+}
+
+const COMMIT = /^\s*(?:COMMIT|END)\b/i;
+/** A whole transaction's rollback, not one to a savepoint. */
+const ROLLBACK = /^\s*ROLLBACK(?:\s+TRANSACTION)?\s*;?\s*$/i;
+
+/**
+ * Tells the group commit of each commit that changed something, once it is done: a write outside
+ * a transaction that changed rows, or a COMMIT of a transaction in which one did. A write that
+ * changes nothing (a grace period restarted only when it is old) then costs its request no flush.
+ * A write that returns rows (INSERT … RETURNING) runs as a reader, without a count: it counts as
+ * a change.
+ */
+class CommitCounter {
+  private changedInTransaction = false;
+
+  constructor(
+    private readonly connection: SqliteConnection,
+    private readonly committed: () => void,
+  ) {}
+
+  /** Called once per prepared statement (they are cached and reused). */
+  watch(sql: string, statement: SqliteStatement): void {
+    if (COMMIT.test(sql)) {
+      const run = statement.run.bind(statement);
+      statement.run = (...params) => {
+        const result = run(...params);
+        if (this.changedInTransaction) this.committed();
+        this.changedInTransaction = false;
+        return result;
+      };
+    } else if (ROLLBACK.test(sql)) {
+      const run = statement.run.bind(statement);
+      statement.run = (...params) => {
+        const result = run(...params);
+        this.changedInTransaction = false;
+        return result;
+      };
+    } else if (!statement.readonly) {
+      const { run, all, get, iterate } = statement;
+      statement.run = (...params) => {
+        const result = run.apply(statement, params);
+        if (result.changes > 0) this.changed();
+        return result;
+      };
+      statement.all = (...params) => {
+        const rows = all.apply(statement, params);
+        this.changed();
+        return rows;
+      };
+      statement.get = (...params) => {
+        const row = get.apply(statement, params);
+        this.changed();
+        return row;
+      };
+      statement.iterate = (...params) => {
+        this.changed();
+        return iterate.apply(statement, params);
+      };
+    }
+  }
+
+  private changed(): void {
+    if (this.connection.inTransaction) this.changedInTransaction = true;
+    else this.committed();
+  }
 }
 
 /**

@@ -69,6 +69,38 @@ describe('SQLite group commit', () => {
     assert.equal((await db('items').where({ name: 'd' })).length, 0);
   });
 
+  it('counts a write that changed rows, never one that changed nothing', async () => {
+    const start = barrier.mark();
+    await db('items').where({ name: 'no such item' }).update({ name: 'x' });
+    await db('items').where({ name: 'no such item' }).delete();
+    await db('items').insert({ name: 'a' }).onConflict('name').ignore();
+    assert.equal(barrier.mark(), start, 'no row changed');
+    await db.transaction(async (trx) => {
+      await trx('items').where({ name: 'no such item' }).update({ name: 'x' });
+    });
+    assert.equal(barrier.mark(), start, 'a transaction that changed nothing commits nothing worth a flush');
+
+    await db('items').where({ name: 'a' }).update({ name: 'a2' });
+    assert.equal(barrier.mark(), start + 1, 'an update that changed a row');
+    const [returned] = (await db('items').insert({ name: 'r1' }).returning('id')) as { id: number }[];
+    assert.ok(returned && returned.id > 0);
+    assert.equal(barrier.mark(), start + 2, 'INSERT … RETURNING (run as a reader) counts');
+    await db.transaction(async (trx) => {
+      await trx('items').where({ name: 'no such item' }).delete();
+      await trx('items').insert({ name: 'r2' }).returning('id');
+    });
+    assert.equal(barrier.mark(), start + 3, 'a transaction whose only change returned rows');
+    await db.transaction(async (trx) => {
+      await trx('items').insert({ name: 'r3' });
+      await trx.transaction(async (inner) => {
+        await inner('items').where({ name: 'no such item' }).delete();
+        throw new Error('inner rolled back to its savepoint');
+      }).catch(() => undefined);
+    });
+    assert.equal(barrier.mark(), start + 4, 'a rollback to a savepoint keeps the outer change');
+    assert.equal((await db('items').where({ name: 'r3' })).length, 1);
+  });
+
   it('resolves at once when nothing was committed since the mark', async () => {
     await barrier.durable(barrier.mark()); // settle earlier commits
     const flushes = barrier.flushes;
