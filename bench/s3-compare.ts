@@ -385,7 +385,8 @@ const metricOf = (result: BenchResult | undefined, id: string): Metric | undefin
 function withRatio(row: Row, higherIsBetter: boolean): Row {
   const portcullis = row.portcullis?.value;
   const reference = row.reference?.value;
-  if (portcullis === undefined || reference === undefined) return row;
+  // A count (the mixed load's unexpected responses) is read as it is, not as a ratio.
+  if (portcullis === undefined || reference === undefined || row.unit === 'count') return row;
   const ratio = higherIsBetter ? portcullis / reference : reference / portcullis;
   return { ...row, ratio, ...(row.goal === undefined ? {} : { met: ratio >= row.goal }) };
 }
