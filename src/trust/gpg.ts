@@ -2,7 +2,7 @@
 // OpenPGP message whose literal data is a small JSON document naming the manifest digest and the
 // image reference it was signed for. The signature must come from a trusted signer's key; only
 // then is the JSON read, strictly, and it must name this manifest in this repository.
-import * as openpgp from 'openpgp';
+import type * as OpenPgp from 'openpgp';
 import { namesRepository, parseImageReference } from './image-reference.js';
 import { parseStrictJson, StrictJsonError } from './strict-json.js';
 import type { SignatureVerifier, SignedSubject, TrustContext, TrustedSigner, VerificationResult } from './verifier.js';
@@ -21,7 +21,14 @@ const DOCKER_REFERENCE_MAX_LENGTH = 1024;
 export const ATOMIC_SIGNATURE_TYPE = 'atomic container signature';
 export const NO_TRUSTED_SIGNER = 'no trusted signer is configured for this repository';
 
-const OPENPGP_CONFIG: openpgp.PartialConfig = { maxDecompressedMessageSize: PAYLOAD_MAX_BYTES };
+const OPENPGP_CONFIG: OpenPgp.PartialConfig = { maxDecompressedMessageSize: PAYLOAD_MAX_BYTES };
+
+/**
+ * openpgp.js is loaded when a GPG key or signature is first read: a registry whose policies name
+ * no GPG key never needs its ~15 MiB in memory, nor its load time at start.
+ */
+let library: Promise<typeof OpenPgp> | undefined;
+const openpgp = (): Promise<typeof OpenPgp> => (library ??= import('openpgp'));
 
 type GpgSigner = Extract<TrustedSigner, { kind: 'gpg' }>;
 
@@ -37,10 +44,11 @@ export class GpgKeyError extends Error {
  * Reads an armored public key, refusing private keys (a policy must never carry a secret).
  * For the trust policy loader too, so a bad key file is refused when the policy is applied.
  */
-export async function readGpgPublicKey(armored: string): Promise<{ key: openpgp.Key; fingerprint: string }> {
-  let key: openpgp.Key;
+export async function readGpgPublicKey(armored: string): Promise<{ key: OpenPgp.Key; fingerprint: string }> {
+  const { readKey } = await openpgp();
+  let key: OpenPgp.Key;
   try {
-    key = await openpgp.readKey({ armoredKey: armored });
+    key = await readKey({ armoredKey: armored });
   } catch (error) {
     throw new GpgKeyError(`not an armored OpenPGP public key: ${(error as Error).message}`);
   }
@@ -108,9 +116,9 @@ function payloadProblem(payload: unknown, subject: SignedSubject): string | unde
 export class GpgVerifier implements SignatureVerifier<GpgSignature> {
   readonly format = 'gpg' as const;
   /** Parsed keys by their armored text: policies name the same few keys over and over. */
-  private readonly keys = new Map<string, Promise<openpgp.Key>>();
+  private readonly keys = new Map<string, Promise<OpenPgp.Key>>();
 
-  private key(armored: string): Promise<openpgp.Key> {
+  private key(armored: string): Promise<OpenPgp.Key> {
     let parsed = this.keys.get(armored);
     if (!parsed) {
       if (this.keys.size >= 1024) this.keys.clear();
@@ -133,10 +141,11 @@ export class GpgVerifier implements SignatureVerifier<GpgSignature> {
     if (signature.message.length > GPG_SIGNATURE_MAX_BYTES) return invalid(`the signature is larger than ${GPG_SIGNATURE_MAX_BYTES} bytes`);
     const keys = await Promise.all(signers.map((signer) => this.key(signer.armoredPublicKey)));
 
-    let result: openpgp.VerifyMessageResult<Uint8Array>;
+    const { readMessage, verify } = await openpgp();
+    let result: OpenPgp.VerifyMessageResult<Uint8Array>;
     try {
-      const message = await openpgp.readMessage({ binaryMessage: new Uint8Array(signature.message), config: OPENPGP_CONFIG });
-      result = await openpgp.verify({ message, verificationKeys: keys, format: 'binary', config: OPENPGP_CONFIG });
+      const message = await readMessage({ binaryMessage: new Uint8Array(signature.message), config: OPENPGP_CONFIG });
+      result = await verify({ message, verificationKeys: keys, format: 'binary', config: OPENPGP_CONFIG });
     } catch (error) {
       return invalid(`not a signed OpenPGP message: ${(error as Error).message}`);
     }
