@@ -20,6 +20,14 @@ export class UnstorableValueError extends Error {
   }
 }
 
+/** A blob commit's session is no longer the committer's (another request claimed or ended it): nothing was committed. */
+export class UploadSessionLostError extends Error {
+  constructor(readonly uploadId: string) {
+    super(`upload session ${uploadId} is no longer held by this request`);
+    this.name = 'UploadSessionLostError';
+  }
+}
+
 /** The error a store reports for a failed query: one of the above, or the original (a bug). */
 export function databaseError(error: unknown): unknown {
   if (error instanceof DatabaseUnavailableError || error instanceof UnstorableValueError) return error;

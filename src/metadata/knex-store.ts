@@ -1,7 +1,7 @@
 // MetadataStore on knex: the same code serves SQLite (embedded) and PostgreSQL.
 import type { Knex } from 'knex';
 import { CompiledQuery } from './compiled-query.js';
-import { withDatabase } from './errors.js';
+import { UploadSessionLostError, withDatabase } from './errors.js';
 import { BLOB_REVIEWS, enqueueBlobReviews, enqueueManifestReviews, MANIFEST_REVIEWS, STORAGE_DELETES, touchBlobReviews, transactionWithRetry } from './gc-queue.js';
 import { appendAuditEvents } from './knex-auth-stores.js';
 import type { UploadPart } from '../storage/blob-store.js';
@@ -220,7 +220,10 @@ export class KnexMetadataStore implements MetadataStore {
 
   commitBlob(repository: string, blob: BlobRecord, finished?: FinishedUpload): Promise<BlobRecord> {
     return this.transaction(async (trx) => {
-      if (finished) await trx('uploads').where({ id: finished.id }).delete();
+      if (finished) {
+        const ended = await trx('uploads').where({ id: finished.id, writer: finished.writer, size: finished.size }).delete();
+        if (ended !== 1) throw new UploadSessionLostError(finished.id);
+      }
       const repositoryId = await this.ensureRepository(trx, repository);
       // Hold the digest's row (or create it): a concurrent unlink or collection that removes it
       // either ran before (we insert anew, under our own generation's key) or waits for us (and

@@ -61,9 +61,15 @@ export interface UploadRecord {
   updatedAt: number;
 }
 
-/** The session a blob commit finishes: its row goes in the same transaction as the blob's link. */
+/**
+ * The session a blob commit finishes, as the committing request claimed it: its row goes in the
+ * same transaction as the blob's link, and only while it is still that request's (held by
+ * `writer`, at the `size` it had when claimed); otherwise the commit fails with UploadSessionLostError.
+ */
 export interface FinishedUpload {
   id: string;
+  writer: string;
+  size: number;
 }
 
 export interface ReferrersPage {

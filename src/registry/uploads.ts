@@ -11,7 +11,8 @@ import { randomUUID } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { BlobRecord, MetadataStore, UploadRecord } from '../metadata/store.js';
+import { UploadSessionLostError } from '../metadata/errors.js';
+import type { BlobRecord, FinishedUpload, MetadataStore, UploadRecord } from '../metadata/store.js';
 import { UploadAreaMissingError, type BlobStore, type UploadPart } from '../storage/blob-store.js';
 import { blobKey } from './blobs.js';
 import { digestOfStream, newHash } from './digest.js';
@@ -115,6 +116,8 @@ export class UploadService {
     let upload = await this.require(repository, id);
     if (incoming) checkRange(upload, incoming.range);
     const claim = await this.claim(upload);
+    // The session as claimed: the commit ends it only if it is still so.
+    const claimed = { id: upload.id, writer: claim.writer, size: upload.size };
     try {
       // The last chunk is not recorded on its own: the commit below ends the session anyway.
       if (incoming) upload = (await this.write(upload, claim, incoming, 'last')).upload;
@@ -123,7 +126,7 @@ export class UploadService {
         await this.discard(upload); // nothing of a wrong upload is kept
         throw errors.digestInvalid({ expected: digest.value, computed });
       }
-      const blob = await this.withArea(upload, () => this.commit(repository, upload.id, upload.parts, upload.size, digest, true));
+      const blob = await this.withArea(upload, () => this.commit(repository, upload.id, upload.parts, upload.size, digest, claimed));
       this.hashes.delete(upload.id);
       return blob;
     } catch (error) {
@@ -152,7 +155,7 @@ export class UploadService {
       }
       const computed = `${digest.algorithm}:${hash.digest('hex')}`;
       if (computed !== digest.value) throw errors.digestInvalid({ expected: digest.value, computed });
-      return await this.commit(repository, id, [{ name, size }], size, digest, false);
+      return await this.commit(repository, id, [{ name, size }], size, digest);
     } finally {
       await this.store.deleteUpload(id, [{ name, size: 0 }]).catch(() => undefined);
     }
@@ -163,14 +166,15 @@ export class UploadService {
    * transaction (which also ends the session). If the link fails the bytes are removed again:
    * nothing half-done stays.
    */
-  private async commit(repository: string, id: string, parts: UploadPart[], size: number, digest: Digest, session: boolean): Promise<BlobRecord> {
+  private async commit(repository: string, id: string, parts: UploadPart[], size: number, digest: Digest, session?: FinishedUpload): Promise<BlobRecord> {
     const key = blobKey(digest, id);
     await storage(() => this.store.commitUpload(id, parts, key));
     let blob: BlobRecord;
     try {
-      blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key }, session ? { id } : undefined);
+      blob = await this.metadata.commitBlob(repository, { digest: digest.value, size, storageKey: key }, session);
     } catch (error) {
       await this.store.delete(key).catch(() => undefined);
+      if (error instanceof UploadSessionLostError) throw errors.uploadInvalid('upload was modified concurrently; check its status and retry');
       throw error;
     }
     return blob.storageKey === key ? blob : this.reuse(blob, key, digest);

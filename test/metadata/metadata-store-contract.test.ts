@@ -13,6 +13,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Knex } from 'knex';
 import type { AuditRecord } from '../../src/metadata/auth-stores.js';
+import { UploadSessionLostError } from '../../src/metadata/errors.js';
 import { KnexMetadataStore } from '../../src/metadata/knex-store.js';
 import type { ManifestRecord, RegistryChange, UploadRecord } from '../../src/metadata/store.js';
 import { METADATA_BACKENDS } from '../support/metadata-backends.js';
@@ -195,7 +196,26 @@ for (const backend of METADATA_BACKENDS) {
       const r = repo();
       const upload = session(r);
       await store.createUpload(upload, 10);
-      await store.commitBlob(r, { digest: digest(), size: 1, storageKey: `blobs/k/${upload.id}` }, { id: upload.id });
+      assert.equal(await store.claimUpload(upload.id, 0, 'committer', Date.now() + 60_000), true);
+      await store.commitBlob(r, { digest: digest(), size: 1, storageKey: `blobs/k/${upload.id}` }, { id: upload.id, writer: 'committer', size: 0 });
+      assert.equal(await store.uploadExists(upload.id), false);
+    });
+
+    it('a blob commit whose session is no longer its own commits nothing and leaves the session', async () => {
+      const r = repo();
+      const upload = session(r);
+      await store.createUpload(upload, 10);
+      const blob = { digest: digest(), size: 1, storageKey: `blobs/k/${upload.id}` };
+      // Its claim lapsed (a stalled request) and another request took the session.
+      assert.equal(await store.claimUpload(upload.id, 0, 'stalled', Date.now() - 1), true);
+      assert.equal(await store.claimUpload(upload.id, 0, 'newer', Date.now() + 60_000), true);
+      await assert.rejects(store.commitBlob(r, blob, { id: upload.id, writer: 'stalled', size: 0 }), UploadSessionLostError);
+      assert.equal(await store.findRepositoryBlob(r, blob.digest), undefined, 'nothing linked');
+      assert.equal(await store.uploadExists(upload.id), true, 'the session goes on for its new holder');
+      // The newer request moved it on: a commit that saw it at its old size is refused too.
+      assert.equal(await store.advanceUpload(upload.id, 'newer', 0, { name: 'p', size: 5 }, true), true);
+      await assert.rejects(store.commitBlob(r, blob, { id: upload.id, writer: 'newer', size: 0 }), UploadSessionLostError);
+      await store.commitBlob(r, { ...blob, size: 5 }, { id: upload.id, writer: 'newer', size: 5 });
       assert.equal(await store.uploadExists(upload.id), false);
     });
 
