@@ -4,7 +4,7 @@
 // Here a buffer goes back to the pool once the socket has taken its bytes (the write callback).
 import type { ServerResponse } from 'node:http';
 import type { RangeReader } from '../storage/blob-store.js';
-import type { AppContext } from './context.js';
+import { reply, type AppContext } from './context.js';
 
 const CHUNK = 1024 * 1024;
 /** Buffers kept between pulls: enough for a few at once without holding memory for many. */
@@ -17,16 +17,27 @@ const give = (buffer: Buffer): void => {
 };
 
 /**
- * Answers with exactly `length` bytes from `reader`; status and headers are already set on the
- * context. A read that fails before anything was sent is thrown (answered like any error); after,
- * the connection is cut, so the client sees a short body rather than a wrong one.
+ * Answers `status` with `headers` and exactly `length` bytes from `reader`. The headers go out
+ * with the first bytes read: a read that fails before is thrown and answered like any error
+ * (without the blob's headers); after, the connection is cut, so the client sees a short body
+ * rather than a wrong one.
  */
-export async function sendFromReader(ctx: AppContext, reader: RangeReader, length: number): Promise<void> {
+export async function sendFromReader(
+  ctx: AppContext,
+  status: number,
+  headers: Record<string, string | number>,
+  reader: RangeReader,
+  length: number,
+): Promise<void> {
   const { res } = ctx;
   const { log } = ctx.state;
-  ctx.respond = false;
+  const start = () => {
+    reply(ctx, status, headers);
+    ctx.respond = false;
+  };
   let sent = 0;
   try {
+    if (length === 0) start();
     while (sent < length && !res.destroyed) {
       const buffer = take();
       let read: number;
@@ -37,22 +48,23 @@ export async function sendFromReader(ctx: AppContext, reader: RangeReader, lengt
         throw error;
       }
       if (read === 0) break;
+      if (sent === 0) start();
       sent += read;
       const flowing = res.write(read === buffer.length ? buffer : buffer.subarray(0, read), () => give(buffer));
       if (!flowing) await drainedOrClosed(res);
     }
   } catch (error) {
-    if (sent > 0 || res.headersSent) {
+    if (sent > 0) {
       log.error({ err: error, sent, length }, 'blob read failed mid-response; connection cut');
       res.destroy();
       return;
     }
-    ctx.respond = true;
     throw error;
   } finally {
     await reader.close().catch(() => undefined);
   }
   if (res.destroyed) return; // the client went away
+  if (sent === 0 && length > 0) throw new Error('stored blob shorter than recorded: not one byte could be read');
   if (sent < length) {
     log.error({ sent, length }, 'stored blob shorter than recorded; connection cut');
     res.destroy();

@@ -346,6 +346,13 @@ describe('blob reads', () => {
     const response = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
     assert.equal(response.status, 200, 'the headers went out before the shortfall was found');
     await assert.rejects(response.arrayBuffer(), 'the body is cut off, never ended as if complete');
+    // Nothing left at all: no blob headers go out, only an error.
+    await truncate(path, 0);
+    const empty = await registry.fetch(`/v2/${repository}/blobs/${digest}`);
+    assert.equal(empty.status, 500);
+    assert.equal(empty.headers.get('Docker-Content-Digest'), null);
+    assert.ok(!(empty.headers.get('Cache-Control') ?? '').includes('max-age'), 'an error is never cached as the blob');
+    assert.equal(((await empty.json()) as { errors: { code: string }[] }).errors[0]?.code, 'INTERNAL');
     const other = await registry.pushBlob(repository, randomBytes(1000));
     const again = await registry.fetch(`/v2/${repository}/blobs/${other.digest}`);
     assert.equal(sha256(Buffer.from(await again.arrayBuffer())), other.digest);

@@ -51,8 +51,7 @@ export function blobRoutes(registry: Registry) {
         : { ...headers, 'Content-Length': length };
       const reader = await registry.blobs.openReader(blob, range);
       if (reader) {
-        reply(ctx, status, sent);
-        await sendFromReader(ctx, reader, length);
+        await sendFromReader(ctx, status, sent, reader, length);
         return;
       }
       reply(ctx, status, sent, await registry.blobs.open(blob, range));
