@@ -11,6 +11,7 @@ import * as trustPolicies from './20261130_007_trust_policies.js';
 import * as verificationPolicy from './20261130_008_verification_policy.js';
 import * as loginThrottle from './20261130_009_login_throttle.js';
 import * as gc from './20261130_010_gc.js';
+import * as tagAuthor from './20261130_011_tag_author.js';
 
 interface Migration {
   name: string;
@@ -18,7 +19,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle, gc];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle, gc, tagAuthor];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -197,6 +197,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     serveMetrics: config.metrics.listen === undefined,
     draining: () => drain.draining,
     commits: commitBarrier(db),
+    ...(config.console.enabled
+      ? { console: { sessionSeconds: config.console.sessionSeconds, secureCookie: config.console.secureCookie ?? config.tls.certificate !== undefined } }
+      : {}),
   });
 
   // Requests wait until the bootstrap administrator exists (it is created once the port is ours).

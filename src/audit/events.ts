@@ -2,6 +2,8 @@
 // AuditStore.append for how concurrent writers extend one chain). Logins are many and are written
 // in batches; a change (administrative now, registry and trust changes as they come) writes its
 // events inside its own transaction, so both commit or neither does.
+import { verifyStoredChain } from './chain-status.js';
+import type { ChainVerdict } from '../metadata/audit-chain.js';
 import { isIP } from 'node:net';
 import { AUDIT_COLUMNS, type AuditQuery, type AuditRecord, type AuthStores, type ChainedAuditRecord } from '../metadata/auth-stores.js';
 import type { Logger } from 'pino';
@@ -221,6 +223,11 @@ export class AuditLog {
    */
   transaction<T>(work: (tx: ChangeTransaction) => Promise<T>): Promise<T> {
     return this.stores.transaction(work);
+  }
+
+  /** Walks the hash chain from the first event to the head (see ./chain-status.ts). */
+  verifyChain(): Promise<ChainVerdict> {
+    return verifyStoredChain(this.stores.audit);
   }
 
   /**

@@ -14,6 +14,7 @@ import { AccessPolicy } from './policy/access-policy.js';
 import { allowedActions, pullNamespaces } from './policy/rules.js';
 import { AccessRuleStore } from './policy/store.js';
 import { RefreshTokens } from './refresh-tokens.js';
+import { ConsoleSessions } from './console-sessions.js';
 import { RobotAccounts } from './robots.js';
 import { jwksOf, loadSigningKeys } from './tokens/keys.js';
 import { TokenService } from './tokens/token-service.js';
@@ -22,6 +23,8 @@ import { TokenService } from './tokens/token-service.js';
 export interface Auth extends Identities {
   tokens: TokenService;
   refreshTokens: RefreshTokens;
+  /** web console sign-ins (refresh tokens of the console's lifetime, in a cookie) */
+  consoleSessions: ConsoleSessions;
   /** the token audience clients ask for */
   service: string;
   /** the token endpoint announced in challenges */
@@ -116,6 +119,7 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
   const identities = createIdentities(config, db, log);
   const { users, policy, authenticator } = identities;
   const refreshTokens = new RefreshTokens(new KnexAuthStores(db), config.auth.refreshTokenTtlSeconds * 1000);
+  const consoleSessions = new ConsoleSessions(new RefreshTokens(new KnexAuthStores(db), config.console.sessionSeconds * 1000), authenticator);
   const keySource = { keyFile: config.auth.token.keyFile, dataDir: config.dataDir };
   const keys = await loadSigningKeys(keySource);
   log.info({ kid: keys.current.kid, source: keys.source }, 'token signing key loaded');
@@ -139,6 +143,7 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
     ...identities,
     tokens,
     refreshTokens,
+    consoleSessions,
     service,
     realm,
     async pullScope(subject) {

@@ -60,15 +60,15 @@ export class RefreshTokens {
     return `${id}.${secret}`;
   }
 
-  /** The principal a valid, unrevoked, unexpired token stands for, and when the token was issued. */
-  async redeem(token: string): Promise<(RefreshPrincipal & { issuedAt: number }) | undefined> {
+  /** The principal a valid, unrevoked, unexpired token stands for, and when the token was issued and expires. */
+  async redeem(token: string): Promise<(RefreshPrincipal & { issuedAt: number; expiresAt: number }) | undefined> {
     const [id, secret, extra] = token.split('.');
     if (!id || !secret || extra !== undefined || !TOKEN_ID.test(id)) return undefined;
     const record = await this.stores.refreshTokens.get(id);
     if (!record || !secretMatches(secret, record.secretHash)) return undefined;
     if (record.revokedAt !== undefined || record.expiresAt <= Date.now()) return undefined;
     await this.stores.refreshTokens.markUsed(id);
-    return { kind: record.principalKind, name: record.principalName, provider: record.provider, issuedAt: record.createdAt };
+    return { kind: record.principalKind, name: record.principalName, provider: record.provider, issuedAt: record.createdAt, expiresAt: record.expiresAt };
   }
 
   async list(filter: { name?: string } = {}): Promise<RefreshTokenInfo[]> {

@@ -3,8 +3,7 @@
 // portcullis audit signatures — the signature report (src/trust/report.ts) as a table, JSON or CSV.
 import { once } from 'node:events';
 import { Option, type Command } from 'commander';
-import { verifyChain, type ChainVerdict } from '../metadata/audit-chain.js';
-import type { AuditStore } from '../metadata/auth-stores.js';
+import { describeVerdict, verifyStoredChain } from '../audit/chain-status.js';
 import { KnexAuthStores } from '../metadata/knex-auth-stores.js';
 import { KnexSignatureReport } from '../metadata/knex-signature-report.js';
 import { createTrustPolicies } from '../trust/policies.js';
@@ -30,30 +29,6 @@ async function writeReport(entries: AsyncIterable<ReportEntry>, format: ReportFo
 /** Writes to stdout, waiting while a slow reader (a pipe) has not taken the last of it. */
 async function toStdout(text: string): Promise<void> {
   if (!process.stdout.write(text)) await once(process.stdout, 'drain');
-}
-
-/** Events read per query while walking: memory stays bounded however long the log is. */
-const PAGE = 1000;
-
-/**
- * The verdict on the chain as it stood when the walk began (events appended meanwhile are left
- * for the next run), including rows written beside the chain.
- */
-async function verifyStoredChain(audit: AuditStore): Promise<ChainVerdict> {
-  const verdict = await verifyChain(await audit.head(), (afterSeq, throughSeq) => audit.chainSlice(afterSeq, throughSeq, PAGE));
-  if (!verdict.intact) return verdict;
-  const [outside] = await audit.unchained(1);
-  if (outside !== undefined) {
-    return { intact: false, id: outside, problem: `row id ${outside} has no place in the chain (no seq): it was written into the table directly` };
-  }
-  return verdict;
-}
-
-function describeVerdict(verdict: ChainVerdict): string {
-  if (verdict.intact) return `audit chain intact: ${verdict.count} events, head ${verdict.head.hash}`;
-  const where = verdict.seq === undefined ? '' : ` at event ${verdict.seq}`;
-  const row = verdict.id === undefined ? '' : ` (row id ${verdict.id})`;
-  return `audit chain broken${where}${row}: ${verdict.problem}`;
 }
 
 export function registerAuditCommands(program: Command, settings: LoadSettings): void {

@@ -38,6 +38,8 @@ export interface Config {
   metrics: { enabled: boolean; listen?: string };
   /** drainSeconds: always set after loading (derived from `listen` when not given). */
   shutdown: { drainSeconds: number; timeoutSeconds: number };
+  /** The web console (/ui/): its session lifetime and whether its cookie is Secure (TLS by default). */
+  console: { enabled: boolean; sessionSeconds: number; secureCookie?: boolean };
   adminPassword?: string;
   auth: {
     // realm: always set after loading (derived from `listen` where that is safe)

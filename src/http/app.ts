@@ -9,6 +9,9 @@ import { parseName } from '../registry/reference.js';
 import { reply, type AppContext, type Handler, type RequestState } from './context.js';
 import type { ClientAddressOf } from './client-address.js';
 import { HttpError } from './errors.js';
+import { named } from './named.js';
+import { registerConsoleSessionRoutes } from './routes/console/session.js';
+import { consoleHeaders, registerConsoleAssetRoutes } from './routes/console/assets.js';
 import { errorResponses } from './middleware/errors.js';
 import { requestLog } from './middleware/request-log.js';
 import { durableAcknowledgement } from './middleware/durable-acknowledgement.js';
@@ -17,6 +20,7 @@ import { opsRoutes, type HealthChecks } from './routes/ops.js';
 import { distributionRoutes, patterns, type Route } from './routes/v2/index.js';
 import { BASE_EXTENSION_HEADERS } from './routes/v2/base.js';
 import { signatureExtensionRoutes } from './routes/extensions.js';
+import { repositoryDetailRoutes } from './routes/repository-details.js';
 import type { SignatureService } from '../trust/signatures.js';
 import type { SignatureIntake } from '../trust/intake.js';
 import type { PullEnforcement } from '../trust/enforcement.js';
@@ -55,6 +59,8 @@ export interface AppOptions {
   draining?: () => boolean;
   /** What a request that committed a change waits for before it is answered (the group commit). */
   commits?: CommitBarrier;
+  /** The web console under /ui/ (absent: not served). */
+  console?: { sessionSeconds: number; secureCookie: boolean };
 }
 
 /** The error a malformed value of each path parameter gets. */
@@ -115,14 +121,6 @@ function routeLabeller(routes: readonly Route[]): (ctx: AppContext) => string {
   };
 }
 
-/** Names a non-distribution route for the request log. */
-export function named(name: string, handler: Handler): Handler {
-  return async (ctx) => {
-    ctx.state.route = name;
-    await handler(ctx);
-  };
-}
-
 /** Drops the connection of a request to matching paths that is not answered within `ms`. */
 function deadlineFor(paths: RegExp, ms: number) {
   return async (ctx: AppContext, next: () => Promise<void>): Promise<void> => {
@@ -171,6 +169,7 @@ export function createApp(options: AppOptions): Koa<RequestState> {
       },
     }),
     ...signatureExtensionRoutes(options.signatures),
+    ...repositoryDetailRoutes(options.trust),
   ];
   const { metrics } = options;
   const uploadStarted = metrics ? (ctx: AppContext) => metrics.http.uploadStarted(ctx.res) : undefined;
@@ -199,6 +198,16 @@ export function createApp(options: AppOptions): Koa<RequestState> {
     signatures: options.signatures,
     trust: options.trust,
   });
+  if (options.console) {
+    registerConsoleSessionRoutes(router, {
+      sessions: auth.consoleSessions,
+      authenticator: auth.authenticator,
+      policy: auth.policy,
+      tokens: auth.tokens,
+      ...options.console,
+    });
+    registerConsoleAssetRoutes(router);
+  }
   const ops = opsRoutes(options.healthChecks, options.draining);
   router.get('/healthz', named('ops.live', ops.live));
   router.get('/readyz', named('ops.ready', ops.ready));
@@ -216,7 +225,8 @@ export function createApp(options: AppOptions): Koa<RequestState> {
   });
   app.use(requestLog(options.log));
   if (metrics) app.use(metrics.http.middleware(routeLabeller(routes)));
-  app.use(deadlineFor(/^\/(?:auth|admin)\//, options.authRequestTimeoutMs));
+  app.use(deadlineFor(/^\/(?:auth|admin|ui\/api)\//, options.authRequestTimeoutMs));
+  if (options.console) app.use(consoleHeaders);
   app.use(async (ctx, next) => {
     ctx.set('Docker-Distribution-API-Version', 'registry/2.0');
     if (patterns.base.test(ctx.path)) ctx.set({ ...BASE_EXTENSION_HEADERS });

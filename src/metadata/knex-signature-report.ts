@@ -23,6 +23,11 @@ export interface TaggedManifest {
   payload?: Buffer | undefined;
   /** when the tag was last pointed at this manifest */
   taggedAt: number;
+  /** who pointed it there, when known */
+  taggedBy?: string | undefined;
+  /** the manifest's size and media type */
+  size: number;
+  mediaType: string;
 }
 
 export interface TagQuery {
@@ -57,6 +62,9 @@ interface TagRow {
   subject_digest: string | null;
   payload: Buffer | null;
   updated_at: number | string;
+  updated_by: string | null;
+  size: number | string;
+  media_type: string;
 }
 
 
@@ -80,6 +88,9 @@ export class KnexSignatureReport implements SignatureReportSource {
           'm.digest',
           'm.subject_digest',
           't.updated_at',
+          't.updated_by',
+          'm.size',
+          'm.media_type',
           this.db.raw('CASE WHEN m.size <= ? THEN m.payload END AS payload', [MAX_PAYLOAD_READ]),
         );
       if (query.exact) void select.where('r.name', query.prefix);
@@ -95,6 +106,9 @@ export class KnexSignatureReport implements SignatureReportSource {
         subjectDigest: row.subject_digest ?? undefined,
         payload: row.payload ?? undefined,
         taggedAt: Number(row.updated_at),
+        taggedBy: row.updated_by ?? undefined,
+        size: Number(row.size),
+        mediaType: row.media_type,
       }));
     });
   }

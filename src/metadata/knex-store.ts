@@ -418,7 +418,7 @@ export class KnexMetadataStore implements MetadataStore {
     manifest: ManifestRecord,
     dependencies: ManifestDependency[],
     tag?: string,
-    options: { immutableTag?: boolean; journal?: ChangeJournal } = {},
+    options: { immutableTag?: boolean; journal?: ChangeJournal; taggedBy?: string | undefined } = {},
   ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }> {
     // Before the transaction, so it holds no review row while it waits for anything: a collector
     // about to look at these links finds them fresh and leaves them to this push.
@@ -437,7 +437,7 @@ export class KnexMetadataStore implements MetadataStore {
       }
       const changes: RegistryChange[] = [{ type: 'manifest.pushed', repository, digest: manifest.digest, tag }];
       if (tag !== undefined) {
-        const moved = await this.pointTag(trx, repositoryId, tag, { id, digest: manifest.digest }, options.immutableTag === true);
+        const moved = await this.pointTag(trx, repositoryId, tag, { id, digest: manifest.digest }, options.immutableTag === true, options.taggedBy);
         if (moved === 'created') changes.push({ type: 'tag.created', repository, tag, digest: manifest.digest });
         else if (moved !== 'unchanged') {
           changes.push({ type: 'tag.moved', repository, tag, from: moved.from, to: manifest.digest });
@@ -507,9 +507,11 @@ export class KnexMetadataStore implements MetadataStore {
     tag: string,
     manifest: { id: number; digest: string },
     immutable: boolean,
+    taggedBy: string | undefined,
   ): Promise<'created' | 'unchanged' | { from: string }> {
+    const updatedBy = taggedBy === undefined ? null : taggedBy.slice(0, 255);
     const inserted = (await trx('tags')
-      .insert({ repository_id: repositoryId, name: tag, manifest_id: manifest.id, updated_at: Date.now() })
+      .insert({ repository_id: repositoryId, name: tag, manifest_id: manifest.id, updated_at: Date.now(), updated_by: updatedBy })
       .onConflict(['repository_id', 'name'])
       .ignore()
       .returning('manifest_id')) as unknown[];
@@ -518,7 +520,7 @@ export class KnexMetadataStore implements MetadataStore {
     if (!current) throw new Error(`tag ${tag} vanished inside its own transaction`);
     if (current.digest === manifest.digest) return 'unchanged';
     if (immutable) throw new TagRefused(current.digest);
-    await trx('tags').where({ repository_id: repositoryId, name: tag }).update({ manifest_id: manifest.id, updated_at: Date.now() });
+    await trx('tags').where({ repository_id: repositoryId, name: tag }).update({ manifest_id: manifest.id, updated_at: Date.now(), updated_by: updatedBy });
     return { from: current.digest };
   }
 

@@ -183,7 +183,8 @@ export interface MetadataStore {
     manifest: ManifestRecord,
     dependencies: ManifestDependency[],
     tag?: string,
-    options?: { immutableTag?: boolean; journal?: ChangeJournal },
+    /** taggedBy: who pushed, kept on the tag when it is created or moved */
+    options?: { immutableTag?: boolean; journal?: ChangeJournal; taggedBy?: string | undefined },
   ): Promise<{ problems: DependencyProblem[]; tagPointsElsewhere?: string }>;
   /**
    * Deletes a manifest and its tags, unless one of its tags is `protectedTag` (then nothing is

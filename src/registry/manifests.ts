@@ -74,6 +74,7 @@ export class ManifestService {
     const { problems, tagPointsElsewhere } = await this.metadata.putManifest(repository, record, parsed.dependencies, tag, {
       immutableTag,
       journal: this.changes.journal(author),
+      taggedBy: author.actor,
     });
     if (tagPointsElsewhere !== undefined && protection && tag !== undefined) {
       throw await this.refuse(author, { type: 'tag.moved', repository, tag, from: tagPointsElsewhere, to: digest }, immutable(protection, tag, `it points at ${tagPointsElsewhere} and cannot be moved`));

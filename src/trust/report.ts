@@ -11,7 +11,8 @@ import { satisfyingSignature } from './enforcement.js';
 import { isSignatureArtifact } from './artifacts.js';
 import { judgeStoredResults, type Verdict } from './explain.js';
 import { judgedUnder } from './policy-digest.js';
-import { policyFor, type SignatureMode, type TrustPolicy } from './policy.js';
+import { isImmutableTag, policyFor, type SignatureMode, type TrustPolicy } from './policy.js';
+import { describeImage, type ImageSummary } from '../registry/image-summary.js';
 
 export type SignatureStatus = 'valid' | 'invalid' | 'none';
 
@@ -34,6 +35,26 @@ export interface ReportEntry {
   policy?: string | undefined;
   mode?: SignatureMode | undefined;
   verdict: Verdict;
+}
+
+/** A tag as the console lists it: its report entry and what it points at. */
+export interface TagDetail extends ReportEntry, ImageSummary {
+  mediaType: string;
+  taggedAt: number;
+  taggedBy?: string | undefined;
+  /** the policy's immutable tags include it: it cannot be moved or deleted */
+  immutable: boolean;
+}
+
+function tagDetail(entry: ReportEntry, tagged: TaggedManifest, policy: TrustPolicy | undefined): TagDetail {
+  return {
+    ...entry,
+    ...describeImage(tagged.payload, tagged.size),
+    mediaType: tagged.mediaType,
+    taggedAt: tagged.taggedAt,
+    taggedBy: tagged.taggedBy,
+    immutable: policy !== undefined && isImmutableTag(policy, tagged.tag),
+  };
 }
 
 export interface ReportPage {
@@ -143,6 +164,21 @@ export class SignatureReport {
 
   /** One page: up to `limit` entries after the cursor, and the cursor of the next page. */
   async page(query: ReportQuery): Promise<ReportPage> {
+    const { judged, next } = await this.judgedPage(query);
+    return { entries: judged.map(({ entry }) => entry), ...(next !== undefined ? { next } : {}) };
+  }
+
+  /**
+   * One repository's tags with what the console shows beside each report entry: when and by whom
+   * the tag was set, the image's size and platforms, and whether the policy makes it immutable.
+   */
+  async tagDetails(repository: string, query: { cursor?: string | undefined; limit: number }): Promise<{ tags: TagDetail[]; next?: string }> {
+    // A repository name holds no glob character: as a glob it matches itself alone.
+    const { judged, next } = await this.judgedPage({ ...query, repositories: repository });
+    return { tags: judged.map(({ entry, tagged, policy }) => tagDetail(entry, tagged, policy)), ...(next !== undefined ? { next } : {}) };
+  }
+
+  private async judgedPage(query: ReportQuery): Promise<{ judged: { entry: ReportEntry; tagged: TaggedManifest; policy: TrustPolicy | undefined }[]; next?: string }> {
     const limit = Math.max(1, Math.min(query.limit, MAX_REPORT_LIMIT));
     const glob = compileGlob(query.repositories);
     let position = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
@@ -165,8 +201,11 @@ export class SignatureReport {
     }
     const policies = await this.policies.list();
     const results = await this.source.verifications(chosen.map((row) => row.manifestId));
-    const entries = chosen.map((row) => reportEntry(row, policyFor(policies, row.repository), results.get(row.manifestId) ?? []));
-    return { entries, ...(!exhausted && position ? { next: encodeCursor(position) } : {}) };
+    const judged = chosen.map((tagged) => {
+      const policy = policyFor(policies, tagged.repository);
+      return { entry: reportEntry(tagged, policy, results.get(tagged.manifestId) ?? []), tagged, policy };
+    });
+    return { judged, ...(!exhausted && position ? { next: encodeCursor(position) } : {}) };
   }
 
   /** Every entry, page by page (memory stays bounded however many tags there are). */

@@ -286,9 +286,16 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   const changed = (actor: string, ctx: AppContext, details: Record<string, unknown>, tx: ChangeTransaction) =>
     audit.record({ type: 'rules.changed', actor, clientIp: ctx.request.ip, details }, tx);
 
-  on('get', '/admin/v1/rules', 'admin.rules.list', async (ctx) => {
-    replyJson(ctx, 200, { rules: (await rules.list()).map(showRule) });
-  });
+  // Reading the rules, the robots and an access explanation: auditors too (the console's read-only view).
+  on(
+    'get',
+    '/admin/v1/rules',
+    'admin.rules.list',
+    async (ctx) => {
+      replyJson(ctx, 200, { rules: (await rules.list()).map(showRule) });
+    },
+    'audit',
+  );
 
   // Declarative: the body is the whole rule set (as in `policy apply`); ?dryRun=true only diffs.
   on('put', '/admin/v1/rules', 'admin.rules.apply', async (ctx, actor) => {
@@ -331,9 +338,15 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     reply(ctx, 204);
   });
 
-  on('get', '/admin/v1/robots', 'admin.robots.list', async (ctx) => {
-    replyJson(ctx, 200, { robots: await robots.list() });
-  });
+  on(
+    'get',
+    '/admin/v1/robots',
+    'admin.robots.list',
+    async (ctx) => {
+      replyJson(ctx, 200, { robots: await robots.list() });
+    },
+    'audit',
+  );
 
   // Creates a robot with its own rules; the secret is in this response and nowhere else.
   on('post', '/admin/v1/robots', 'admin.robots.create', async (ctx, actor) => {
@@ -390,21 +403,27 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   });
 
   // Explains what a user or robot may do on a repository, and which rules say so.
-  on('get', '/admin/v1/access', 'admin.access.check', async (ctx) => {
-    const subject = checkedName(queryParameter(ctx, 'subject') ?? '', 'subject', MAX_SUBJECT_LENGTH);
-    const repository = queryParameter(ctx, 'repository') ?? '';
-    if (!isValidName(repository)) throw badRequest('repository must be a valid repository name');
-    const principal: Principal | undefined = subject === 'anonymous' ? { kind: 'anonymous' } : await authenticator.resolve(subject);
-    if (!principal) throw new AdminRequestError(404, `no user or robot ${subject}`);
-    replyJson(ctx, 200, {
-      subject,
-      repository,
-      admin: policy.isAdmin(principal),
-      groups: principal.kind === 'user' ? principal.identity.groups : [],
-      allowed: [...(await policy.allowed(principal, repository))].sort(),
-      rules: (await policy.explain(principal, repository)).map(showRule),
-    });
-  });
+  on(
+    'get',
+    '/admin/v1/access',
+    'admin.access.check',
+    async (ctx) => {
+      const subject = checkedName(queryParameter(ctx, 'subject') ?? '', 'subject', MAX_SUBJECT_LENGTH);
+      const repository = queryParameter(ctx, 'repository') ?? '';
+      if (!isValidName(repository)) throw badRequest('repository must be a valid repository name');
+      const principal: Principal | undefined = subject === 'anonymous' ? { kind: 'anonymous' } : await authenticator.resolve(subject);
+      if (!principal) throw new AdminRequestError(404, `no user or robot ${subject}`);
+      replyJson(ctx, 200, {
+        subject,
+        repository,
+        admin: policy.isAdmin(principal),
+        groups: principal.kind === 'user' ? principal.identity.groups : [],
+        allowed: [...(await policy.allowed(principal, repository))].sort(),
+        rules: (await policy.explain(principal, repository)).map(showRule),
+      });
+    },
+    'audit',
+  );
 
   // The audit log, newest first, filtered and paged (./audit-query.ts); auditors may read it too.
   on(
@@ -422,6 +441,19 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
       const page = await audit.page(parsed.query);
       const link: Record<string, string> = page.nextBeforeSeq === undefined ? {} : { Link: nextPageLink('/admin/v1/audit', parsed, page.nextBeforeSeq) };
       replyJson(ctx, 200, { events: page.events, ...(page.nextBeforeSeq === undefined ? {} : { next: String(page.nextBeforeSeq) }) }, link);
+    },
+    'audit',
+  );
+
+  // The hash chain's verdict, as `portcullis audit verify` prints it: intact up to the head, or
+  // the first broken link. It walks every event (in pages).
+  on(
+    'get',
+    '/admin/v1/audit/chain',
+    'admin.audit.chain',
+    async (ctx) => {
+      const verdict = await audit.verifyChain();
+      replyJson(ctx, 200, verdict.intact ? { intact: true, count: verdict.count, head: verdict.head } : verdict, { 'Cache-Control': 'no-store' });
     },
     'audit',
   );
