@@ -100,7 +100,9 @@ async function tokenFor(scopes: readonly string[]): Promise<string> {
   if (response.status === 401) ended();
   if (!response.ok) throw await errorOf(response);
   const issued = (await response.json()) as { token: string; expiresIn: number };
-  tokens.set(key, { token: issued.token, until: Date.now() + Math.max(0, issued.expiresIn - 15) * 1000 });
+  // Kept no longer than the session: once it ends, the next call finds out and asks to sign in.
+  const sessionEnds = session ? Date.parse(session.expiresAt) : Date.now();
+  tokens.set(key, { token: issued.token, until: Math.min(Date.now() + Math.max(0, issued.expiresIn - 15) * 1000, sessionEnds) });
   return issued.token;
 }
 

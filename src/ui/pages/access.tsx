@@ -21,7 +21,12 @@ interface Diff {
   warnings?: string[];
 }
 
-const oneLine = (value: unknown): string => (typeof value === 'string' ? value : stringify(value, { lineWidth: 0 }).trim());
+/** An item of a diff as YAML, every line marked with `sign` (+ added, - removed, ~ before, → after). */
+const marked = (sign: string, value: unknown): string =>
+  (typeof value === 'string' ? value : stringify(value, { lineWidth: 0 }).trimEnd())
+    .split('\n')
+    .map((line) => `${sign} ${line}`)
+    .join('\n');
 
 function DiffView({ diff }: { diff: Diff }) {
   const empty = diff.added.length + diff.removed.length + diff.changed.length === 0;
@@ -30,22 +35,22 @@ function DiffView({ diff }: { diff: Diff }) {
       {empty && <p>No changes: what you wrote is what is in force.</p>}
       {diff.removed.map((item, index) => (
         <pre key={`r${index}`} class="removed">
-          {`- ${oneLine(item)}`}
+          {marked('-', item)}
         </pre>
       ))}
       {diff.added.map((item, index) => (
         <pre key={`a${index}`} class="added">
-          {`+ ${oneLine(item)}`}
+          {marked('+', item)}
         </pre>
       ))}
       {diff.changed.map((item, index) => {
         const pair = item as { before?: unknown; after?: unknown };
         return pair.before !== undefined ? (
           <pre key={`c${index}`} class="changed">
-            {`~ ${oneLine(pair.before)}\n→ ${oneLine(pair.after)}`}
+            {`${marked('~', pair.before)}\n${marked('→', pair.after)}`}
           </pre>
         ) : (
-          <pre key={`c${index}`} class="changed">{`~ ${oneLine(item)}`}</pre>
+          <pre key={`c${index}`} class="changed">{marked('~', item)}</pre>
         );
       })}
       {diff.warnings?.map((warning) => (
@@ -57,11 +62,21 @@ function DiffView({ diff }: { diff: Diff }) {
   );
 }
 
+/** What the parent shows once a change is applied (the editor itself is then read afresh). */
+function AppliedNotice({ diff }: { diff: Diff | undefined }) {
+  if (!diff) return null;
+  return (
+    <p class="ok" role="status">
+      Applied: {diff.added.length} added, {diff.removed.length} removed, {diff.changed.length} changed.
+    </p>
+  );
+}
+
 /**
  * A YAML document edited in place: Preview sends it as a dry run and shows the difference;
  * Apply sends the same document for real.
  */
-function YamlEditor({ label, text, editable, send }: { label: string; text: string; editable: boolean; send: (document: unknown, dryRun: boolean) => Promise<Diff> }) {
+function YamlEditor({ label, text, editable, send, onApplied }: { label: string; text: string; editable: boolean; send: (document: unknown, dryRun: boolean) => Promise<Diff>; onApplied: (diff: Diff) => void }) {
   const [draft, setDraft] = useState(text);
   const [preview, setPreview] = useState<{ diff: Diff; of: string } | undefined>();
   const [message, setMessage] = useState<{ kind: 'error' | 'ok'; text: string } | undefined>();
@@ -79,7 +94,7 @@ function YamlEditor({ label, text, editable, send }: { label: string; text: stri
       if (dryRun) setPreview({ diff, of: draft });
       else {
         setPreview(undefined);
-        setMessage({ kind: 'ok', text: `Applied: ${diff.added.length} added, ${diff.removed.length} removed, ${diff.changed.length} changed.` });
+        onApplied(diff);
       }
     } catch (error) {
       setMessage({ kind: 'error', text: (error as Error).message });
@@ -114,9 +129,11 @@ function YamlEditor({ label, text, editable, send }: { label: string; text: stri
 
 function Rules({ session }: { session: Session }) {
   const [loaded, reload] = useLoad(() => callJson<{ rules: Rule[] }>('/admin/v1/rules', [readScope(session)]), []);
+  const [applied, setApplied] = useState<Diff | undefined>();
   return (
     <section aria-labelledby="rules-heading">
       <h2 id="rules-heading">Access rules</h2>
+      <AppliedNotice diff={applied} />
       <Show loaded={loaded}>
         {({ rules }) => (
           <YamlEditor
@@ -125,9 +142,11 @@ function Rules({ session }: { session: Session }) {
             text={stringify({ rules: rules.map(({ id: _id, ...rule }) => rule) })}
             editable={session.admin}
             send={async (document, dryRun) => {
-              const diff = await callJson<Diff>(`/admin/v1/rules?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document });
-              if (!dryRun) reload();
-              return diff;
+              return callJson<Diff>(`/admin/v1/rules?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document });
+            }}
+            onApplied={(diff) => {
+              setApplied(diff);
+              reload();
             }}
           />
         )}
@@ -138,9 +157,11 @@ function Rules({ session }: { session: Session }) {
 
 function TrustPolicies({ session }: { session: Session }) {
   const [loaded, reload] = useLoad(async () => (await call('/admin/v1/trust?format=yaml', [readScope(session)])).text(), []);
+  const [applied, setApplied] = useState<Diff | undefined>();
   return (
     <section aria-labelledby="trust-heading">
       <h2 id="trust-heading">Trust policies</h2>
+      <AppliedNotice diff={applied} />
       <Show loaded={loaded}>
         {(text) => (
           <YamlEditor
@@ -149,9 +170,11 @@ function TrustPolicies({ session }: { session: Session }) {
             text={text}
             editable={session.admin}
             send={async (document, dryRun) => {
-              const diff = await callJson<Diff>(`/admin/v1/trust?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document });
-              if (!dryRun) reload();
-              return diff;
+              return callJson<Diff>(`/admin/v1/trust?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document });
+            }}
+            onApplied={(diff) => {
+              setApplied(diff);
+              reload();
             }}
           />
         )}
