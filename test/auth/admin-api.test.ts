@@ -58,18 +58,19 @@ async function currentRules(): Promise<ShownRule[]> {
 
 /** Every admin endpoint, with a harmless body where one is needed; `audit`: auditors may read it. */
 const ENDPOINTS: { method: string; path: string; body?: unknown; audit?: true }[] = [
-  { method: 'GET', path: '/admin/v1/rules' },
+  { method: 'GET', path: '/admin/v1/rules', audit: true },
   { method: 'PUT', path: '/admin/v1/rules', body: { rules: [{ subject: 'user:alice', repositories: '**', actions: ['pull', 'push', 'delete', 'admin'] }] } },
   { method: 'PUT', path: '/admin/v1/rules?dryRun=true', body: { rules: [] } },
   { method: 'POST', path: '/admin/v1/rules', body: { subject: 'user:alice', repositories: '**', actions: ['admin'] } },
   { method: 'DELETE', path: '/admin/v1/rules/1' },
-  { method: 'GET', path: '/admin/v1/robots' },
+  { method: 'GET', path: '/admin/v1/robots', audit: true },
   { method: 'POST', path: '/admin/v1/robots', body: { name: 'alice-bot', rules: [{ repositories: '**', actions: ['pull', 'push', 'delete'] }] } },
   { method: 'DELETE', path: '/admin/v1/robots/ci' },
   { method: 'GET', path: '/admin/v1/refresh-tokens' },
   { method: 'GET', path: '/admin/v1/refresh-tokens?user=admin' },
   { method: 'DELETE', path: '/admin/v1/refresh-tokens/000000000000000000000000' },
-  { method: 'GET', path: '/admin/v1/access?subject=admin&repository=team-a/app' },
+  { method: 'GET', path: '/admin/v1/access?subject=admin&repository=team-a/app', audit: true },
+  { method: 'GET', path: '/admin/v1/audit/chain', audit: true },
   { method: 'GET', path: '/admin/v1/audit', audit: true },
   { method: 'GET', path: '/admin/v1/audit?type=login.failure', audit: true },
   { method: 'GET', path: '/admin/v1/trust', audit: true },

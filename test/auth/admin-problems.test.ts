@@ -168,7 +168,7 @@ describe('admin API problem documents', () => {
     const denied = expectProblem(await api(server.url, token, 'PUT', '/admin/v1/rules', '{not json'), 403, 'Forbidden');
     assert.equal(denied.detail, 'administrator rights required');
     expectProblem(await api(server.url, token, 'GET', '/admin/v1/nothing-here'), 403, 'Forbidden');
-    const anonymous = await api(server.url, undefined, 'GET', '/admin/v1/rules');
+    const anonymous = await api(server.url, undefined, 'PUT', '/admin/v1/rules', { rules: [] });
     assert.equal(anonymous.status, 401);
     assert.equal(errorCode(anonymous.text), 'UNAUTHORIZED');
     assert.match(anonymous.headers.get('WWW-Authenticate') ?? '', /scope="registry:admin:\*"/);

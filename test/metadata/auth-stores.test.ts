@@ -323,7 +323,8 @@ for (const backend of METADATA_BACKENDS) {
       const refreshTokens = new RefreshTokens(stores, 60_000);
       const audit = new AuditLog(stores, silent);
       const issued = await refreshTokens.issue({ kind: 'user', name: 'frank', provider: 'ldap' });
-      assert.deepEqual(await refreshTokens.redeem(issued), { kind: 'user', name: 'frank', provider: 'ldap', issuedAt: (await refreshTokens.list({ name: 'frank' }))[0]?.createdAt });
+      const listed = (await refreshTokens.list({ name: 'frank' }))[0];
+      assert.deepEqual(await refreshTokens.redeem(issued), { kind: 'user', name: 'frank', provider: 'ldap', issuedAt: listed?.createdAt, expiresAt: listed?.expiresAt });
       assert.equal(await refreshTokens.redeem(`${issued}x`), undefined);
       const [info] = await refreshTokens.list({ name: 'frank' });
       assert.ok(info?.lastUsedAt !== undefined);

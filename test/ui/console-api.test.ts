@@ -174,6 +174,17 @@ describe('console sessions', () => {
     assert.equal((await sessionCall(session, 'POST', '/ui/api/token', { body: JSON.stringify({ scope: [] }) })).status, 401);
   });
 
+  it('marks the cookie Secure when told that a proxy in front terminates TLS', async () => {
+    const behindProxy = await startPortcullis({ env: { PORTCULLIS_CONSOLE_SECURE_COOKIE: 'true' } });
+    try {
+      const response = await fetch(`${behindProxy.url}/ui/api/session`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(behindProxy.admin) });
+      assert.equal(response.status, 201);
+      assert.match(response.headers.get('set-cookie') ?? '', /; HttpOnly; SameSite=Strict; Secure$/);
+    } finally {
+      await behindProxy.stop();
+    }
+  });
+
   it('is not served at all when console.enabled is false', async () => {
     const off = await startPortcullis({ env: { PORTCULLIS_CONSOLE_ENABLED: 'false' } });
     try {
