@@ -5,6 +5,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request } from 'node:https';
 import { connect } from 'node:tls';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -77,6 +78,21 @@ describe('TLS served by Portcullis', () => {
     assert.equal(JSON.parse(stdout).layers.length, 1);
     // Without the CA the same client refuses the server: verification really is on.
     await assert.rejects(skopeo(['inspect', '--raw', '--creds', creds, target]), /certificate|x509/);
+  });
+
+  it('marks the web console\'s session cookie Secure', async () => {
+    const caFile = await readFile(ca.cert);
+    const setCookie = await new Promise<string>((resolve, reject) => {
+      const body = JSON.stringify(server.admin);
+      const call = request(`${server.url}/ui/api/session`, { method: 'POST', ca: caFile, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (response) => {
+        response.resume();
+        assert.equal(response.statusCode, 201);
+        resolve(String(response.headers['set-cookie']?.[0] ?? ''));
+      });
+      call.once('error', reject);
+      call.end(body);
+    });
+    assert.match(setCookie, /^portcullis_console=.*; HttpOnly; SameSite=Strict; Secure$/);
   });
 
   it('picks up a renewed certificate without a restart', async () => {
