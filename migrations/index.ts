@@ -12,6 +12,7 @@ import * as verificationPolicy from './20261130_008_verification_policy.js';
 import * as loginThrottle from './20261130_009_login_throttle.js';
 import * as gc from './20261130_010_gc.js';
 import * as tagAuthor from './20261130_011_tag_author.js';
+import * as refreshTokenPurpose from './20261130_012_refresh_token_purpose.js';
 
 interface Migration {
   name: string;
@@ -19,7 +20,7 @@ interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle, gc, tagAuthor];
+const migrations: Migration[] = [registryCore, auth, uploadParts, adminState, auditChain, signatures, trustPolicies, verificationPolicy, loginThrottle, gc, tagAuthor, refreshTokenPurpose];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -203,6 +203,14 @@ export interface AuditPage {
 /** The transaction an administrative change and the events recording it share (see AuditLog.transaction). */
 export type ChangeTransaction = AuthStores;
 
+/** How long a finished walk of the hash chain answers later requests (the walk reads every event). */
+const CHAIN_CHECK_REUSE_MS = 10_000;
+
+interface ChainCheck {
+  result: Promise<{ verdict: ChainVerdict; checkedAt: number }>;
+  endedAt?: number;
+}
+
 export class AuditLog {
   private queue: AuditRecord[] = [];
   /** the timer that writes the queue a few milliseconds after its first event */
@@ -211,6 +219,8 @@ export class AuditLog {
   private writing: Promise<void> = Promise.resolve();
   /** Events that could not be written at all since start (each also logged at error level). */
   lost = 0;
+  /** the hash chain walk in progress, or the last one (see verifyChain) */
+  private chainCheck: ChainCheck | undefined;
 
   constructor(
     private readonly stores: AuthStores,
@@ -225,9 +235,25 @@ export class AuditLog {
     return this.stores.transaction(work);
   }
 
-  /** Walks the hash chain from the first event to the head (see ./chain-status.ts). */
-  verifyChain(): Promise<ChainVerdict> {
-    return verifyStoredChain(this.stores.audit);
+  /**
+   * Walks the hash chain from the first event to the head (see ./chain-status.ts). The walk reads
+   * every event, so callers share one: those asking while it runs, or within CHAIN_CHECK_REUSE_MS
+   * after it ended, get its verdict and when it was reached.
+   */
+  verifyChain(): Promise<{ verdict: ChainVerdict; checkedAt: number }> {
+    const shared = this.chainCheck;
+    if (shared && (shared.endedAt === undefined || Date.now() - shared.endedAt < CHAIN_CHECK_REUSE_MS)) return shared.result;
+    const check: ChainCheck = {
+      result: verifyStoredChain(this.stores.audit).then((verdict) => ({ verdict, checkedAt: Date.now() })),
+    };
+    check.result.then(
+      () => (check.endedAt = Date.now()),
+      () => {
+        if (this.chainCheck === check) this.chainCheck = undefined; // a failure is not kept
+      },
+    );
+    this.chainCheck = check;
+    return check.result;
   }
 
   /**

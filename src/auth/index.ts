@@ -119,7 +119,7 @@ export async function createAuth(config: Config, db: Knex, log: Logger): Promise
   const identities = createIdentities(config, db, log);
   const { users, policy, authenticator } = identities;
   const refreshTokens = new RefreshTokens(new KnexAuthStores(db), config.auth.refreshTokenTtlSeconds * 1000);
-  const consoleSessions = new ConsoleSessions(new RefreshTokens(new KnexAuthStores(db), config.console.sessionSeconds * 1000), authenticator);
+  const consoleSessions = new ConsoleSessions(new RefreshTokens(new KnexAuthStores(db), config.console.sessionSeconds * 1000, 'console'), authenticator);
   const keySource = { keyFile: config.auth.token.keyFile, dataDir: config.dataDir };
   const keys = await loadSigningKeys(keySource);
   log.info({ kid: keys.current.kid, source: keys.source }, 'token signing key loaded');

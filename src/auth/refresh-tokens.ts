@@ -2,7 +2,7 @@
 // `<id>.<secret>` strings, stored as digests, revocable, and deliberately NOT rotated on use —
 // Docker keeps presenting the first one it got (moby#39718).
 import { randomBytes } from 'node:crypto';
-import type { AuthStores, PrincipalKind, PrincipalProvider, RefreshTokenRecord } from '../metadata/auth-stores.js';
+import type { AuthStores, PrincipalKind, PrincipalProvider, RefreshTokenPurpose, RefreshTokenRecord } from '../metadata/auth-stores.js';
 import { newSecret, secretDigest, secretMatches } from './secrets.js';
 
 const MAX_PER_PRINCIPAL = 20;
@@ -16,6 +16,8 @@ export interface RefreshPrincipal {
 
 export interface RefreshTokenInfo extends RefreshPrincipal {
   id: string;
+  /** registry (docker login, OAuth2) or console (a web console sign-in) */
+  purpose: RefreshTokenPurpose;
   createdAt: number;
   expiresAt: number;
   lastUsedAt?: number;
@@ -25,6 +27,7 @@ export interface RefreshTokenInfo extends RefreshPrincipal {
 /** What administrators see of a token: everything but the secret's digest. */
 const toInfo = (record: RefreshTokenRecord): RefreshTokenInfo => ({
   id: record.id,
+  purpose: record.purpose,
   kind: record.principalKind,
   name: record.principalName,
   provider: record.provider,
@@ -38,16 +41,19 @@ export class RefreshTokens {
   constructor(
     private readonly stores: AuthStores,
     private readonly lifetimeMs: number,
+    /** the tokens this instance issues and accepts: a console session is no docker refresh token, nor the reverse */
+    private readonly purpose: RefreshTokenPurpose = 'registry',
   ) {}
 
   async issue(principal: RefreshPrincipal): Promise<string> {
     const id = randomBytes(12).toString('hex');
     const secret = newSecret();
     const now = Date.now();
-    // docker login makes a new one each time: keep a principal's newest few, drop the rest.
+    // docker login makes a new one each time: keep a principal's newest few (of this purpose), drop the rest.
     await this.stores.refreshTokens.insert(
       {
         id,
+        purpose: this.purpose,
         secretHash: secretDigest(secret),
         principalKind: principal.kind,
         principalName: principal.name,
@@ -65,7 +71,7 @@ export class RefreshTokens {
     const [id, secret, extra] = token.split('.');
     if (!id || !secret || extra !== undefined || !TOKEN_ID.test(id)) return undefined;
     const record = await this.stores.refreshTokens.get(id);
-    if (!record || !secretMatches(secret, record.secretHash)) return undefined;
+    if (!record || !secretMatches(secret, record.secretHash) || record.purpose !== this.purpose) return undefined;
     if (record.revokedAt !== undefined || record.expiresAt <= Date.now()) return undefined;
     await this.stores.refreshTokens.markUsed(id);
     return { kind: record.principalKind, name: record.principalName, provider: record.provider, issuedAt: record.createdAt, expiresAt: record.expiresAt };

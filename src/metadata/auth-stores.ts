@@ -85,8 +85,12 @@ export interface RobotStore {
   revoke(name: string): Promise<boolean>;
 }
 
+/** registry: docker login's offline tokens and the OAuth2 grant; console: a web console sign-in. */
+export type RefreshTokenPurpose = 'registry' | 'console';
+
 export interface RefreshTokenRecord {
   id: string;
+  purpose: RefreshTokenPurpose;
   secretHash: string;
   principalKind: PrincipalKind;
   principalName: string;
@@ -98,7 +102,10 @@ export interface RefreshTokenRecord {
 }
 
 export interface RefreshTokenStore {
-  /** Stores a token and, in the same step, drops the principal's tokens beyond its `keepNewest` newest. */
+  /**
+   * Stores a token and, in the same step, drops the principal's expired tokens of that purpose
+   * and those beyond its `keepNewest` newest.
+   */
   insert(token: RefreshTokenRecord, keepNewest: number): Promise<void>;
   get(id: string): Promise<RefreshTokenRecord | undefined>;
   markUsed(id: string): Promise<void>;

@@ -14,6 +14,7 @@ import type {
   NewRule,
   PrincipalKind,
   PrincipalProvider,
+  RefreshTokenPurpose,
   RefreshTokenRecord,
   RefreshTokenStore,
   RobotRecord,
@@ -238,6 +239,7 @@ class KnexRobotStore implements RobotStore {
 interface RefreshTokenRow {
   id: string;
   secret_hash: string;
+  purpose: RefreshTokenPurpose;
   principal_kind: PrincipalKind;
   principal_name: string;
   provider: PrincipalProvider;
@@ -249,6 +251,7 @@ interface RefreshTokenRow {
 
 const toRefreshTokenRecord = (row: RefreshTokenRow): RefreshTokenRecord => ({
   id: row.id,
+  purpose: row.purpose,
   secretHash: row.secret_hash,
   principalKind: row.principal_kind,
   principalName: row.principal_name,
@@ -266,6 +269,7 @@ class KnexRefreshTokenStore implements RefreshTokenStore {
     return this.connection.atomic(async (trx) => {
       const row: RefreshTokenRow = {
         id: token.id,
+        purpose: token.purpose,
         secret_hash: token.secretHash,
         principal_kind: token.principalKind,
         principal_name: token.principalName,
@@ -276,7 +280,8 @@ class KnexRefreshTokenStore implements RefreshTokenStore {
         revoked_at: token.revokedAt ?? null,
       };
       await trx('refresh_tokens').insert(row);
-      const principal = { principal_kind: token.principalKind, principal_name: token.principalName };
+      const principal = { principal_kind: token.principalKind, principal_name: token.principalName, purpose: token.purpose };
+      await trx('refresh_tokens').where(principal).andWhere('expires_at', '<=', token.createdAt).delete();
       const keep = (await trx('refresh_tokens').where(principal).orderBy('created_at', 'desc').orderBy('id').limit(keepNewest).pluck('id')) as string[];
       await trx('refresh_tokens').where(principal).whereNotIn('id', keep).delete();
     });

@@ -3,7 +3,7 @@
 // names neither, leaves the fields out (a single image's platform lives in its config blob).
 
 export interface ImageSummary {
-  /** manifest + config + layers for an image; the child manifests' sizes for an index */
+  /** manifest + config + layers, for an image (an index's images are each their own) */
   totalSize?: number | undefined;
   /** an index's platforms as os/architecture[/variant] */
   platforms?: string[] | undefined;
@@ -34,7 +34,7 @@ export function describeImage(payload: Buffer | undefined, manifestSize: number)
   if (Array.isArray(document.manifests)) {
     const children = document.manifests.filter((entry): entry is Descriptor => typeof entry === 'object' && entry !== null);
     const platforms = children.map(platformOf).filter((platform): platform is string => platform !== undefined && platform !== 'unknown/unknown');
-    return { totalSize: manifestSize + children.reduce((sum, child) => sum + sizeOf(child), 0), platforms: [...new Set(platforms)] };
+    return { platforms: [...new Set(platforms)] };
   }
   if (Array.isArray(document.layers)) {
     const layers = document.layers.filter((entry): entry is Descriptor => typeof entry === 'object' && entry !== null);

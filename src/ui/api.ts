@@ -96,8 +96,12 @@ async function tokenFor(scopes: readonly string[]): Promise<string> {
   const key = [...scopes].sort().join(' ');
   const held = tokens.get(key);
   if (held && held.until > Date.now()) return held.token;
-  const response = await sessionCall('POST', '/ui/api/token', { scope: scopes });
-  if (response.status === 401) ended();
+  let response = await sessionCall('POST', '/ui/api/token', { scope: scopes });
+  if (response.status === 403 && session) {
+    // Signed in again in another tab: this tab's CSRF token is the old session's. Read it anew, once.
+    if (await currentSession()) response = await sessionCall('POST', '/ui/api/token', { scope: scopes });
+  }
+  if (response.status === 401 || !session) ended();
   if (!response.ok) throw await errorOf(response);
   const issued = (await response.json()) as { token: string; expiresIn: number };
   // Kept no longer than the session: once it ends, the next call finds out and asks to sign in.

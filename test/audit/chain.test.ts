@@ -305,6 +305,12 @@ for (const backend of BACKENDS) {
       const broken = await verify();
       assert.equal(broken.code, 1, broken.stdout + broken.stderr);
       assert.match(broken.stdout, new RegExp(`^audit chain broken at event ${seq} \\(row id ${Number(row.id)}\\): its contents do not match its hash: stored [0-9a-f]{16}…, computed [0-9a-f]{16}…: the row was changed\\n$`));
+      // The admin API (the console's Audit page) says the same; this is its first walk in this file.
+      const answered = await api<{ intact: boolean; seq: number; id: number; problem: string; checkedAt: string }>(first().url, token, 'GET', '/admin/v1/audit/chain');
+      assert.equal(answered.status, 200, answered.text);
+      assert.deepEqual([answered.body.intact, answered.body.seq, answered.body.id], [false, seq, Number(row.id)]);
+      assert.match(answered.body.problem, /the row was changed/);
+      assert.ok(!Number.isNaN(Date.parse(answered.body.checkedAt)));
 
       await deployment.sql('UPDATE audit_events SET actor = ? WHERE seq = ?', [row.actor, seq]);
       const intact = await verify();

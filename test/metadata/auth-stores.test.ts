@@ -58,6 +58,7 @@ const event = (type: string, actor: string, details?: unknown): AuditRecord => (
 
 const token = (id: string, name: string, createdAt: number): RefreshTokenRecord => ({
   id,
+  purpose: 'registry',
   secretHash: `hash-${id}`,
   principalKind: 'user',
   principalName: name,
@@ -176,6 +177,20 @@ for (const backend of METADATA_BACKENDS) {
       assert.equal(await refreshTokens.revokeAll('user', 'dave'), 2);
       assert.ok((await refreshTokens.list({ principalName: 'dave' })).every((t) => t.revokedAt !== undefined));
       assert.equal((await refreshTokens.get('erin-1'))?.revokedAt, undefined);
+    });
+
+    it('refresh tokens: each purpose keeps its own newest; expired ones go at the next insert', async () => {
+      const { refreshTokens } = stores;
+      for (let i = 1; i <= 3; i++) await refreshTokens.insert(token(`gina-${i}`, 'gina', 1000 * i), 3);
+      for (let i = 1; i <= 3; i++) await refreshTokens.insert({ ...token(`gina-console-${i}`, 'gina', 5000 + i), purpose: 'console' }, 2);
+      assert.deepEqual(
+        (await refreshTokens.list({ principalName: 'gina' })).map((t) => `${t.id} ${t.purpose}`),
+        ['gina-1 registry', 'gina-2 registry', 'gina-3 registry', 'gina-console-2 console', 'gina-console-3 console'],
+        'console sign-ins never push out docker logins',
+      );
+      // gina-1 expires at 61 000: a new registry token issued later removes it, and only it.
+      await refreshTokens.insert(token('gina-4', 'gina', 61_500), 5);
+      assert.deepEqual((await refreshTokens.list({ principalName: 'gina' })).filter((t) => t.purpose === 'registry').map((t) => t.id), ['gina-2', 'gina-3', 'gina-4']);
     });
 
     it('audit: events are appended and read back newest first, by type', async () => {
@@ -336,6 +351,9 @@ for (const backend of METADATA_BACKENDS) {
         }),
       );
       assert.ok(await refreshTokens.redeem(issued), 'a revocation rolled back leaves the token usable');
+      const consoleSessions = new RefreshTokens(stores, 60_000, 'console');
+      assert.equal(await consoleSessions.redeem(issued), undefined, 'a docker refresh token is no console session');
+      assert.equal(await refreshTokens.redeem(await consoleSessions.issue({ kind: 'user', name: 'frank', provider: 'ldap' })), undefined, 'nor the reverse');
       await audit.transaction(async (tx) => {
         assert.equal(await refreshTokens.revoke(info.id, tx), true);
         await audit.record({ type: 'refresh_token.revoked', actor: 'admin', details: { id: info.id } }, tx);

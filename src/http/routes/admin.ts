@@ -261,6 +261,8 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
       ctx.state.route = name;
       // The challenge of a 401 names the scope to ask for: registry:audit:* where auditors may read.
       const claims = await bearer.authenticate(ctx, { kind: need });
+      // Rules, robots and the audit log are nobody's to keep in a browser's or proxy's cache.
+      ctx.set('Cache-Control', 'no-store');
       try {
         if (!bearer.grants(claims, ctx, { kind: need })) throw new AdminRequestError(403, need === 'audit' ? 'administrator or auditor rights required' : 'administrator rights required');
         await handler(ctx, claims.subject);
@@ -446,14 +448,16 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   );
 
   // The hash chain's verdict, as `portcullis audit verify` prints it: intact up to the head, or
-  // the first broken link. It walks every event (in pages).
+  // the first broken link. It walks every event (in pages); concurrent and closely following
+  // requests share one walk (AuditLog.verifyChain), and `checkedAt` says when it ended.
   on(
     'get',
     '/admin/v1/audit/chain',
     'admin.audit.chain',
     async (ctx) => {
-      const verdict = await audit.verifyChain();
-      replyJson(ctx, 200, verdict.intact ? { intact: true, count: verdict.count, head: verdict.head } : verdict, { 'Cache-Control': 'no-store' });
+      const { verdict, checkedAt } = await audit.verifyChain();
+      const when = { checkedAt: new Date(checkedAt).toISOString() };
+      replyJson(ctx, 200, verdict.intact ? { intact: true, count: verdict.count, head: verdict.head, ...when } : { ...verdict, ...when });
     },
     'audit',
   );

@@ -51,7 +51,7 @@ export function repositoryDetailRoutes(trust: Pick<TrustAdministration, 'report'
           if (error instanceof ReportQueryError) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid last parameter');
           throw error;
         }
-        const headers: Record<string, string> = {};
+        const headers: Record<string, string> = { 'Cache-Control': 'no-store' };
         if (page.next !== undefined) headers.Link = `</extensions/v2/${repository}/tags?${new URLSearchParams({ n: String(limit), last: page.next }).toString()}>; rel="next"`;
         replyJson(ctx, 200, { name: repository, tags: page.tags.map(tagJson), ...(page.next !== undefined ? { next: page.next } : {}) }, headers);
       },
@@ -67,7 +67,7 @@ export function repositoryDetailRoutes(trust: Pick<TrustAdministration, 'report'
         const lookup = reference.kind === 'tag' ? { tag: reference.tag } : { digest: reference.digest.value };
         const explanation = await explainImage(trust.explain, { repository, lookup });
         if (!explanation) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { reference: param(ctx, 'reference') });
-        replyJson(ctx, 200, explanationJson(explanation));
+        replyJson(ctx, 200, explanationJson(explanation), { 'Cache-Control': 'no-store' });
       },
     },
   ];

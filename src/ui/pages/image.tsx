@@ -59,10 +59,11 @@ interface Loaded {
 async function loadManifest(name: string, reference: string): Promise<Loaded> {
   const response = await call(`/v2/${repositoryPath(name)}/manifests/${encodeURIComponent(reference)}`, [scopes.pull(name)], { accept: MANIFEST_TYPES });
   const manifest = (await response.json()) as Manifest;
-  const digest = response.headers.get('Docker-Content-Digest') ?? reference;
+  const digest = response.headers.get('Docker-Content-Digest') ?? '';
+  if (!DIGEST.test(digest)) throw new Error('the registry did not say which digest it served');
   let config: ImageConfig | undefined;
   if (manifest.config && manifest.config.size <= CONFIG_READ_LIMIT && /json/.test(manifest.config.mediaType ?? '')) {
-    config = await callJson<ImageConfig>(`/v2/${repositoryPath(name)}/blobs/${manifest.config.digest}`, [scopes.pull(name)]);
+    config = await callJson<ImageConfig>(`/v2/${repositoryPath(name)}/blobs/${encodeURIComponent(manifest.config.digest)}`, [scopes.pull(name)]);
   }
   return { digest, manifest, config };
 }
@@ -128,7 +129,7 @@ function TrustSection({ name, reference }: { name: string; reference: string }) 
 }
 
 function Referrers({ name, digest }: { name: string; digest: string }) {
-  const [loaded] = useLoad(() => callJson<{ manifests: Descriptor[] }>(`/v2/${repositoryPath(name)}/referrers/${digest}`, [scopes.pull(name)]), [name, digest]);
+  const [loaded] = useLoad(() => callJson<{ manifests: Descriptor[] }>(`/v2/${repositoryPath(name)}/referrers/${encodeURIComponent(digest)}`, [scopes.pull(name)]), [name, digest]);
   return (
     <section aria-labelledby="referrers-heading">
       <h2 id="referrers-heading">Referrers</h2>
@@ -151,13 +152,33 @@ function Referrers({ name, digest }: { name: string; digest: string }) {
   );
 }
 
+// The spec's grammar: what the page accepts from its URL before it names anything.
+const NAME = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+
 export function Image() {
   const { query } = useLocation();
   const name = query.name ?? '';
   const reference = query.reference ?? '';
-  const tag = query.tag;
+  if (!NAME.test(name) || !(TAG.test(reference) || DIGEST.test(reference))) {
+    return (
+      <main>
+        <p class="error" role="alert">
+          This is not an image reference: a repository name and a tag or digest are needed.
+        </p>
+      </main>
+    );
+  }
+  return <ImageOf name={name} reference={reference} />;
+}
+
+function ImageOf({ name, reference }: { name: string; reference: string }) {
+  const tag = TAG.test(reference) ? reference : undefined;
   const [loaded] = useLoad(() => loadManifest(name, reference), [name, reference]);
   const host = window.location.host;
+  // Once the manifest is read, everything below is about the digest the server answered with.
+  const digest = loaded.state === 'ready' ? loaded.value.digest : undefined;
   return (
     <main>
       <nav class="crumbs" aria-label="Breadcrumb">
@@ -165,23 +186,25 @@ export function Image() {
       </nav>
       <h1>
         {name}
-        {tag ? `:${tag}` : ''}
+        {tag ? `:${tag}` : `@${shortDigest(reference)}`}
       </h1>
-      <dl class="references">
-        {tag && (
-          <>
-            <dt>By tag</dt>
-            <dd>
-              <Copyable value={`docker pull ${host}/${name}:${tag}`} label="pull by tag" />
-            </dd>
-          </>
-        )}
-        <dt>By digest</dt>
-        <dd>
-          <Copyable value={`docker pull ${host}/${name}@${reference}`} label="pull by digest" />
-        </dd>
-      </dl>
-      <TrustSection name={name} reference={reference} />
+      {digest && (
+        <dl class="references">
+          {tag && (
+            <>
+              <dt>By tag</dt>
+              <dd>
+                <Copyable value={`docker pull ${host}/${name}:${tag}`} label="pull by tag" />
+              </dd>
+            </>
+          )}
+          <dt>By digest</dt>
+          <dd>
+            <Copyable value={`docker pull ${host}/${name}@${digest}`} label="pull by digest" />
+          </dd>
+        </dl>
+      )}
+      {loaded.state !== 'loading' && <TrustSection name={name} reference={digest ?? reference} />}
       {loaded.state === 'failed' ? (
         <section>
           <h2>Manifest</h2>

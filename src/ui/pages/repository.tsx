@@ -79,7 +79,7 @@ export function Repository() {
                   {tags.map((tag) => (
                     <tr key={tag.tag} data-tag={tag.tag}>
                       <th scope="row">
-                        <a href={pageLink('/ui/image', { name, reference: tag.digest, tag: tag.tag })}>{tag.tag}</a>
+                        <a href={pageLink('/ui/image', { name, reference: tag.tag })}>{tag.tag}</a>
                         {tag.artifact && <span class="badge">signature/attestation</span>}
                       </th>
                       <td>

@@ -65,7 +65,13 @@ export function registerConsoleAssetRoutes(router: Router<RequestState>, dir = C
   let build: ReturnType<typeof loadBuild> | undefined;
   const files = async () => {
     build ??= loadBuild(dir);
-    const loaded = await build;
+    let loaded: Awaited<typeof build>;
+    try {
+      loaded = await build;
+    } catch (error) {
+      build = undefined; // a file that could not be read: read again next time
+      throw error;
+    }
     if (!loaded) {
       build = undefined; // built later (a developer's `npm run build`): look again next time
       throw new RegistryError('UNAVAILABLE', 'the web console is not built: run `npm run build`');

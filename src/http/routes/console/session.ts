@@ -69,15 +69,20 @@ async function jsonBody(ctx: AppContext): Promise<Record<string, unknown>> {
   return value as Record<string, unknown>;
 }
 
-function cookieOf(ctx: AppContext): string | undefined {
+/** Most cookies of our name a request may carry: a sibling site can plant more (with a longer Path, sent first). */
+const MAX_COOKIES = 4;
+
+/** Every well-formed session cookie of the request, in the order the browser sent them. */
+function cookiesOf(ctx: AppContext): string[] {
+  const found: string[] = [];
   for (const part of ctx.get('Cookie').split(';')) {
     const eq = part.indexOf('=');
     if (eq > 0 && part.slice(0, eq).trim() === SESSION_COOKIE) {
       const value = part.slice(eq + 1).trim();
-      return /^[0-9a-f]{24}\.[A-Za-z0-9_-]{1,64}$/.test(value) ? value : undefined;
+      if (/^[0-9a-f]{24}\.[A-Za-z0-9_-]{1,64}$/.test(value)) found.push(value);
     }
   }
-  return undefined;
+  return found.slice(0, MAX_COOKIES);
 }
 
 export function registerConsoleSessionRoutes(router: Router<RequestState>, options: ConsoleSessionOptions): void {
@@ -100,13 +105,21 @@ export function registerConsoleSessionRoutes(router: Router<RequestState>, optio
   });
 
   /** The session of a cookie-authenticated call; with `csrf`, its X-CSRF-Token must match. */
+  const live = async (ctx: AppContext): Promise<{ cookie: string; session: ConsoleSession } | undefined> => {
+    for (const cookie of cookiesOf(ctx)) {
+      const session = await sessions.resume(cookie);
+      if (session) return { cookie, session };
+    }
+    return undefined;
+  };
+
   const current = async (ctx: AppContext, csrf: boolean): Promise<{ cookie: string; session: ConsoleSession }> => {
-    const cookie = cookieOf(ctx);
-    const session = cookie === undefined ? undefined : await sessions.resume(cookie);
-    if (cookie === undefined || !session) {
-      if (cookie !== undefined) clearCookie(ctx);
+    const found = await live(ctx);
+    if (!found) {
+      if (cookiesOf(ctx).length > 0) clearCookie(ctx);
       throw new HttpError('UNAUTHORIZED', 'not signed in, or the session has ended', 401);
     }
+    const { cookie, session } = found;
     if (csrf && !sessions.csrfMatches(cookie, ctx.get('X-CSRF-Token'))) throw refused('missing or wrong X-CSRF-Token');
     ctx.state.principal = { kind: 'user', subject: session.principal.identity.username };
     return { cookie, session };
@@ -125,6 +138,9 @@ export function registerConsoleSessionRoutes(router: Router<RequestState>, optio
       const principal = await authenticator.login(username, password, ctx.request.ip);
       if (principal.kind !== 'user') throw refused('robot accounts cannot sign in to the console');
       ctx.state.principal = { kind: 'user', subject: principal.identity.username };
+      // Signing in again replaces the session this browser had.
+      const previous = await live(ctx);
+      if (previous) await sessions.end(previous.cookie);
       const cookie = await sessions.open(principal);
       const session = await sessions.resume(cookie);
       if (!session) throw new RegistryError('UNAVAILABLE', 'the new session could not be read back');
@@ -162,8 +178,9 @@ export function registerConsoleSessionRoutes(router: Router<RequestState>, optio
       noStore(ctx);
       const { session } = await current(ctx, true);
       const { scope } = await jsonBody(ctx);
-      if (!Array.isArray(scope) || scope.length > MAX_SCOPES || !scope.every((entry): entry is string => typeof entry === 'string')) {
-        throw badRequest(`scope must be a list of at most ${MAX_SCOPES} scopes`);
+      // One scope per entry (the token endpoint splits on spaces; here that would lift the limit).
+      if (!Array.isArray(scope) || scope.length > MAX_SCOPES || !scope.every((entry): entry is string => typeof entry === 'string' && entry.length <= 512 && !/\s/.test(entry))) {
+        throw badRequest(`scope must be a list of at most ${MAX_SCOPES} scopes, one per entry`);
       }
       const access = await policy.grant(session.principal, parseScopes(scope));
       const issued = await tokens.issue({ subject: session.principal.identity.username, access });
