@@ -47,3 +47,17 @@ export async function withDatabase<T>(work: () => Promise<T>): Promise<T> {
     throw databaseError(error);
   }
 }
+
+/**
+ * A whole-set replacement (the access rules, the trust policies) asked to apply only to the
+ * version it was read at, and the set has changed since: nothing was written. HTTP: 412.
+ */
+export class VersionConflictError extends Error {
+  constructor(
+    readonly what: string,
+    readonly current: string,
+  ) {
+    super(`the ${what} changed since they were read (now at version ${current}): read them again and re-apply`);
+    this.name = 'VersionConflictError';
+  }
+}

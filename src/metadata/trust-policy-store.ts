@@ -3,7 +3,8 @@
 // and the audit events recording a change are appended in the transaction that makes it.
 import type { Knex } from 'knex';
 import type { AuditRecord } from './auth-stores.js';
-import { withDatabase } from './errors.js';
+import { VersionConflictError, withDatabase } from './errors.js';
+import { setVersion } from './set-version.js';
 import { appendAuditEvents } from './knex-auth-stores.js';
 
 export interface StoredTrustPolicy {
@@ -20,6 +21,13 @@ export interface TrustPolicyDiff {
   added: string[];
   removed: string[];
   changed: string[];
+  /** the version of the set the difference was computed against (see trustPoliciesVersion) */
+  basedOn: string;
+}
+
+/** The version of a stored set of policies (their patterns and documents). */
+export function trustPoliciesVersion(rows: readonly { repositories: string; document: string }[]): string {
+  return setVersion(rows.map((row) => JSON.stringify([row.repositories, row.document])));
 }
 
 export interface ReplaceOptions {
@@ -30,6 +38,8 @@ export interface ReplaceOptions {
    * events commit together or not at all. Not called for a dry run or when nothing changes.
    */
   audit?: (diff: TrustPolicyDiff) => readonly AuditRecord[];
+  /** replace only the set at this version (else VersionConflictError, nothing written) */
+  ifVersion?: string | undefined;
 }
 
 export interface TrustPolicyStore {
@@ -49,7 +59,7 @@ interface Row {
 
 export const isEmptyDiff = (diff: TrustPolicyDiff): boolean => diff.added.length + diff.removed.length + diff.changed.length === 0;
 
-function diffOf(current: ReadonlyMap<string, string>, wanted: readonly NewTrustPolicy[]): TrustPolicyDiff {
+function diffOf(current: ReadonlyMap<string, string>, wanted: readonly NewTrustPolicy[]): Omit<TrustPolicyDiff, 'basedOn'> {
   const wantedPatterns = new Set(wanted.map((policy) => policy.repositories));
   return {
     added: wanted.filter((policy) => !current.has(policy.repositories)).map((policy) => policy.repositories),
@@ -77,7 +87,9 @@ export class KnexTrustPolicyStore implements TrustPolicyStore {
       this.db.transaction(async (trx) => {
         if (!options.dryRun) await this.lockForWriting(trx);
         const rows = (await trx('trust_policies').select('repositories', 'document')) as Row[];
-        const diff = diffOf(new Map(rows.map((row) => [row.repositories, row.document])), policies);
+        const basedOn = trustPoliciesVersion(rows);
+        if (options.ifVersion !== undefined && options.ifVersion !== basedOn) throw new VersionConflictError('trust policies', basedOn);
+        const diff = { ...diffOf(new Map(rows.map((row) => [row.repositories, row.document])), policies), basedOn };
         if (options.dryRun || isEmptyDiff(diff)) return diff;
         if (diff.removed.length > 0) await trx('trust_policies').whereIn('repositories', diff.removed).delete();
         const now = Date.now();

@@ -3,7 +3,7 @@
 // an audit event committed with the change, and asked by the registry which tags are immutable.
 import { auditRecord, type ActorKind } from '../audit/events.js';
 import type { Knex } from 'knex';
-import { KnexTrustPolicyStore, type TrustPolicyDiff, type TrustPolicyStore } from '../metadata/trust-policy-store.js';
+import { KnexTrustPolicyStore, trustPoliciesVersion, type TrustPolicyDiff, type TrustPolicyStore } from '../metadata/trust-policy-store.js';
 import type { TagGuard, TagProtection } from '../registry/tag-guard.js';
 import { isImmutableTag, policyFor, type TrustPolicy } from './policy.js';
 
@@ -34,6 +34,15 @@ export class TrustPolicies implements TagGuard {
     return this.cached.policies;
   }
 
+  /**
+   * The stored set as it is now (not cached) and its version, as a change with `ifVersion`
+   * expects it (the admin API's export and its ETag).
+   */
+  async current(): Promise<{ policies: TrustPolicy[]; version: string }> {
+    const stored = await this.store.list();
+    return { policies: stored.map((row) => JSON.parse(row.document) as TrustPolicy), version: trustPoliciesVersion(stored) };
+  }
+
   /** The policy that applies to a repository, if any. */
   async for(repository: string): Promise<TrustPolicy | undefined> {
     return policyFor(await this.list(), repository);
@@ -44,11 +53,12 @@ export class TrustPolicies implements TagGuard {
    * pattern. A change is recorded as `trust.changed` (the difference and its source) in the
    * transaction that makes it.
    */
-  async apply(wanted: readonly TrustPolicy[], options: { dryRun?: boolean; author: TrustChangeAuthor }): Promise<TrustPolicyDiff> {
+  async apply(wanted: readonly TrustPolicy[], options: { dryRun?: boolean; author: TrustChangeAuthor; ifVersion?: string | undefined }): Promise<TrustPolicyDiff> {
     const { source, ...who } = options.author;
     const documents = wanted.map((policy) => ({ repositories: policy.repositories, document: JSON.stringify(policy) }));
     const diff = await this.store.replaceAll(documents, {
       dryRun: options.dryRun ?? false,
+      ifVersion: options.ifVersion,
       audit: (change) => [auditRecord({ type: 'trust.changed', ...who, details: { source, ...change } })],
     });
     if (!options.dryRun) this.cached = undefined;

@@ -116,6 +116,8 @@ export interface CallOptions {
   body?: unknown;
   /** the body as text with this type (YAML, say) */
   contentType?: string;
+  /** apply only to this version of what is replaced (If-Match) */
+  ifMatch?: string;
 }
 
 /** A call to the registry or admin API with a token for `scopes`; the raw response when it succeeded. */
@@ -123,6 +125,7 @@ export async function call(path: string, scopes: readonly string[], options: Cal
   const token = await tokenFor(scopes);
   const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
   if (options.accept) headers.Accept = options.accept;
+  if (options.ifMatch) headers['If-Match'] = `"${options.ifMatch}"`;
   let body: string | undefined;
   if (options.body !== undefined) {
     headers['Content-Type'] = options.contentType ?? 'application/json';

@@ -338,3 +338,41 @@ describe('access explanations and audit', () => {
     assert.equal(limited.body.events.length, 1);
   });
 });
+
+describe('replacing a whole set only at the version it was read (If-Match)', () => {
+  /** PUT with an If-Match header (the api helper sends none). */
+  const putIfMatch = async (path: string, body: unknown, etag: string) => {
+    const response = await fetch(`${server.url}${path}`, {
+      method: 'PUT',
+      headers: { Authorization: `Bearer ${admin}`, 'Content-Type': 'application/json', 'If-Match': etag },
+      body: JSON.stringify(body),
+    });
+    return { status: response.status, etag: response.headers.get('etag'), body: (await response.json()) as { basedOn?: string; detail?: string } };
+  };
+
+  for (const [what, path, change] of [
+    ['rules', '/admin/v1/rules', (n: number) => ({ rules: [{ subject: `user:if-match-${n}`, repositories: 'team-a/**', actions: ['pull'] }] })],
+    ['trust policies', '/admin/v1/trust', (n: number) => ({ policies: [{ repositories: `if-match-${n}/**`, immutableTags: ['v*'] }] })],
+  ] as const) {
+    it(`${what}: a preview's version applies; once another change lands, it is refused with 412 and nothing is written`, async () => {
+      const read = await api(server.url, admin, 'GET', path);
+      const etag = read.headers.get('etag') ?? '';
+      assert.match(etag, /^"[A-Za-z0-9_-]{22}"$/);
+      const preview = await putIfMatch(`${path}?dryRun=true`, change(1), etag);
+      assert.equal(preview.status, 200);
+      assert.equal(`"${preview.body.basedOn}"`, etag, 'the dry run says which version it compared against');
+      // Someone else applies first.
+      assert.equal((await api(server.url, admin, 'PUT', path, change(2))).status, 200);
+      const stale = await putIfMatch(path, change(1), etag);
+      assert.equal(stale.status, 412);
+      assert.match(stale.body.detail ?? '', /changed since they were read/);
+      const now = (await api(server.url, admin, 'GET', path)).headers.get('etag');
+      assert.equal(stale.etag, now, 'the refusal names the version in force');
+      assert.match((await api(server.url, admin, 'GET', path)).text, /if-match-2/, 'the other change stands');
+      assert.equal((await putIfMatch(path, change(1), now ?? '')).status, 200, 'applied at the current version');
+      assert.match((await api(server.url, admin, 'GET', path)).text, /if-match-1/);
+      assert.equal((await putIfMatch(path, change(1), 'W/"weak"')).status, 412, 'a weak tag never matches');
+      assert.equal((await putIfMatch(path, change(3), '*')).status, 200, '* applies to whatever is there');
+    });
+  }
+});

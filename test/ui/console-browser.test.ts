@@ -157,6 +157,19 @@ describe('the web console in Chromium', () => {
       const stored = await api<{ rules: { subject: string }[] }>(server.url, admin, 'GET', '/admin/v1/rules');
       assert.equal(stored.body.rules.some((rule) => rule.subject === 'group:platform'), false, 'the preview changed nothing');
       await screenshot(page, 'access-preview');
+      // Another administrator changes the rules between the preview and Apply: Apply is refused.
+      const other = await api<{ rules: { subject: string; repositories: string; actions: string[] }[] }>(server.url, admin, 'GET', '/admin/v1/rules');
+      const othersRule = { subject: 'group:admins', repositories: 'ops/**', actions: ['pull'] };
+      assert.equal((await api(server.url, admin, 'PUT', '/admin/v1/rules', { rules: [...other.body.rules.map(({ subject, repositories, actions }) => ({ subject, repositories, actions })), othersRule] })).status, 200);
+      await apply.click();
+      await page.getByText(/Not applied: the access rules changed since they were read/).waitFor();
+      const untouched = await api<{ rules: { subject: string }[] }>(server.url, admin, 'GET', '/admin/v1/rules');
+      assert.equal(untouched.body.rules.some((rule) => rule.subject === 'group:platform'), false, 'nothing of the stale preview was written');
+      // Previewed again, the difference shows the other change going away; put it in and apply.
+      await rules.fill(`${(await rules.inputValue()).trimEnd()}\n  - subject: group:admins\n    repositories: ops/**\n    actions: [pull]\n`);
+      await page.getByRole('button', { name: 'Preview changes' }).click();
+      await diff.waitFor();
+      assert.doesNotMatch(await diff.innerText(), /^- /m, 'the other administrator\'s rule is kept');
       await apply.click();
       await page.getByText('Applied: 1 added, 0 removed, 0 changed.').waitFor();
       const applied = await api<{ rules: { subject: string; repositories: string; actions: string[] }[] }>(server.url, admin, 'GET', '/admin/v1/rules');

@@ -1,6 +1,8 @@
 // Access rules live in the metadata database so every replica enforces the same set. Applying
 // a rule file replaces the whole set in one transaction and reports the difference.
 import type { AuthStores, NewRule, RuleRecord } from '../../metadata/auth-stores.js';
+import { VersionConflictError } from '../../metadata/errors.js';
+import { setVersion } from '../../metadata/set-version.js';
 import { ACTIONS, formatSubject, parseStoredSubject, parseSubject, validateActions, validatePattern, type AccessRule, type Action } from './rules.js';
 
 export interface StoredRule extends AccessRule {
@@ -11,6 +13,13 @@ export interface RuleDiff {
   added: AccessRule[];
   removed: AccessRule[];
   changed: { before: AccessRule; after: AccessRule }[];
+  /** the version of the set the difference was computed against (see rulesVersion) */
+  basedOn: string;
+}
+
+/** The version of a rule set: the same rules, the same version, whatever their ids or order. */
+export function rulesVersion(rules: readonly AccessRule[]): string {
+  return setVersion(rules.map((rule) => JSON.stringify([formatSubject(rule.subject), rule.repositories, [...rule.actions].sort()])));
 }
 
 /** A stored record as a rule; records no version could have written are left out rather than fatal. */
@@ -35,10 +44,10 @@ function validateRule(rule: AccessRule): void {
 const keyOf = (rule: AccessRule): string => `${formatSubject(rule.subject)}\u0000${rule.repositories}`;
 const sameActions = (a: AccessRule, b: AccessRule): boolean => [...a.actions].sort().join() === [...b.actions].sort().join();
 
-export function diffRules(current: readonly AccessRule[], wanted: readonly AccessRule[]): RuleDiff {
+export function diffRules(current: readonly AccessRule[], wanted: readonly AccessRule[]): Omit<RuleDiff, 'basedOn'> {
   const before = new Map(current.map((rule) => [keyOf(rule), rule]));
   const after = new Map(wanted.map((rule) => [keyOf(rule), rule]));
-  const diff: RuleDiff = { added: [], removed: [], changed: [] };
+  const diff: Omit<RuleDiff, 'basedOn'> = { added: [], removed: [], changed: [] };
   for (const [key, rule] of after) {
     const old = before.get(key);
     if (!old) diff.added.push(rule);
@@ -77,11 +86,13 @@ export class AccessRuleStore {
    * Makes the stored set equal to `wanted`, in one transaction (nested in `tx` when given, e.g.
    * to commit with the audit event recording it); with dryRun only computes the difference.
    */
-  async replaceAll(wanted: readonly AccessRule[], options: { dryRun?: boolean } = {}, tx?: AuthStores): Promise<RuleDiff> {
+  async replaceAll(wanted: readonly AccessRule[], options: { dryRun?: boolean; ifVersion?: string | undefined } = {}, tx?: AuthStores): Promise<RuleDiff> {
     wanted.forEach(validateRule);
     return (tx ?? this.stores).transaction(async (within) => {
       const current = toRules(await within.rules.list({ lock: !options.dryRun }));
-      const diff = diffRules(current, wanted);
+      const basedOn = rulesVersion(current);
+      if (options.ifVersion !== undefined && options.ifVersion !== basedOn) throw new VersionConflictError('access rules', basedOn);
+      const diff = { ...diffRules(current, wanted), basedOn };
       if (options.dryRun) return diff;
       for (const rule of diff.removed) await within.rules.deleteRule(formatSubject(rule.subject), rule.repositories);
       for (const { after } of diff.changed) await within.rules.put(toRecord(after));

@@ -22,7 +22,8 @@ import {
   type FieldProblem,
   type Principal,
 } from '../../auth/policy/rules.js';
-import type { AccessRuleStore, RuleDiff } from '../../auth/policy/store.js';
+import { rulesVersion, type AccessRuleStore, type RuleDiff } from '../../auth/policy/store.js';
+import { VersionConflictError } from '../../metadata/errors.js';
 import type { RefreshTokens } from '../../auth/refresh-tokens.js';
 import { RobotError, type RobotAccounts } from '../../auth/robots.js';
 import { isValidName } from '../../registry/reference.js';
@@ -82,6 +83,7 @@ const TITLES: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   409: 'Conflict',
+  412: 'Precondition Failed',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
   500: 'Internal Server Error',
@@ -114,6 +116,7 @@ function problemFor(error: unknown, requestId: string): { problem: Problem; head
   if (error instanceof RobotError) return problem(error.kind === 'missing' ? 404 : error.kind === 'exists' ? 409 : 400, error.message);
   if (error instanceof TrustPolicyError) return problem(400, error.message, error.problems.map((field) => ({ pointer: pointerOf(field.key), detail: field.detail })));
   if (error instanceof ReportQueryError) return problem(400, error.message);
+  if (error instanceof VersionConflictError) return problem(412, error.message, [], { ETag: `"${error.current}"` });
   const bodyStatus = bodyErrorStatus(error);
   if (bodyStatus === 413) return problem(413, `request body is larger than ${BODY_LIMIT} bytes`);
   if (bodyStatus !== undefined) return problem(bodyStatus, (error as Error).message);
@@ -166,6 +169,18 @@ function onlyKeys(body: Record<string, unknown>, known: readonly string[]): void
     const errors = unknown.slice(0, 20).map((key) => ({ pointer: `/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`, detail: `unknown key ${key.slice(0, 40)}` }));
     throw new AdminRequestError(400, `unknown key ${unknown[0]?.slice(0, 40) ?? ''}: use ${known.join(', ')}`, errors);
   }
+}
+
+/**
+ * The version an If-Match names (a whole-set replacement applies only to it); undefined without
+ * one, or for `*`. An entity tag is a quoted string; a weak one never matches (RFC 9110 §13.1.1).
+ */
+function ifMatch(ctx: AppContext): string | undefined {
+  const header = ctx.get('If-Match').trim();
+  if (header === '' || header === '*') return undefined;
+  const match = /^"([A-Za-z0-9_-]{1,64})"$/.exec(header);
+  if (!match) throw new AdminRequestError(412, 'If-Match must be one entity tag as given in ETag (a quoted version), or *');
+  return match[1];
 }
 
 /** A query parameter given at most once; undefined when absent. */
@@ -294,7 +309,9 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     '/admin/v1/rules',
     'admin.rules.list',
     async (ctx) => {
-      replyJson(ctx, 200, { rules: (await rules.list()).map(showRule) });
+      const list = await rules.list();
+      const version = rulesVersion(list);
+      replyJson(ctx, 200, { rules: list.map(showRule), version }, { ETag: `"${version}"` });
     },
     'audit',
   );
@@ -307,13 +324,14 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
     const body = await jsonBody(ctx);
     onlyKeys(body, ['rules']);
     const wanted = parseRulesDocument(body, 'request body');
+    const ifVersion = ifMatch(ctx);
     const diff = await audit.transaction(async (tx) => {
-      const applied = await rules.replaceAll(wanted, { dryRun }, tx);
+      const applied = await rules.replaceAll(wanted, { dryRun, ifVersion }, tx);
       if (!dryRun) await changed(actor, ctx, { applied: showDiff(applied) }, tx);
       return applied;
     });
     if (!dryRun) policy.invalidate();
-    replyJson(ctx, 200, { dryRun, ...showDiff(diff), warnings: personalNamespaceWarnings(wanted) });
+    replyJson(ctx, 200, { dryRun, ...showDiff(diff), basedOn: diff.basedOn, warnings: personalNamespaceWarnings(wanted) });
   });
 
   on('post', '/admin/v1/rules', 'admin.rules.add', async (ctx, actor) => {
@@ -463,7 +481,7 @@ export function registerAdminRoutes(router: Router<RequestState>, options: Admin
   );
 
   registerTrustAdminRoutes(
-    { on, jsonBody, onlyKeys, queryParameter, refuse: (status, detail) => new AdminRequestError(status, detail) },
+    { on, jsonBody, onlyKeys, queryParameter, ifMatch, refuse: (status, detail) => new AdminRequestError(status, detail) },
     { ...options.trust, signatures: options.signatures },
   );
 

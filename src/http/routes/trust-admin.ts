@@ -45,6 +45,8 @@ export interface AdminRouteKit {
   onlyKeys(body: Record<string, unknown>, known: readonly string[]): void;
   /** A query parameter given at most once; undefined when absent. */
   queryParameter(ctx: AppContext, name: string): string | undefined;
+  /** The version If-Match names; undefined without one. */
+  ifMatch(ctx: AppContext): string | undefined;
   /** An error admin.ts answers as a problem with this status and detail. */
   refuse(status: number, detail: string): Error;
 }
@@ -86,9 +88,11 @@ export function registerTrustAdminRoutes(kit: AdminRouteKit, options: TrustAdmin
       onlyParameters(ctx, ['format']);
       const format = chosenFormat(ctx, { json: ['application/json'], yaml: ['application/yaml', 'text/yaml'] });
       // The very document `portcullis trust export` writes: applying it back changes nothing.
-      const text = formatTrustFile(await options.policies.list());
-      if (format === 'yaml') reply(ctx, 200, { 'Content-Type': 'application/yaml; charset=utf-8' }, text);
-      else replyJson(ctx, 200, parse(text) as unknown);
+      const { policies, version } = await options.policies.current();
+      const text = formatTrustFile(policies);
+      const etag = { ETag: `"${version}"` };
+      if (format === 'yaml') reply(ctx, 200, { 'Content-Type': 'application/yaml; charset=utf-8', ...etag }, text);
+      else replyJson(ctx, 200, parse(text) as unknown, etag);
     },
     'audit',
   );
@@ -102,7 +106,7 @@ export function registerTrustAdminRoutes(kit: AdminRouteKit, options: TrustAdmin
     const body = await kit.jsonBody(ctx);
     kit.onlyKeys(body, ['policies']);
     const wanted = parseTrustDocument(body, 'request body');
-    const diff = await options.policies.apply(wanted, { dryRun, author: { actor, clientIp: ctx.request.ip, source: 'admin API' } });
+    const diff = await options.policies.apply(wanted, { dryRun, ifVersion: kit.ifMatch(ctx), author: { actor, clientIp: ctx.request.ip, source: 'admin API' } });
     const after = !dryRun && !isEmptyDiff(diff) && options.afterTrustChange ? await reverifyAfterChange(ctx, options.afterTrustChange) : {};
     replyJson(ctx, 200, { dryRun, ...diff, ...after });
   });

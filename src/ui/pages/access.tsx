@@ -4,7 +4,7 @@
 // read-only; the server refuses their changes anyway.
 import { useState } from 'preact/hooks';
 import { parse, stringify } from 'yaml';
-import { call, callJson, readScope, scopes, type Session } from '../api.js';
+import { ApiError, call, callJson, readScope, scopes, type Session } from '../api.js';
 import { Copyable, Failure, Show, Time, useLoad } from '../components.js';
 
 interface Rule {
@@ -18,6 +18,8 @@ interface Diff {
   added: unknown[];
   removed: unknown[];
   changed: unknown[];
+  /** the version of the set this difference is against: Apply applies only to it */
+  basedOn: string;
   warnings?: string[];
 }
 
@@ -76,7 +78,7 @@ function AppliedNotice({ diff }: { diff: Diff | undefined }) {
  * A YAML document edited in place: Preview sends it as a dry run and shows the difference;
  * Apply sends the same document for real.
  */
-function YamlEditor({ label, text, editable, send, onApplied }: { label: string; text: string; editable: boolean; send: (document: unknown, dryRun: boolean) => Promise<Diff>; onApplied: (diff: Diff) => void }) {
+function YamlEditor({ label, text, editable, send, onApplied }: { label: string; text: string; editable: boolean; send: (document: unknown, dryRun: boolean, basedOn?: string) => Promise<Diff>; onApplied: (diff: Diff) => void }) {
   const [draft, setDraft] = useState(text);
   const [preview, setPreview] = useState<{ diff: Diff; of: string } | undefined>();
   const [message, setMessage] = useState<{ kind: 'error' | 'ok'; text: string } | undefined>();
@@ -90,14 +92,16 @@ function YamlEditor({ label, text, editable, send, onApplied }: { label: string;
       return;
     }
     try {
-      const diff = await send(document, dryRun);
+      const diff = await send(document, dryRun, dryRun ? undefined : preview?.diff.basedOn);
       if (dryRun) setPreview({ diff, of: draft });
       else {
         setPreview(undefined);
         onApplied(diff);
       }
     } catch (error) {
-      setMessage({ kind: 'error', text: (error as Error).message });
+      const conflict = error instanceof ApiError && error.status === 412;
+      if (conflict) setPreview(undefined);
+      setMessage({ kind: 'error', text: conflict ? `Not applied: ${error.message}. Preview again to see the difference against what is in force now.` : (error as Error).message });
     }
   };
   const id = label.toLowerCase().replace(/\W+/g, '-');
@@ -141,8 +145,8 @@ function Rules({ session }: { session: Session }) {
             label="Rules (YAML, as policy apply takes them)"
             text={stringify({ rules: rules.map(({ id: _id, ...rule }) => rule) })}
             editable={session.admin}
-            send={async (document, dryRun) => {
-              return callJson<Diff>(`/admin/v1/rules?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document });
+            send={async (document, dryRun, basedOn) => {
+              return callJson<Diff>(`/admin/v1/rules?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document, ...(basedOn ? { ifMatch: basedOn } : {}) });
             }}
             onApplied={(diff) => {
               setApplied(diff);
@@ -169,8 +173,8 @@ function TrustPolicies({ session }: { session: Session }) {
             label="Trust policies (YAML, as trust apply takes them)"
             text={text}
             editable={session.admin}
-            send={async (document, dryRun) => {
-              return callJson<Diff>(`/admin/v1/trust?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document });
+            send={async (document, dryRun, basedOn) => {
+              return callJson<Diff>(`/admin/v1/trust?dryRun=${dryRun}`, [scopes.admin], { method: 'PUT', body: document, ...(basedOn ? { ifMatch: basedOn } : {}) });
             }}
             onApplied={(diff) => {
               setApplied(diff);
