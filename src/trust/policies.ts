@@ -59,7 +59,8 @@ export class TrustPolicies implements TagGuard {
     const diff = await this.store.replaceAll(documents, {
       dryRun: options.dryRun ?? false,
       ifVersion: options.ifVersion,
-      audit: (change) => [auditRecord({ type: 'trust.changed', ...who, details: { source, ...change } })],
+      // The version compared against is the request's business, not the record's.
+      audit: ({ basedOn: _basedOn, ...change }) => [auditRecord({ type: 'trust.changed', ...who, details: { source, ...change } })],
     });
     if (!options.dryRun) this.cached = undefined;
     return diff;
