@@ -252,20 +252,27 @@ export class S3BlobStore implements BlobStore {
     return this.send(() => new StreamedObject(this.client, this.bucket, key).write(source, observe));
   }
 
-  /** One PutObject of exactly `length` bytes from `source`; anything else aborts it (S3 keeps nothing). */
+  /**
+   * One PutObject of exactly `length` bytes from `source`. A body that ends short or fails aborts
+   * the request (S3 keeps nothing). One that runs long gives the store its `length` bytes and no
+   * more, and the part is deleted once the store has answered: failing the request on the extra
+   * bytes instead would race the store, which may already be committing what it was promised.
+   */
   private async putDeclared(key: string, source: Readable, observe: (chunk: Buffer) => void, length: number): Promise<number> {
     const abort = new AbortController();
     let failure: unknown;
     let count = 0;
     const counted = new Transform({
       transform(chunk: Buffer, _encoding, done) {
+        const room = length - count;
         count += chunk.length;
-        if (count > length) return done(new Error(`the body is longer than the ${length} bytes declared`));
-        observe(chunk);
-        done(null, chunk);
+        if (room <= 0) return done();
+        const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        observe(kept);
+        done(null, kept);
       },
       flush(done) {
-        done(count === length ? null : new Error(`the body ended after ${count} of the ${length} bytes declared`));
+        done(count >= length ? null : new Error(`the body ended after ${count} of the ${length} bytes declared`));
       },
     });
     const fail = (error: unknown) => {
@@ -281,10 +288,11 @@ export class S3BlobStore implements BlobStore {
       counted.destroy(error as Error);
       throw failure ?? error;
     }
-    // The store has its `length` bytes, and may have them before the source brought more: only
-    // the source's end says whether it ran long. Such a part is removed again.
+    // The store has its `length` bytes, and may have answered before the source brought more:
+    // only the source's end says whether it ran long. Such a part is removed again.
     counted.resume();
     await piped;
+    if (!failure && count > length) failure = new Error(`the body is longer than the ${length} bytes declared`);
     if (failure) {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })).catch(() => undefined);
       throw failure;
