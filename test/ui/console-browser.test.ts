@@ -178,7 +178,11 @@ describe('the web console in Chromium', () => {
       assert.equal(audit.body.events[0]?.actor, 'carol', 'the change is carol\'s in the audit log');
 
       // A robot: its secret is shown once.
-      await page.getByRole('tab', { name: 'Robots' }).click();
+      // By keyboard: the tabs take the arrow keys, Home and End.
+      await page.getByRole('tab', { name: 'Rules' }).focus();
+      await page.keyboard.press('End');
+      assert.equal(await page.getByRole('tab', { name: 'Robots' }).getAttribute('aria-selected'), 'true');
+      assert.equal(await page.evaluate('document.activeElement.textContent'), 'Robots');
       await page.getByLabel('Name', { exact: true }).fill('deployer');
       await page.getByLabel('Rules (YAML list of repositories and actions)').fill('- repositories: team-a/**\n  actions: [pull]');
       await page.getByRole('button', { name: 'Create robot' }).click();

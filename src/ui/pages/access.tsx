@@ -373,20 +373,41 @@ function Robots({ session }: { session: Session }) {
 
 const TABS = ['Rules', 'Trust policies', 'Explain access', 'Robots'] as const;
 
+const tabId = (name: string): string => name.toLowerCase().replace(/\W+/g, '-');
+
 export function Access({ session }: { session: Session }) {
   const [tab, setTab] = useState<(typeof TABS)[number]>('Rules');
+  // The tabs pattern: one tab in the Tab order, the arrow keys (and Home, End) move between them.
+  const moveBetweenTabs = (event: KeyboardEvent) => {
+    const at = TABS.indexOf(tab);
+    const next = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: TABS.length - 1 }[event.key];
+    if (next === undefined) return;
+    event.preventDefault();
+    const chosen = TABS[(next + TABS.length) % TABS.length] ?? 'Rules';
+    setTab(chosen);
+    document.getElementById(`tab-${tabId(chosen)}`)?.focus();
+  };
   if (!session.admin && !session.auditor) return <main><p class="error">Access administration needs administrator or auditor rights.</p></main>;
   return (
     <main>
       <h1>Access</h1>
-      <div role="tablist" aria-label="Access administration" class="tabs">
+      <div role="tablist" aria-label="Access administration" class="tabs" onKeyDown={moveBetweenTabs}>
         {TABS.map((name) => (
-          <button key={name} type="button" role="tab" aria-selected={tab === name} onClick={() => setTab(name)}>
+          <button
+            key={name}
+            id={`tab-${tabId(name)}`}
+            type="button"
+            role="tab"
+            aria-selected={tab === name}
+            aria-controls="access-panel"
+            tabIndex={tab === name ? 0 : -1}
+            onClick={() => setTab(name)}
+          >
             {name}
           </button>
         ))}
       </div>
-      <div role="tabpanel">
+      <div role="tabpanel" id="access-panel" aria-labelledby={`tab-${tabId(tab)}`}>
         {tab === 'Rules' && <Rules session={session} />}
         {tab === 'Trust policies' && <TrustPolicies session={session} />}
         {tab === 'Explain access' && <ExplainAccess session={session} />}
