@@ -509,7 +509,7 @@ export class KnexMetadataStore implements MetadataStore {
     immutable: boolean,
     taggedBy: string | undefined,
   ): Promise<'created' | 'unchanged' | { from: string }> {
-    const updatedBy = taggedBy === undefined ? null : taggedBy.slice(0, 255);
+    const updatedBy = taggedBy ? taggedBy.slice(0, 255) : null; // nobody named (anonymous): none
     const inserted = (await trx('tags')
       .insert({ repository_id: repositoryId, name: tag, manifest_id: manifest.id, updated_at: Date.now(), updated_by: updatedBy })
       .onConflict(['repository_id', 'name'])
