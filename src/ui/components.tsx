@@ -95,3 +95,17 @@ export function VerdictBadge({ verdict }: { verdict: string }) {
 export function pageLink(path: string, query: Record<string, string>): string {
   return `${path}?${new URLSearchParams(query).toString()}`;
 }
+
+/** Back and forward through pages: `cursors` are the starts of the pages seen so far, the last one shown. */
+export function Pager<C>({ cursors, next, onChange, labels = ['Previous', 'Next'] }: { cursors: C[]; next: C | undefined; onChange: (cursors: C[]) => void; labels?: [string, string] }) {
+  return (
+    <div class="pager">
+      <button type="button" disabled={cursors.length === 1} onClick={() => onChange(cursors.slice(0, -1))}>
+        {labels[0]}
+      </button>
+      <button type="button" disabled={next === undefined} onClick={() => next !== undefined && onChange([...cursors, next])}>
+        {labels[1]}
+      </button>
+    </div>
+  );
+}

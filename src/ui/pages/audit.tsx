@@ -2,7 +2,7 @@
 // and the signature report with its CSV export (GET /admin/v1/signatures/report).
 import { useState } from 'preact/hooks';
 import { call, callJson, readScope, type Session } from '../api.js';
-import { shortDigest, Show, SignatureBadge, Time, useLoad, VerdictBadge } from '../components.js';
+import { shortDigest, Show, SignatureBadge, Time, useLoad, VerdictBadge, Pager } from '../components.js';
 
 interface AuditEntry {
   seq: number;
@@ -143,14 +143,7 @@ function Events({ session }: { session: Session }) {
               </tbody>
             </table>
             {events.length === 0 && <p class="muted">No events match.</p>}
-            <div class="pager">
-              <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
-                Newer
-              </button>
-              <button type="button" disabled={next === undefined} onClick={() => setCursors([...cursors, next])}>
-                Older
-              </button>
-            </div>
+            <Pager cursors={cursors} next={next} onChange={setCursors} labels={['Newer', 'Older']} />
           </>
         )}
       </Show>
@@ -238,14 +231,7 @@ function SignatureReport({ session }: { session: Session }) {
                 ))}
               </tbody>
             </table>
-            <div class="pager">
-              <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
-                Previous
-              </button>
-              <button type="button" disabled={next === undefined} onClick={() => setCursors([...cursors, next])}>
-                Next
-              </button>
-            </div>
+            <Pager cursors={cursors} next={next} onChange={setCursors} />
           </>
         )}
       </Show>

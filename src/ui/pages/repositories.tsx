@@ -2,7 +2,7 @@
 // a filter that keeps reading pages until it has a page of matches.
 import { useState } from 'preact/hooks';
 import { callJson, scopes } from '../api.js';
-import { pageLink, Show, useLoad } from '../components.js';
+import { pageLink, Show, useLoad, Pager } from '../components.js';
 
 const PAGE = 50;
 
@@ -63,14 +63,7 @@ export function Repositories() {
                 ))}
               </ul>
             )}
-            <div class="pager">
-              <button type="button" disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
-                Previous
-              </button>
-              <button type="button" disabled={found.next === undefined} onClick={() => setPages([...pages, found.next])}>
-                Next
-              </button>
-            </div>
+            <Pager cursors={pages} next={found.next} onChange={setPages} />
           </>
         )}
       </Show>

@@ -3,7 +3,7 @@
 import { useState } from 'preact/hooks';
 import { useLocation } from 'preact-iso';
 import { callJson, repositoryPath, scopes } from '../api.js';
-import { formatSize, pageLink, shortDigest, Show, SignatureBadge, Time, useLoad, VerdictBadge } from '../components.js';
+import { formatSize, pageLink, shortDigest, Show, SignatureBadge, Time, useLoad, VerdictBadge, Pager } from '../components.js';
 
 export interface TagDetail {
   repository: string;
@@ -104,14 +104,7 @@ export function Repository() {
                 </tbody>
               </table>
             )}
-            <div class="pager">
-              <button type="button" disabled={pages.length === 1} onClick={() => setPages(pages.slice(0, -1))}>
-                Previous
-              </button>
-              <button type="button" disabled={next === undefined} onClick={() => setPages([...pages, next])}>
-                Next
-              </button>
-            </div>
+            <Pager cursors={pages} next={next} onChange={setPages} />
             <p class="small">
               Pull with <code>docker pull {host}/{name}:TAG</code>
             </p>
