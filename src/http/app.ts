@@ -169,7 +169,7 @@ export function createApp(options: AppOptions): Koa<RequestState> {
       },
     }),
     ...signatureExtensionRoutes(options.signatures),
-    ...repositoryDetailRoutes(options.trust),
+    ...repositoryDetailRoutes(options.trust, options.registry.listing),
   ];
   const { metrics } = options;
   const uploadStarted = metrics ? (ctx: AppContext) => metrics.http.uploadStarted(ctx.res) : undefined;

@@ -19,7 +19,7 @@ export function useLoad<T>(load: () => Promise<T>, dependencies: unknown[]): [Lo
     return () => {
       current = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is a new closure each render: the dependencies say when to run it again.
   }, [...dependencies, round]);
   return [loaded, () => setRound((n) => n + 1)];
 }

@@ -253,6 +253,11 @@ describe('what the console reads', () => {
     assert.equal(explained.body.verdict, 'served');
     assert.equal(explained.body.policy.tagImmutable, true);
     assert.equal((await api(server.url, token, 'GET', '/extensions/v2/team/app/trust/nosuchtag')).status, 404);
+    const mayPull = await tokenFor(server.url, dev, ['repository:team/nothing-here:pull']);
+    const unknown = await api(server.url, mayPull, 'GET', '/extensions/v2/team/nothing-here/tags');
+    assert.equal(unknown.status, 404, 'as tags/list: an unknown repository is NAME_UNKNOWN');
+    assert.match(unknown.text, /NAME_UNKNOWN/);
+    assert.equal((await api(server.url, token, 'GET', '/extensions/v2/Team/App/tags')).status, 400, 'a name outside the grammar');
     assert.equal((await api(server.url, token, 'GET', '/extensions/v2/secret/app/trust/v1')).status, 401);
     assert.equal((await api(server.url, undefined, 'GET', '/extensions/v2/team/app/tags')).status, 401);
   });

@@ -7,7 +7,6 @@
 // (application/problem+json), mapped from errors in one place: `problemFor`.
 import { STATUS_CODES } from 'node:http';
 import type Router from '@koa/router';
-import getRawBody from 'raw-body';
 import type { AuditLog, ChangeTransaction } from '../../audit/events.js';
 import type { Authenticator } from '../../auth/authenticator.js';
 import type { AccessPolicy } from '../../auth/policy/access-policy.js';
@@ -33,6 +32,7 @@ import type { SignatureService } from '../../trust/signatures.js';
 import { reply, replyJson, type AppContext, type Handler, type RequestState } from '../context.js';
 import type { Authorizer } from '../middleware/authorize.js';
 import { responseOf } from '../errors.js';
+import { readJsonObject } from '../json-body.js';
 import { AuditQueryError, nextPageLink, parseAuditQuery, type ParsedAuditQuery } from './audit-query.js';
 import { registerTrustAdminRoutes, type TrustAdministration } from './trust-admin.js';
 
@@ -136,31 +136,7 @@ function pointerOf(key: string): string {
     .join('/')}`;
 }
 
-/** Accepts `application/json` and `application/…+json` in UTF-8, without a Content-Encoding. */
-function requireJson(ctx: AppContext): void {
-  const [mediaType = '', ...parameters] = ctx.get('Content-Type').split(';');
-  const type = mediaType.trim().toLowerCase();
-  if (type !== 'application/json' && !/^application\/[a-z0-9.+-]+\+json$/.test(type)) {
-    throw new AdminRequestError(415, `send the request body as application/json (got ${JSON.stringify(type.slice(0, 80) || 'no Content-Type')})`);
-  }
-  const charset = parameters.map((p) => /^\s*charset\s*=\s*"?([^"]*)"?\s*$/i.exec(p)?.[1]).find((value) => value !== undefined);
-  if (charset !== undefined && !/^utf-?8$/i.test(charset)) throw new AdminRequestError(415, 'the request body must be UTF-8');
-  const encoding = ctx.get('Content-Encoding').trim().toLowerCase();
-  if (encoding !== '' && encoding !== 'identity') throw new AdminRequestError(415, `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported`);
-}
-
-async function jsonBody(ctx: AppContext): Promise<Record<string, unknown>> {
-  requireJson(ctx);
-  const text = (await getRawBody(ctx.req, { limit: BODY_LIMIT, encoding: 'utf8' })) as string;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw badRequest(`request body is not valid JSON: ${(error as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('request body must be a JSON object');
-  return value as Record<string, unknown>;
-}
+const jsonBody = (ctx: AppContext): Promise<Record<string, unknown>> => readJsonObject(ctx, BODY_LIMIT);
 
 /** Refuses keys a call does not know: a misspelt `expiresAt` must not make a robot that never expires. */
 function onlyKeys(body: Record<string, unknown>, known: readonly string[]): void {

@@ -7,6 +7,7 @@
 //                                                 outcome and reason, and the verdict
 // The admin API's report and `trust/check` answer the same for auditors across repositories.
 import { RegistryError } from '../../registry/errors.js';
+import type { ListingService } from '../../registry/listing.js';
 import { parseManifestReference } from '../../registry/reference.js';
 import { explainImage, explanationJson } from '../../trust/explain.js';
 import { reportEntryJson, ReportQueryError, type TagDetail } from '../../trust/report.js';
@@ -33,7 +34,7 @@ function pageSize(text: string | undefined): number {
 
 const tagJson = (detail: TagDetail) => ({ ...reportEntryJson(detail), taggedAt: new Date(detail.taggedAt).toISOString() });
 
-export function repositoryDetailRoutes(trust: Pick<TrustAdministration, 'report' | 'explain'>): Route[] {
+export function repositoryDetailRoutes(trust: Pick<TrustAdministration, 'report' | 'explain'>, listing: Pick<ListingService, 'tags'>): Route[] {
   return [
     {
       name: 'details.tags',
@@ -51,6 +52,8 @@ export function repositoryDetailRoutes(trust: Pick<TrustAdministration, 'report'
           if (error instanceof ReportQueryError) throw new RegistryError('PAGINATION_NUMBER_INVALID', 'invalid last parameter');
           throw error;
         }
+        // As GET /v2/<name>/tags/list: a repository that does not exist is NAME_UNKNOWN, not an empty list.
+        if (page.tags.length === 0 && cursor === undefined) await listing.tags(repository, { n: '0' });
         const headers: Record<string, string> = { 'Cache-Control': 'no-store' };
         if (page.next !== undefined) headers.Link = `</extensions/v2/${repository}/tags?${new URLSearchParams({ n: String(limit), last: page.next }).toString()}>; rel="next"`;
         replyJson(ctx, 200, { name: repository, tags: page.tags.map(tagJson), ...(page.next !== undefined ? { next: page.next } : {}) }, headers);

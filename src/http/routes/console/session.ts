@@ -9,7 +9,6 @@
 // Cross-site requests are refused before anything else (Sec-Fetch-Site, Origin, a JSON body a
 // form cannot send), and every call made with the cookie must carry X-CSRF-Token as well.
 import type Router from '@koa/router';
-import getRawBody from 'raw-body';
 import type { Authenticator } from '../../../auth/authenticator.js';
 import type { ConsoleSession, ConsoleSessions } from '../../../auth/console-sessions.js';
 import type { AccessPolicy } from '../../../auth/policy/access-policy.js';
@@ -18,6 +17,7 @@ import type { TokenService } from '../../../auth/tokens/token-service.js';
 import { RegistryError } from '../../../registry/errors.js';
 import { reply, replyJson, type AppContext, type RequestState } from '../../context.js';
 import { badRequest, HttpError } from '../../errors.js';
+import { readJsonObject } from '../../json-body.js';
 import { named } from '../../named.js';
 
 export interface ConsoleSessionOptions {
@@ -55,19 +55,7 @@ function requireSameOrigin(ctx: AppContext): void {
   if (host !== ctx.get('Host')) throw refused('cross-site request refused');
 }
 
-/** A JSON object body: a form (urlencoded, multipart, text/plain) cannot send this type without a CORS preflight, which is never granted. */
-async function jsonBody(ctx: AppContext): Promise<Record<string, unknown>> {
-  if (ctx.request.type !== 'application/json') throw new HttpError('UNSUPPORTED', 'send the request body as application/json', 415);
-  const text = (await getRawBody(ctx.req, { limit: BODY_LIMIT, encoding: 'utf8' })) as string;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw badRequest('request body is not valid JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('request body must be a JSON object');
-  return value as Record<string, unknown>;
-}
+const jsonBody = (ctx: AppContext): Promise<Record<string, unknown>> => readJsonObject(ctx, BODY_LIMIT);
 
 /** Most cookies of our name a request may carry: a sibling site can plant more (with a longer Path, sent first). */
 const MAX_COOKIES = 4;
