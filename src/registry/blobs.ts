@@ -10,9 +10,14 @@ import { errors, RegistryError } from './errors.js';
 import { storage } from './storage-faults.js';
 import { parseDigest, type Digest } from './reference.js';
 
-/** Storage key of one stored copy: the upload id makes each generation of a digest distinct. */
+/**
+ * Storage key of one stored copy: the upload id makes each generation of a digest distinct. The
+ * copies of every digest that starts with the same two hex digits are siblings: a folder per
+ * digest cost each new blob on the filesystem a mkdir and one more folder flush. Copies stored
+ * under the earlier `<hex>/<generation>` keys keep them: a key is opaque once it is recorded.
+ */
 export function blobKey(digest: Digest, generation: string): string {
-  return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}/${generation}`;
+  return `blobs/${digest.algorithm}/${digest.hex.slice(0, 2)}/${digest.hex}.${generation}`;
 }
 
 /** The range asked for, else the whole blob, never past its recorded size. */

@@ -149,7 +149,7 @@ export class UploadService {
       const hash = newHash(digest.algorithm);
       let size: number;
       try {
-        size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk), length);
+        size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk), { length, last: true });
       } catch (error) {
         throw interruptedUpload(error);
       }
@@ -293,7 +293,7 @@ export class UploadService {
     this.hashes.delete(upload.id);
     try {
       const written = await this.withArea(upload, () =>
-        this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk), length),
+        this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk), { length, last: kind === 'last' }),
       );
       if (range && written !== range.end - range.start + 1) {
         throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });

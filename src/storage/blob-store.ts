@@ -36,17 +36,29 @@ export interface UploadPart {
   size: number;
 }
 
+/** What the registry knows about a part before its bytes arrive. */
+export interface PartWrite {
+  /**
+   * Exactly how many bytes `source` brings, when the sender declared it: a driver may then stream
+   * them on in one piece (a source that ends short or runs long fails the write, nothing is kept).
+   */
+  length?: number | undefined;
+  /**
+   * The part ends the upload and its commit follows at once (a PUT's body): a driver may make it
+   * durable while it still holds it open, rather than reopen it at the commit.
+   */
+  last?: boolean;
+}
+
 export interface BlobStore {
   /** Creates an empty upload area for a new upload session. */
   createUpload(uploadId: string): Promise<void>;
   /**
    * Streams `source` into a new part of the upload, handing every chunk to `observe` (e.g. a hash)
    * before it is written. Resolves with the part's length once its bytes are written and the part
-   * is closed; a part name is written at most once. `length`, when the sender declared it, is
-   * exactly how many bytes `source` brings: a driver may then stream them on in one piece (a
-   * source that ends short or runs long fails the write, and nothing is kept).
+   * is closed; a part name is written at most once.
    */
-  writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number>;
+  writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, options?: PartWrite): Promise<number>;
   /** Reads finished parts back in order (to rebuild a hash on another replica or after a restart). */
   readParts(uploadId: string, parts: readonly UploadPart[]): Promise<Readable>;
   /**

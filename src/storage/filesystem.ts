@@ -13,7 +13,7 @@ import { access, constants, mkdir, open, opendir, readFile, readdir, rename, rm,
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { UploadAreaMissingError, type BlobStore, type ByteRange, type RangeReader, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
+import { UploadAreaMissingError, type BlobStore, type ByteRange, type PartWrite, type RangeReader, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
 
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
@@ -30,6 +30,12 @@ const WRITE_BATCH = 1024 * 1024;
 
 export class FilesystemBlobStore implements BlobStore {
   private readonly uploadsDir: string;
+  /**
+   * The last part of each upload that this process wrote, flushed and closed (a PUT's body), so
+   * that its commit, which follows at once, need not reopen it to flush it again. Only a shortcut:
+   * an upload missing here is sealed at its commit as any other.
+   */
+  private readonly flushedLastParts = new Map<string, UploadPart>();
 
   constructor(private readonly root: string) {
     this.uploadsDir = join(root, '_uploads');
@@ -64,7 +70,7 @@ export class FilesystemBlobStore implements BlobStore {
     await mkdir(this.uploadPath(uploadId));
   }
 
-  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number> {
+  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, { length, last = false }: PartWrite = {}): Promise<number> {
     // 'wx': a part is created by exactly one request, and a name is never written twice.
     const path = this.partPath(uploadId, part);
     // Created read-only: once written, a part is never written again (this descriptor still may).
@@ -102,6 +108,7 @@ export class FilesystemBlobStore implements BlobStore {
       await inFlight;
       if (failure) throw failure;
       if (length !== undefined && position !== length) throw new Error(`the body brought ${position} of the ${length} bytes declared`);
+      if (last) await handle.sync();
     } catch (error) {
       // A part that was not written whole is never used: give its space back at once.
       await inFlight;
@@ -110,6 +117,7 @@ export class FilesystemBlobStore implements BlobStore {
       throw error;
     }
     await handle.close();
+    if (last) this.flushedLastParts.set(uploadId, { name: part, size: position });
     return position;
   }
 
@@ -131,15 +139,18 @@ export class FilesystemBlobStore implements BlobStore {
 
   async commitUpload(uploadId: string, parts: readonly UploadPart[], key: string): Promise<void> {
     const target = this.keyPath(key);
+    const flushed = this.flushedLastParts.get(uploadId);
+    this.flushedLastParts.delete(uploadId);
     // A part of no bytes adds nothing to the object, but a recorded one must be there all the same.
     for (const part of parts) if (part.size === 0) await this.checkPart(uploadId, part);
     const written = parts.filter((part) => part.size > 0);
-    if (written.length > 1) return this.commitSegmented(uploadId, written, target);
+    if (written.length > 1) return this.commitSegmented(uploadId, written, target, flushed);
     let source: string;
     if (written.length === 1) {
       const part = written[0] as UploadPart;
       source = this.partPath(uploadId, part.name);
-      await this.seal(uploadId, part, true);
+      // Written, flushed and closed just now by this process, at the size recorded: nothing to check.
+      if (flushed?.name !== part.name || flushed.size !== part.size) await this.seal(uploadId, part, true);
     } else {
       source = join(this.uploadPath(uploadId), ASSEMBLY);
       await rm(source, { force: true }); // a crashed earlier attempt
@@ -151,9 +162,10 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   /** Several parts: list them, make everything durable, and move the whole area under the key. */
-  private async commitSegmented(uploadId: string, parts: readonly UploadPart[], target: string): Promise<void> {
+  private async commitSegmented(uploadId: string, parts: readonly UploadPart[], target: string, flushed: UploadPart | undefined): Promise<void> {
     const area = this.uploadPath(uploadId);
-    await inParallel(parts, FLUSHES_IN_FLIGHT, (part) => this.seal(uploadId, part, false));
+    const unsealed = parts.filter((part) => part.name !== flushed?.name || part.size !== flushed.size);
+    await inParallel(unsealed, FLUSHES_IN_FLIGHT, (part) => this.seal(uploadId, part, false));
     const list = join(area, PART_LIST);
     await rm(list, { force: true }); // a crashed earlier attempt
     await writeFile(list, JSON.stringify(parts.map(({ name, size }) => ({ name, size }))), { flag: 'wx', mode: 0o444 });
@@ -197,11 +209,22 @@ export class FilesystemBlobStore implements BlobStore {
 
   /** Renames a durable file or directory to `target`, and makes the new directory entries durable too. */
   private async moveIntoPlace(source: string, target: string): Promise<void> {
-    const created = await mkdir(dirname(target), { recursive: true });
-    await rename(source, target);
+    // The folder is there but for the first blob of its prefix: rename first, make it only if missing.
+    let folderWasMissing = false;
+    try {
+      await rename(source, target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      folderWasMissing = true;
+      await mkdir(dirname(target), { recursive: true });
+      await rename(source, target);
+    }
+    // New entries: the target in its folder and, when folders were made (by this request or by
+    // one racing it, which may not have flushed them yet), each in its parent, up to the root.
+    const topmost = folderWasMissing ? this.root : dirname(target);
     for (let dir = dirname(target); ; dir = dirname(dir)) {
       await syncDirectory(dir);
-      if (created === undefined || dir === this.root || !dir.startsWith(dirname(created))) break;
+      if (dir === topmost || dir === this.root || !dir.startsWith(this.root)) break;
     }
   }
 
@@ -221,6 +244,7 @@ export class FilesystemBlobStore implements BlobStore {
 
   /** The whole area goes, whatever it holds (a directory removal costs the same either way). */
   async deleteUpload(uploadId: string): Promise<void> {
+    this.flushedLastParts.delete(uploadId);
     await rm(this.uploadPath(uploadId), { recursive: true, force: true });
   }
 
@@ -312,7 +336,8 @@ export class FilesystemBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     const path = this.keyPath(key);
-    // The per-digest directory stays: removing it could race a re-upload creating its file there.
+    // A folder the key names stays (keys of the earlier layout had one per digest): removing it
+    // could race a re-upload creating its file there.
     await rm(path, { force: true });
     await rm(`${path}${SEGMENTED}`, { recursive: true, force: true });
   }

@@ -34,7 +34,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
+import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type PartWrite, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
 
 export interface S3Settings {
   bucket: string;
@@ -243,7 +243,8 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, length?: number): Promise<number> {
+  async writePart(uploadId: string, part: string, source: Readable, observe: (chunk: Buffer) => void, { length }: PartWrite = {}): Promise<number> {
+    // A part is durable once S3 acknowledged it: `last` needs nothing more.
     const key = this.partKey(uploadId, part);
     await this.requireArea(uploadId);
     // A declared length that one PUT can hold streams straight through: no buffering, no

@@ -68,8 +68,8 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
 /** The files that hold a digest's stored copies. */
 async function storedCopies(dataDir: string, digest: string): Promise<string[]> {
   const hex = digest.slice('sha256:'.length);
-  const dir = join(dataDir, 'blobs', 'blobs', 'sha256', hex.slice(0, 2), hex);
-  return (await readdir(dir)).map((name) => join(dir, name));
+  const dir = join(dataDir, 'blobs', 'blobs', 'sha256', hex.slice(0, 2));
+  return (await readdir(dir)).filter((name) => name.startsWith(`${hex}.`)).map((name) => join(dir, name));
 }
 
 describe('two servers on one PostgreSQL and one blob folder', () => {

@@ -5,7 +5,7 @@
 // test/http/gc.test.ts).
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../support/cli.js';
@@ -18,10 +18,10 @@ async function filesUnder(dir: string): Promise<string[]> {
   return entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath ?? entry.path, entry.name));
 }
 
-/** Stored copies of a blob: its committed files are named by upload under `<hex>/`. */
+/** Stored copies of a blob: its committed files are named `<hex>.<generation>`. */
 async function storedCopies(dataDir: string, digest: string): Promise<number> {
   const hex = digest.slice('sha256:'.length);
-  return (await filesUnder(dataDir)).filter((path) => path.includes(`/${hex}/`)).length;
+  return (await filesUnder(dataDir)).filter((path) => basename(path).startsWith(`${hex}.`)).length;
 }
 
 const GRACE_SECONDS = 5;

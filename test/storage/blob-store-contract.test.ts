@@ -104,7 +104,7 @@ async function collect(stream: Readable | undefined): Promise<Buffer> {
 }
 
 const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-const key = () => `blobs/sha256/${randomBytes(1).toString('hex')}/${randomBytes(32).toString('hex')}/${randomUUID()}`;
+const key = () => `blobs/sha256/${randomBytes(1).toString('hex')}/${randomBytes(32).toString('hex')}.${randomUUID()}`;
 
 for (const driver of drivers) {
   describe(`BlobStore contract: ${driver.name}`, () => {
@@ -195,6 +195,27 @@ for (const driver of drivers) {
       for await (const object of store.listCommitted()) assert.notEqual(object.key, target);
     });
 
+    it("commits a PUT's own last part, alone or after others, and still checks one recorded at another size", async () => {
+      for (const earlier of [[], [randomBytes(2 * MiB), randomBytes(17)]]) {
+        const { id, parts } = await upload(earlier);
+        const last = randomBytes(MiB + 7);
+        const size = await store.writePart(id, 'last', chunked(last), () => undefined, { length: last.length, last: true });
+        const target = key();
+        await store.commitUpload(id, [...parts, { name: 'last', size }], target);
+        const whole = Buffer.concat([...earlier, last]);
+        assert.equal(await store.size(target), whole.length);
+        assert.equal(sha(await collect(await store.read(target, { start: 0, end: whole.length - 1 }))), sha(whole));
+        await assert.rejects(store.readParts(id, [{ name: 'last', size }]), UploadAreaMissingError, 'the area is gone after the commit');
+      }
+      const id = randomUUID();
+      await store.createUpload(id);
+      await store.writePart(id, 'last', chunked(randomBytes(100)), () => undefined, { last: true });
+      await assert.rejects(store.commitUpload(id, [{ name: 'last', size: 99 }], key()), UploadAreaMissingError);
+      await assert.rejects(store.commitUpload(id, [{ name: 'other', size: 100 }], key()), UploadAreaMissingError);
+      await store.deleteUpload(id);
+      assert.equal(await opened.leftovers(id), 0);
+    });
+
     it('commits an upload of no bytes at all as an empty object', async () => {
       const id = randomUUID();
       await store.createUpload(id);
@@ -276,12 +297,12 @@ for (const driver of drivers) {
       await store.createUpload(id);
       const content = randomBytes(6 * MiB + 5);
       const seen = createHash('sha256');
-      assert.equal(await store.writePart(id, 'declared', chunked(content), (chunk) => seen.update(chunk), content.length), content.length);
+      assert.equal(await store.writePart(id, 'declared', chunked(content), (chunk) => seen.update(chunk), { length: content.length }), content.length);
       assert.equal(seen.digest('hex'), sha(content));
       assert.equal(sha(await collect(await store.readParts(id, [{ name: 'declared', size: content.length }]))), sha(content));
-      await assert.rejects(store.writePart(id, 'short', chunked(content.subarray(0, MiB)), () => undefined, 2 * MiB), /of the .* bytes declared/);
+      await assert.rejects(store.writePart(id, 'short', chunked(content.subarray(0, MiB)), () => undefined, { length: 2 * MiB }), /of the .* bytes declared/);
       await assert.rejects(store.readParts(id, [{ name: 'short', size: MiB }]), UploadAreaMissingError);
-      await assert.rejects(store.writePart(id, 'long', chunked(content), () => undefined, MiB), /bytes declared/);
+      await assert.rejects(store.writePart(id, 'long', chunked(content), () => undefined, { length: MiB }), /bytes declared/);
       await assert.rejects(store.readParts(id, [{ name: 'long', size: MiB }]), UploadAreaMissingError);
       const failing = Readable.from(
         (async function* () {
@@ -289,7 +310,7 @@ for (const driver of drivers) {
           throw new Error('the client went away');
         })(),
       );
-      await assert.rejects(store.writePart(id, 'cut', failing, () => undefined, 4 * MiB), /the client went away/);
+      await assert.rejects(store.writePart(id, 'cut', failing, () => undefined, { length: 4 * MiB }), /the client went away/);
       await assert.rejects(store.readParts(id, [{ name: 'cut', size: 3 * MiB }]), UploadAreaMissingError);
       await store.deleteUpload(id);
       assert.equal(await opened.leftovers(id), 0);

@@ -7,7 +7,7 @@ import { backendEnvOf, type RunningRegistry } from './server.js';
 /** Whether the server keeps its blobs in S3 (the second pass of test/run.mjs) rather than in its folder. */
 export const blobsInS3 = (server: Pick<RunningRegistry, 'dataDir'>): boolean => backendEnvOf(server.dataDir).PORTCULLIS_STORAGE_DRIVER === 's3';
 
-/** Names directly under `path` in the server's blob storage (`_uploads`, `blobs/sha256/ab/<hex>`, …). */
+/** Names directly under `path` in the server's blob storage (`_uploads`, `blobs/sha256/ab`, …). */
 export async function storedNames(server: Pick<RunningRegistry, 'dataDir'>, path: string): Promise<string[]> {
   if (!blobsInS3(server)) {
     return readdir(join(server.dataDir, 'blobs', path)).catch((error: NodeJS.ErrnoException) => {
@@ -24,6 +24,8 @@ export async function storedNames(server: Pick<RunningRegistry, 'dataDir'>, path
 /** Upload areas present (one per session or request in progress). */
 export const uploadAreas = (server: Pick<RunningRegistry, 'dataDir'>): Promise<string[]> => storedNames(server, '_uploads');
 
-/** Stored copies of a blob (each a generation under its digest). */
-export const blobCopies = (server: Pick<RunningRegistry, 'dataDir'>, digest: string): Promise<string[]> =>
-  storedNames(server, `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`);
+/** Stored copies of a blob (each a generation of its digest: `<hex>.<generation>`). */
+export async function blobCopies(server: Pick<RunningRegistry, 'dataDir'>, digest: string): Promise<string[]> {
+  const hex = digest.slice('sha256:'.length);
+  return (await storedNames(server, `blobs/sha256/${hex.slice(0, 2)}`)).filter((name) => name.startsWith(`${hex}.`));
+}
