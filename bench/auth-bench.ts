@@ -77,6 +77,7 @@ async function main(): Promise<void> {
               blobMib: 1,
               chunkMib: 1,
               small: 1,
+              smallWarmup: 0,
               smallConcurrency: 1,
               getSeconds: seconds,
               getConcurrency: 64,

@@ -11,6 +11,8 @@ export interface BenchOptions {
   blobMib: number;
   chunkMib: number;
   small: number;
+  /** Small image pushes made before the clock starts (as the manifest GETs' warm-up second). */
+  smallWarmup: number;
   smallConcurrency: number;
   getSeconds: number;
   getConcurrency: number;
@@ -38,6 +40,7 @@ export const SHARED_DEFAULTS = {
   'blob-mib': '1024',
   'chunk-mib': '16',
   small: '500',
+  'small-warmup': '50',
   'small-concurrency': '16',
   'get-seconds': '10',
   'get-concurrency': '64',
@@ -51,6 +54,7 @@ function sharedHelp(defaults: Record<keyof typeof SHARED_DEFAULTS, string>): str
   --blob-mib N            size of the large blob, MiB (default ${defaults['blob-mib']})
   --chunk-mib N           PATCH size of the chunked push, MiB (default ${defaults['chunk-mib']})
   --small N               small image pushes (default ${defaults.small})
+  --small-warmup N        small image pushes before the clock starts (default ${defaults['small-warmup']})
   --small-concurrency N   concurrent small image pushes (default ${defaults['small-concurrency']})
   --get-seconds N         duration of the manifest GET test (default ${defaults['get-seconds']})
   --get-concurrency N     concurrent manifest GETs (default ${defaults['get-concurrency']})
@@ -103,6 +107,7 @@ export function parseCli(
     blobMib: positive(text, 'blob-mib', defaults['blob-mib']),
     chunkMib: positive(text, 'chunk-mib', defaults['chunk-mib']),
     small: positive(text, 'small', defaults.small, true),
+    smallWarmup: positive(text, 'small-warmup', defaults['small-warmup'], true, true),
     smallConcurrency: positive(text, 'small-concurrency', defaults['small-concurrency'], true),
     getSeconds: positive(text, 'get-seconds', defaults['get-seconds']),
     getConcurrency: positive(text, 'get-concurrency', defaults['get-concurrency'], true),

@@ -8,6 +8,7 @@
 // collector holds is being decided under the blob's row lock, which the client's own transaction
 // meets anyway.
 import type { Knex } from 'knex';
+import { retryWhileBusy } from './sqlite-direct.js';
 
 export const BLOB_REVIEWS = 'gc_blob_reviews';
 export const MANIFEST_REVIEWS = 'gc_manifest_reviews';
@@ -59,14 +60,6 @@ export async function touchBlobReviews(db: Knex, digests: readonly string[], now
   }
 }
 
-/** SQLite's answers when another process holds the write lock or committed under a reader's feet. */
-function isSqliteBusy(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code === 'SQLITE_LOCKED');
-}
-
-const BUSY_ATTEMPTS = 5;
-
 /**
  * Runs a transaction that writes. On SQLite it takes the database's write lock with its first
  * statement (a delete that matches nothing and writes nothing), as BEGIN IMMEDIATE would: another
@@ -76,16 +69,11 @@ const BUSY_ATTEMPTS = 5;
  * transactions run once.
  */
 export async function transactionWithRetry<T>(db: Knex, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-  const postgres = isPostgresDb(db);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await db.transaction(async (trx) => {
-        if (!postgres) await trx.raw('delete from gc_state where 0');
-        return work(trx);
-      });
-    } catch (error) {
-      if (postgres || !isSqliteBusy(error) || attempt >= BUSY_ATTEMPTS) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20 * attempt + Math.random() * 30));
-    }
-  }
+  if (isPostgresDb(db)) return db.transaction(work);
+  return retryWhileBusy(() =>
+    db.transaction(async (trx) => {
+      await trx.raw('delete from gc_state where 0');
+      return work(trx);
+    }),
+  );
 }

@@ -4,6 +4,9 @@ import { CompiledQuery } from './compiled-query.js';
 import { UploadSessionLostError, withDatabase } from './errors.js';
 import { BLOB_REVIEWS, enqueueBlobReviews, enqueueManifestReviews, MANIFEST_REVIEWS, STORAGE_DELETES, touchBlobReviews, transactionWithRetry } from './gc-queue.js';
 import { appendAuditEvents } from './knex-auth-stores.js';
+import { type BlobRow, toBlob, toUpload, type UploadRow } from './rows.js';
+import { SqliteDirect } from './sqlite-direct.js';
+import * as hot from './sqlite-hot-path.js';
 import type { UploadPart } from '../storage/blob-store.js';
 import type {
   BlobRecord,
@@ -21,13 +24,6 @@ import type {
   UploadRecord,
 } from './store.js';
 
-interface BlobRow {
-  digest: string;
-  size: number | string;
-  storage_key: string;
-  sealed?: number | boolean;
-}
-
 interface ManifestRow {
   id: number;
   digest: string;
@@ -38,33 +34,6 @@ interface ManifestRow {
   size: number;
   payload: Buffer;
 }
-
-interface UploadRow {
-  id: string;
-  repository: string;
-  size: number | string;
-  parts: string | null;
-  owner: string | null;
-  created_at: number | string;
-  updated_at: number | string;
-}
-
-const toBlob = (row: BlobRow): BlobRecord => ({
-  digest: row.digest,
-  size: Number(row.size),
-  storageKey: row.storage_key,
-  sealed: Boolean(row.sealed),
-});
-
-const toUpload = (row: UploadRow): UploadRecord => ({
-  id: row.id,
-  repository: row.repository,
-  size: Number(row.size),
-  parts: row.parts ? (JSON.parse(row.parts) as UploadPart[]) : [],
-  owner: row.owner ?? '',
-  createdAt: Number(row.created_at),
-  updatedAt: Number(row.updated_at),
-});
 
 const parseAnnotations = (text: string | null): Record<string, string> | undefined =>
   text ? (JSON.parse(text) as Record<string, string>) : undefined;
@@ -123,11 +92,14 @@ export async function removeManifest(trx: Knex.Transaction, repositoryId: number
 
 export class KnexMetadataStore implements MetadataStore {
   private readonly isPostgres: boolean;
+  /** SQLite's path around knex for the methods on every upload's way (sqlite-direct.ts). */
+  private readonly direct: SqliteDirect | undefined;
   private readonly manifestByTag: CompiledQuery<'repository' | 'tag', ManifestLookupRow>;
   private readonly manifestByDigest: CompiledQuery<'repository' | 'digest', ManifestLookupRow>;
 
   constructor(private readonly db: Knex) {
     this.isPostgres = db.client.config.client === 'pg';
+    this.direct = SqliteDirect.of(db);
     // Written from the tag's side so SQLite walks unique indexes (repository name → tag →
     // manifest). The columns are named, so a column a later migration adds cannot change the
     // result type of the plan a running server holds on PostgreSQL.
@@ -150,6 +122,12 @@ export class KnexMetadataStore implements MetadataStore {
   /** Runs a unit of work, reporting failures as the metadata errors (unavailable, unstorable value). */
   private run<T>(work: (db: Knex) => Promise<T>): Promise<T> {
     return withDatabase(() => work(this.db));
+  }
+
+  /** Runs `work` on SQLite's direct path; undefined on PostgreSQL, where the knex version runs. */
+  private directly<T>(work: (direct: SqliteDirect) => Promise<T>): Promise<T> | undefined {
+    const direct = this.direct;
+    return direct && withDatabase(() => work(direct));
   }
 
   private transaction<T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
@@ -193,7 +171,12 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   findRepositoryBlob(repository: string, digest: string, options: { touch?: boolean } = {}): Promise<BlobRecord | undefined> {
-    return this.run(async (db) => {
+    const direct = this.directly(async (sqlite) => {
+      const row = await sqlite.run((sql) => hot.findRepositoryBlob(sql, repository, digest, options.touch === true));
+      if (row && options.touch && Number(row.review_pending) === 1) await sqlite.run((sql) => hot.touchBlobReviews(sql, [digest]));
+      return row && toBlob(row);
+    });
+    return direct ?? this.run(async (db) => {
       const query = db('blobs as b')
         .join('repository_blobs as rb', 'rb.digest', 'b.digest')
         .join('repositories as r', 'r.id', 'rb.repository_id')
@@ -207,7 +190,7 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   touchBlobReviews(digests: readonly string[]): Promise<void> {
-    return this.run((db) => touchBlobReviews(db, digests));
+    return this.directly((sqlite) => sqlite.run((sql) => hot.touchBlobReviews(sql, digests))) ?? this.run((db) => touchBlobReviews(db, digests));
   }
 
   /**
@@ -219,7 +202,8 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   commitBlob(repository: string, blob: BlobRecord, finished?: FinishedUpload): Promise<BlobRecord> {
-    return this.transaction(async (trx) => {
+    const committed = this.directly(async (sqlite) => toBlob(await sqlite.transaction((sql) => hot.commitBlob(sql, repository, blob, finished))));
+    return (committed ?? this.transaction(async (trx) => {
       if (finished) {
         const ended = await trx('uploads').where({ id: finished.id, writer: finished.writer, size: finished.size }).delete();
         if (ended !== 1) throw new UploadSessionLostError(finished.id);
@@ -241,7 +225,7 @@ export class KnexMetadataStore implements MetadataStore {
       if (!row) throw new Error(`blob ${blob.digest} could not be recorded`);
       await this.link(trx, repositoryId, blob.digest);
       return toBlob(row);
-    }).then(async (stored) => {
+    })).then(async (stored) => {
       await this.touchQuietly([blob.digest]);
       return stored;
     });
@@ -321,7 +305,8 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   createUpload(upload: UploadRecord, maxOpen: number): Promise<boolean> {
-    return this.transaction(async (trx) => {
+    const direct = this.directly((sqlite) => sqlite.transaction((sql) => hot.createUpload(sql, upload, maxOpen)));
+    return direct ?? this.transaction(async (trx) => {
       // Serialise session starts per owner across replicas; SQLite has one writer anyway.
       if (this.isPostgres) await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`uploads:${upload.owner}`]);
       const row = (await trx('uploads').where({ owner: upload.owner }).count({ open: '*' }).first()) as { open: number | string } | undefined;
@@ -340,14 +325,19 @@ export class KnexMetadataStore implements MetadataStore {
   }
 
   getUpload(repository: string, id: string): Promise<UploadRecord | undefined> {
-    return this.run(async (db) => {
+    const direct = this.directly(async (sqlite) => {
+      const row = await sqlite.run((sql) => hot.getUpload(sql, repository, id));
+      return row && toUpload(row);
+    });
+    return direct ?? this.run(async (db) => {
       const row = (await db('uploads').where({ id, repository }).first()) as UploadRow | undefined;
       return row && toUpload(row);
     });
   }
 
   claimUpload(id: string, size: number, writer: string, until: number): Promise<boolean> {
-    return this.run(async (db) => {
+    const direct = this.directly((sqlite) => sqlite.run((sql) => hot.claimUpload(sql, id, size, writer, until)));
+    return direct ?? this.run(async (db) => {
       const claimed = await db('uploads')
         .where({ id, size })
         .andWhere((free) => free.whereNull('writer').orWhere('writer_until', '<', Date.now()))
