@@ -40,11 +40,20 @@ export const enqueueManifestReviews = (trx: Knex.Transaction, repositoryId: numb
   enqueue(trx, MANIFEST_REVIEWS, repositoryId, digests, now);
 
 /**
+ * A grace restarted less than this long ago is not restarted again. A small image's manifest,
+ * pushed milliseconds after its blobs were linked (which queued their reviews), then writes
+ * nothing; a grace of minutes or hours is shortened by at most this much.
+ */
+export const GRACE_RESTART_SLACK_MS = 1000;
+
+/**
  * Restarts the grace of the pending link reviews of `digests`, in every repository. Indexed on
  * digest; writes nothing when no review is pending (the common case: a HEAD of a referenced
- * layer). On PostgreSQL a review row a collector holds is skipped rather than waited for.
+ * layer) or all were restarted just now. On PostgreSQL a review row a collector holds is skipped
+ * rather than waited for.
  */
 export async function touchBlobReviews(db: Knex, digests: readonly string[], now = Date.now()): Promise<void> {
+  const stale = now - GRACE_RESTART_SLACK_MS;
   const unique = [...new Set(digests)].sort();
   for (let i = 0; i < unique.length; i += INSERT_CHUNK) {
     const chunk = unique.slice(i, i + INSERT_CHUNK);
@@ -52,10 +61,10 @@ export async function touchBlobReviews(db: Knex, digests: readonly string[], now
       await db.raw(
         `update ${BLOB_REVIEWS} set touched_at = ? where (repository_id, digest) in (
            select repository_id, digest from ${BLOB_REVIEWS} where digest = any(?) and touched_at < ? for update skip locked)`,
-        [now, chunk, now],
+        [now, chunk, stale],
       );
     } else {
-      await db(BLOB_REVIEWS).whereIn('digest', chunk).where('touched_at', '<', now).update({ touched_at: now });
+      await db(BLOB_REVIEWS).whereIn('digest', chunk).where('touched_at', '<', stale).update({ touched_at: now });
     }
   }
 }

@@ -3,7 +3,7 @@
 // PostgreSQL runs; the metadata store contract suite runs both. SQLite has one writer at a time,
 // so the row locks the knex versions take on PostgreSQL have no counterpart here.
 import { UploadSessionLostError } from './errors.js';
-import { BLOB_REVIEWS } from './gc-queue.js';
+import { BLOB_REVIEWS, GRACE_RESTART_SLACK_MS } from './gc-queue.js';
 import type { BlobRow, UploadRow } from './rows.js';
 import type { DirectSql } from './sqlite-direct.js';
 import type { BlobRecord, FinishedUpload, UploadRecord } from './store.js';
@@ -96,7 +96,7 @@ export function touchBlobReviews(sql: DirectSql, digests: readonly string[], now
   for (let i = 0; i < unique.length; i += TOUCH_CHUNK) {
     const chunk = unique.slice(i, i + TOUCH_CHUNK);
     const placeholders = chunk.map(() => '?').join(', ');
-    sql.run(`update ${BLOB_REVIEWS} set touched_at = ? where digest in (${placeholders}) and touched_at < ?`, now, ...chunk, now);
+    sql.run(`update ${BLOB_REVIEWS} set touched_at = ? where digest in (${placeholders}) and touched_at < ?`, now, ...chunk, now - GRACE_RESTART_SLACK_MS);
   }
 }
 

@@ -113,7 +113,22 @@ for (const backend of METADATA_BACKENDS) {
       assert.ok(await store.findRepositoryBlob(r, blob.digest), 'a plain lookup');
       assert.deepEqual(((await db('gc_blob_reviews').where({ digest: blob.digest }).pluck('touched_at')) as unknown[]).map(Number), [1, 1], 'restarts nothing');
       assert.ok(await store.findRepositoryBlob(r, blob.digest, { touch: true }), 'a probe');
-      assert.ok(((await db('gc_blob_reviews').where({ digest: blob.digest }).pluck('touched_at')) as unknown[]).every((at) => Number(at) > 1), 'restarts every pending review of the digest');
+      const restarted = ((await db('gc_blob_reviews').where({ digest: blob.digest }).pluck('touched_at')) as unknown[]).map(Number);
+      assert.ok(restarted.every((at) => at > 1), 'restarts every pending review of the digest');
+      await db('gc_blob_reviews').where({ digest: blob.digest, repository_id: db('repositories').where({ name: r }).select('id') }).update({ touched_at: Date.now() - 500 });
+      const justNow = ((await db('gc_blob_reviews').where({ digest: blob.digest }).orderBy('repository_id').pluck('touched_at')) as unknown[]).map(Number);
+      await store.touchBlobReviews([blob.digest]);
+      assert.deepEqual(
+        ((await db('gc_blob_reviews').where({ digest: blob.digest }).orderBy('repository_id').pluck('touched_at')) as unknown[]).map(Number),
+        justNow,
+        'a grace restarted less than a second ago is not restarted again',
+      );
+      await db('gc_blob_reviews').where({ digest: blob.digest }).update({ touched_at: Date.now() - 1500 });
+      await store.touchBlobReviews([blob.digest]);
+      assert.ok(
+        ((await db('gc_blob_reviews').where({ digest: blob.digest }).pluck('touched_at')) as unknown[]).every((at) => Number(at) > Date.now() - 1000),
+        'one restarted longer ago is',
+      );
       const unqueued = { digest: digest(), size: 1, storageKey: `blobs/k/${randomUUID()}` };
       await store.commitBlob(r, unqueued);
       await db('gc_blob_reviews').where({ digest: unqueued.digest }).delete();
