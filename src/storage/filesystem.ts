@@ -157,7 +157,7 @@ export class FilesystemBlobStore implements BlobStore {
       await writeFile(source, '', { flag: 'wx', mode: 0o444 });
       await syncFile(source);
     }
-    await this.moveIntoPlace(source, target);
+    await this.moveIntoPlace(uploadId, source, target);
     await this.removeArea(uploadId);
   }
 
@@ -171,7 +171,7 @@ export class FilesystemBlobStore implements BlobStore {
     await writeFile(list, JSON.stringify(parts.map(({ name, size }) => ({ name, size }))), { flag: 'wx', mode: 0o444 });
     await syncFile(list);
     await syncDirectory(area);
-    await this.moveIntoPlace(area, `${target}${SEGMENTED}`);
+    await this.moveIntoPlace(uploadId, area, `${target}${SEGMENTED}`);
   }
 
   /**
@@ -207,8 +207,11 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
-  /** Renames a durable file or directory to `target`, and makes the new directory entries durable too. */
-  private async moveIntoPlace(source: string, target: string): Promise<void> {
+  /**
+   * Renames a durable file or directory of an upload area to `target`, and makes the new directory
+   * entries durable too. A source that is gone (the area was swept) is reported as a missing area.
+   */
+  private async moveIntoPlace(uploadId: string, source: string, target: string): Promise<void> {
     // The folder is there but for the first blob of its prefix: rename first, make it only if missing.
     let folderWasMissing = false;
     try {
@@ -217,7 +220,9 @@ export class FilesystemBlobStore implements BlobStore {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       folderWasMissing = true;
       await mkdir(dirname(target), { recursive: true });
-      await rename(source, target);
+      await rename(source, target).catch((again: NodeJS.ErrnoException) => {
+        throw again.code === 'ENOENT' ? new UploadAreaMissingError(uploadId) : again;
+      });
     }
     // New entries: the target in its folder and, when folders were made (by this request or by
     // one racing it, which may not have flushed them yet), each in its parent, up to the root.

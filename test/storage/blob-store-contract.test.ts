@@ -27,6 +27,8 @@ interface OpenDriver {
   abandonWrite(uploadId: string): Promise<void>;
   /** How many things (files, objects, multipart uploads) an upload area still holds. */
   leftovers(uploadId: string): Promise<number>;
+  /** Removes an upload area as another replica's sweeper would: through a store of its own. */
+  sweptElsewhere(uploadId: string): Promise<void>;
   /** Makes a written part look written long ago, where the driver can (the filesystem). */
   backdatePart?(uploadId: string, part: string): Promise<void>;
   cleanup(): Promise<void>;
@@ -49,6 +51,7 @@ const drivers: Driver[] = [
         store,
         abandonWrite: (id) => writeFile(join(area(id), `crashed-${randomUUID()}`), randomBytes(1000)),
         leftovers: async (id) => (await readdir(area(id)).catch(() => [])).length,
+        sweptElsewhere: (id) => new FilesystemBlobStore(root).deleteUpload(id),
         backdatePart: async (id, part) => {
           const longAgo = new Date(Date.now() - 2 * 24 * 3600_000);
           await utimes(join(area(id), part), longAgo, longAgo);
@@ -77,6 +80,14 @@ const drivers: Driver[] = [
           const objects = await client.send(new ListObjectsV2Command({ Bucket, Prefix: area(id) }));
           const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket, Prefix: area(id) }));
           return (objects.Contents ?? []).length + (uploads.Uploads ?? []).length;
+        },
+        async sweptElsewhere(id) {
+          const replica = new S3BlobStore({ ...bucket.settings, prefix: 'registry/' });
+          try {
+            await replica.deleteUpload(id);
+          } finally {
+            replica.close();
+          }
         },
         async cleanup() {
           store.close();
@@ -214,6 +225,14 @@ for (const driver of drivers) {
       await assert.rejects(store.commitUpload(id, [{ name: 'other', size: 100 }], key()), UploadAreaMissingError);
       await store.deleteUpload(id);
       assert.equal(await opened.leftovers(id), 0);
+      // Swept by another replica between the write and the commit: a missing area, and no object.
+      const swept = randomUUID();
+      await store.createUpload(swept);
+      await store.writePart(swept, 'last', chunked(randomBytes(100)), () => undefined, { last: true });
+      await opened.sweptElsewhere(swept);
+      const target = key();
+      await assert.rejects(store.commitUpload(swept, [{ name: 'last', size: 100 }], target), UploadAreaMissingError);
+      assert.equal(await store.size(target), undefined);
     });
 
     it('commits an upload of no bytes at all as an empty object', async () => {
