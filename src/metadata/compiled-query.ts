@@ -13,7 +13,6 @@ export class CompiledQuery<Params extends string, Row> {
   private readonly sql: string;
   /** For each binding of the compiled SQL: a parameter's name, or a constant the builder added (a limit). */
   private readonly bindings: ({ parameter: Params } | { constant: Knex.Value })[];
-  private readonly postgres: boolean;
   private readonly direct: SqliteDirect | undefined;
 
   /**
@@ -35,7 +34,6 @@ export class CompiledQuery<Params extends string, Row> {
     });
     const missing = parameters.filter((parameter) => !this.bindings.some((binding) => 'parameter' in binding && binding.parameter === parameter));
     if (missing.length > 0) throw new Error(`${name}: parameters ${missing.join(', ')} are not bound by the query`);
-    this.postgres = db.client.config.client === 'pg';
     this.direct = SqliteDirect.of(db);
   }
 
@@ -43,9 +41,7 @@ export class CompiledQuery<Params extends string, Row> {
     const bindings = this.bindings.map((binding) => ('parameter' in binding ? values[binding.parameter] : binding.constant));
     // The parameters of the queries compiled so far are names and digests: strings either driver binds.
     if (this.direct) return this.direct.run((sql) => sql.all<Row>(this.sql, ...(bindings as SqlValue[])));
-    const query = this.db.raw(this.sql, bindings);
-    if (!this.postgres) return (await query) as Row[];
-    const result = (await query.options({ name: this.name })) as { rows: Row[] };
+    const result = (await this.db.raw(this.sql, bindings).options({ name: this.name })) as { rows: Row[] };
     return result.rows;
   }
 

@@ -47,25 +47,19 @@ export const enqueueManifestReviews = (trx: Knex.Transaction, repositoryId: numb
 export const GRACE_RESTART_SLACK_MS = 1000;
 
 /**
- * Restarts the grace of the pending link reviews of `digests`, in every repository. Indexed on
- * digest; writes nothing when no review is pending (the common case: a HEAD of a referenced
- * layer) or all were restarted just now. On PostgreSQL a review row a collector holds is skipped
- * rather than waited for.
+ * Restarts the grace of the pending link reviews of `digests`, in every repository, on
+ * PostgreSQL (SQLite's is in sqlite-hot-path.ts). Indexed on digest; writes nothing when no
+ * review is pending (the common case: a HEAD of a referenced layer) or all were restarted just
+ * now. A review row a collector holds is skipped rather than waited for.
  */
 export async function touchBlobReviews(db: Knex, digests: readonly string[], now = Date.now()): Promise<void> {
-  const stale = now - GRACE_RESTART_SLACK_MS;
   const unique = [...new Set(digests)].sort();
   for (let i = 0; i < unique.length; i += INSERT_CHUNK) {
-    const chunk = unique.slice(i, i + INSERT_CHUNK);
-    if (isPostgresDb(db)) {
-      await db.raw(
-        `update ${BLOB_REVIEWS} set touched_at = ? where (repository_id, digest) in (
-           select repository_id, digest from ${BLOB_REVIEWS} where digest = any(?) and touched_at < ? for update skip locked)`,
-        [now, chunk, stale],
-      );
-    } else {
-      await db(BLOB_REVIEWS).whereIn('digest', chunk).where('touched_at', '<', stale).update({ touched_at: now });
-    }
+    await db.raw(
+      `update ${BLOB_REVIEWS} set touched_at = ? where (repository_id, digest) in (
+         select repository_id, digest from ${BLOB_REVIEWS} where digest = any(?) and touched_at < ? for update skip locked)`,
+      [now, unique.slice(i, i + INSERT_CHUNK), now - GRACE_RESTART_SLACK_MS],
+    );
   }
 }
 
