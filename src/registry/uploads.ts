@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { UploadSessionLostError } from '../metadata/errors.js';
 import type { BlobRecord, FinishedUpload, MetadataStore, UploadRecord } from '../metadata/store.js';
+import { streamed } from '../runtime/streamed-buffers.js';
 import { UploadAreaMissingError, type BlobStore, type UploadPart } from '../storage/blob-store.js';
 import { blobKey } from './blobs.js';
 import { digestOfStream, newHash } from './digest.js';
@@ -149,7 +150,7 @@ export class UploadService {
       const hash = newHash(digest.algorithm);
       let size: number;
       try {
-        size = await this.store.writePart(id, name, body, (chunk) => hash.update(chunk), { length, last: true });
+        size = await this.store.writePart(id, name, body, hashing(hash), { length, last: true });
       } catch (error) {
         throw interruptedUpload(error);
       }
@@ -293,7 +294,7 @@ export class UploadService {
     this.hashes.delete(upload.id);
     try {
       const written = await this.withArea(upload, () =>
-        this.store.writePart(upload.id, part, body, (chunk) => state.hash.update(chunk), { length, last: kind === 'last' }),
+        this.store.writePart(upload.id, part, body, hashing(state.hash), { length, last: kind === 'last' }),
       );
       if (range && written !== range.end - range.start + 1) {
         throw errors.uploadInvalid('chunk length does not match Content-Range', { range, received: written });
@@ -348,6 +349,14 @@ export class UploadService {
       .deleteUpload(upload.id, upload.parts)
       .catch((error: unknown) => this.log.warn({ err: error, upload: upload.id }, 'could not delete upload area'));
   }
+}
+
+/** What the store calls with each chunk of an upload's body as it streams to storage. */
+function hashing(hash: Hash): (chunk: Buffer) => void {
+  return (chunk) => {
+    hash.update(chunk);
+    streamed(chunk.length);
+  };
 }
 
 function checkRange(upload: UploadRecord, range: ChunkRange | undefined): void {

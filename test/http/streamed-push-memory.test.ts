@@ -1,0 +1,95 @@
+// A large push streams through the server without making V8 collect its whole heap over and over:
+// the 64 KiB buffers the body arrives in are freed by young collections every few MiB
+// (src/runtime/streamed-buffers.ts), before they count as enough external memory to start a full
+// mark-compact. Read off the server's own `--trace-gc` lines, so the figure is counted, not timed.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags.js';
+import { COLLECT_EVERY_BYTES, streamed } from '../../src/runtime/streamed-buffers.js';
+import { startPortcullis, type RunningRegistry } from '../support/server.js';
+import { adminClient, randomName, scopeFor } from '../support/registry-client.js';
+import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf_hooks';
+
+const MiB = 1024 * 1024;
+const BLOCKS = 256; // 256 MiB: without the young collections, about ten full ones here
+const block = randomBytes(MiB);
+
+/** 256 MiB that are never in memory at once: one random block, numbered in its first 8 bytes. */
+function* blocks(): Generator<Buffer> {
+  for (let i = 0; i < BLOCKS; i++) {
+    const copy = Buffer.from(block);
+    copy.writeBigUInt64BE(BigInt(i));
+    yield copy;
+  }
+}
+
+const count = (text: string, what: RegExp): number => text.split('\n').filter((line) => what.test(line)).length;
+
+describe('streamed pushes and the garbage collector', () => {
+  let server: RunningRegistry;
+
+  before(async () => {
+    server = await startPortcullis({ nodeFlags: [...SERVER_NODE_FLAGS, '--trace-gc'] });
+  });
+  after(async () => server?.stop());
+
+  it('a 256 MiB push runs young collections, not a full collection per 64 MiB received', async () => {
+    const client = adminClient(server);
+    const repository = randomName('streamed');
+    const hash = createHash('sha256');
+    for (const chunk of blocks()) hash.update(chunk);
+    const digest = `sha256:${hash.digest('hex')}`;
+    const path = `/v2/${repository}/blobs/uploads/?digest=${digest}`;
+    const token = await client.token([scopeFor(path, 'POST') as string]);
+
+    const before = server.output();
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(new URL(path, server.url), {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream', 'Content-Length': BLOCKS * MiB },
+      });
+      req.once('response', (res) => {
+        res.resume();
+        res.once('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.once('error', reject);
+      Readable.from(blocks()).pipe(req);
+    });
+    assert.equal(status, 201);
+    const head = await client.fetch(`/v2/${repository}/blobs/${digest}`, { method: 'HEAD' });
+    assert.equal(head.headers.get('Content-Length'), String(BLOCKS * MiB));
+
+    const during = server.output().slice(before.length);
+    const young = count(during, /: Scavenge\b/);
+    const full = count(during, /: Mark-Compact\b/);
+    assert.ok(full <= 3, `${full} full collections (and ${young} young ones) while 256 MiB streamed in`);
+    assert.ok(young >= (BLOCKS * MiB) / COLLECT_EVERY_BYTES / 2, `only ${young} young collections while 256 MiB streamed in`);
+  });
+
+  it('counts streamed bytes and collects the young generation once per COLLECT_EVERY_BYTES', async () => {
+    const kinds: number[] = [];
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) kinds.push((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? -1);
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    try {
+      const settled = () => new Promise((resolve) => setTimeout(resolve, 50)); // entries come later
+      streamed(COLLECT_EVERY_BYTES); // whatever was counted before, the next collection is due now
+      await settled();
+      assert.ok(kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR), 'no young collection at the threshold');
+      kinds.length = 0;
+      for (let i = 0; i < 3; i++) streamed(COLLECT_EVERY_BYTES / 4);
+      await settled();
+      assert.equal(kinds.filter((kind) => kind === constants.NODE_PERFORMANCE_GC_MINOR).length, 0, 'collected before the threshold');
+      streamed(COLLECT_EVERY_BYTES / 4);
+      await settled();
+      assert.ok(kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR), 'no young collection at the threshold');
+      assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'gc exposed on the global object');
+    } finally {
+      observer.disconnect();
+    }
+  });
+});
