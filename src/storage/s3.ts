@@ -35,6 +35,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type PartWrite, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
+import { counted } from '../runtime/streamed-buffers.js';
 
 export interface S3Settings {
   bucket: string;
@@ -485,7 +486,8 @@ export class S3BlobStore implements BlobStore {
   private async get(key: string, range: ByteRange): Promise<Readable | undefined> {
     try {
       const object = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${range.start}-${range.end}` }));
-      return object.Body as Readable;
+      // The SDK reads the response in 64 KiB buffers, as a request body arrives (streamed-buffers.ts).
+      return counted(object.Body as Readable);
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw unavailable(error);
