@@ -17,13 +17,16 @@ export function missingServerFlags(execArgv: readonly string[] = process.execArg
 }
 
 /**
- * V8 settings that apply once the process runs, set by `serve` itself. --heap-growing-percent=20:
+ * V8 settings that apply once the process runs, set by `serve` itself. --heap-growing-percent=50:
  * V8 otherwise lets the old generation grow by up to 4× between full collections, so under a
  * steady load of small requests the resident size climbed past 250 MiB while the live heap stayed
- * near 40 MiB. Growing by 20 % at a time kept the peak of 20 s of mixed load (32 clients) at
- * 140-180 MiB, with the same request rate (bench/README.md, "Memory").
+ * near 40 MiB; growing by 20 % at a time kept the peak of 20 s of mixed load (32 clients) at
+ * 140-180 MiB. But 20 % left the old generation less room than the young one can hold, and V8 then
+ * starts a full collection after nearly every young one: a streamed 1 GiB pull from S3 ran 13-17
+ * of them and cost 1.8 CPU-s, against none and 1.0 CPU-s at 50 %, whose mixed-load peak was the
+ * same (bench/README.md, "Memory" and "2026-12-01: large pushes").
  */
-export const SERVER_V8_SETTINGS: readonly string[] = ['--heap-growing-percent=20'];
+export const SERVER_V8_SETTINGS: readonly string[] = ['--heap-growing-percent=50'];
 
 export function applyServerV8Settings(): void {
   for (const setting of SERVER_V8_SETTINGS) v8.setFlagsFromString(setting);
