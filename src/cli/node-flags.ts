@@ -5,7 +5,7 @@
 // --max-semi-space-size=32: a streamed blob passes through the process as a flood of short-lived
 // 64 KiB socket buffers. With V8's default young generation a 1 GiB pull from S3 cost about 4 CPU
 // seconds at 280-310 MB/s here; with 32 MiB semi-spaces 2.4-2.9 CPU seconds at 360-400 MB/s
-// (bench/README.md, "Streamed pulls").
+// (bench/README.md, under s3-compare).
 import v8 from 'node:v8';
 
 export const SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'];
