@@ -17,13 +17,20 @@ type Collect = (options: { type: 'minor' }) => void;
 let collect: Collect | null | undefined;
 
 /**
- * V8's `gc`, kept private to this module: it is exposed in a new context only, never on the
- * process's global object. null where the runtime offers none (then nothing is collected early).
+ * V8's `gc`, kept private to this module: exposed in one new context, whose function is kept, and
+ * switched off again at once, so no other context (a dependency's vm, a worker) ever gets it and
+ * the process's global object never has it. null where the runtime offers none (then nothing is
+ * collected early).
  */
 function youngCollector(): Collect | null {
   if (collect === undefined) {
+    let found: unknown;
     v8.setFlagsFromString('--expose-gc');
-    const found: unknown = runInNewContext('typeof gc === "function" ? gc : null');
+    try {
+      found = runInNewContext('typeof gc === "function" ? gc : null');
+    } finally {
+      v8.setFlagsFromString('--no-expose-gc');
+    }
     collect = typeof found === 'function' ? (found as Collect) : null;
   }
   return collect;

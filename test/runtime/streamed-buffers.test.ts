@@ -1,11 +1,13 @@
 // The young collections of streamed bytes (src/runtime/streamed-buffers.ts): one per
-// COLLECT_EVERY_BYTES counted, none before, V8's gc never left on the global object; and a counted
-// stream is its source, byte for byte, with errors and early ends passed both ways.
+// COLLECT_EVERY_BYTES counted, none before, V8's gc never left on the global object nor given to
+// contexts made later; and a counted stream is its source, byte for byte, with errors and early
+// ends passed both ways.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf_hooks';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { runInNewContext } from 'node:vm';
 import { COLLECT_EVERY_BYTES, counted, streamed } from '../../src/runtime/streamed-buffers.js';
 
 describe('streamed buffers', () => {
@@ -28,6 +30,7 @@ describe('streamed buffers', () => {
       await settled();
       assert.ok(kinds.includes(constants.NODE_PERFORMANCE_GC_MINOR), 'no young collection at the threshold');
       assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'gc exposed on the global object');
+      assert.equal(runInNewContext('typeof gc'), 'undefined', 'gc exposed to contexts made afterwards');
     } finally {
       observer.disconnect();
     }
