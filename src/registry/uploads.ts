@@ -112,8 +112,11 @@ export class UploadService {
     }
   }
 
-  /** PUT: optionally appends a last chunk, verifies the digest and commits the blob. */
-  async complete(repository: string, id: string, digest: Digest, incoming?: IncomingBytes): Promise<BlobRecord> {
+  /**
+   * PUT: optionally appends a last chunk, verifies the digest and commits the blob; `written` is
+   * the last chunk's bytes (0 without one), for the request log.
+   */
+  async complete(repository: string, id: string, digest: Digest, incoming?: IncomingBytes): Promise<{ blob: BlobRecord; written: number }> {
     let upload = await this.require(repository, id);
     if (incoming) checkRange(upload, incoming.range);
     const claim = await this.claim(upload);
@@ -121,7 +124,8 @@ export class UploadService {
     const claimed = { id: upload.id, writer: claim.writer, size: upload.size };
     try {
       // The last chunk is not recorded on its own: the commit below ends the session anyway.
-      if (incoming) upload = (await this.write(upload, claim, incoming, 'last')).upload;
+      let written = 0;
+      if (incoming) ({ upload, written } = await this.write(upload, claim, incoming, 'last'));
       const computed = await this.withArea(upload, () => this.computeDigest(upload, digest));
       if (computed !== digest.value) {
         await this.discard(upload); // nothing of a wrong upload is kept
@@ -129,7 +133,7 @@ export class UploadService {
       }
       const blob = await this.withArea(upload, () => this.commit(repository, upload.id, upload.parts, upload.size, digest, claimed));
       this.hashes.delete(upload.id);
-      return blob;
+      return { blob, written };
     } catch (error) {
       await this.metadata.releaseUploadClaim(upload.id, claim.writer).catch(() => undefined);
       throw error;

@@ -105,6 +105,15 @@ describe('serving', () => {
       const registry = adminClient(server);
       const repository = randomName();
       await registry.pushBlob(repository, randomBytes(100));
+      // A session: a PATCH of 30 bytes, then a PUT that brings the last 20.
+      const chunks = [randomBytes(30), randomBytes(20)];
+      const started = await registry.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+      const patched = await registry.fetch(started.headers.get('Location') ?? '', { method: 'PATCH', body: chunks[0] });
+      assert.equal(patched.status, 202);
+      const finishAt = new URL(patched.headers.get('Location') ?? '', server.url);
+      finishAt.searchParams.set('digest', sha256(Buffer.concat(chunks)));
+      const finished = await registry.fetch(`${finishAt.pathname}${finishAt.search}`, { method: 'PUT', body: chunks[1] });
+      assert.equal(finished.status, 201, await finished.text());
       await registry.fetch('/v2/', { headers: { Authorization: 'Basic c2VjcmV0OnBhc3N3b3Jk' } });
       await new Promise((resolve) => setTimeout(resolve, 100));
       const lines = server
@@ -112,6 +121,13 @@ describe('serving', () => {
         .split('\n')
         .filter((line) => line.includes('"msg":"request"'))
         .map((line) => JSON.parse(line) as Record<string, unknown>);
+      assert.deepEqual(
+        lines.filter((line) => line.route === 'upload.append' || line.route === 'upload.finish').map((line) => [line.route, line.status, line.bytesIn]),
+        [
+          ['upload.append', 202, 30],
+          ['upload.finish', 201, 20],
+        ],
+      );
       const push = lines.find((line) => line.route === 'upload.start');
       assert.ok(push, server.output());
       assert.equal(push.repository, repository);

@@ -63,7 +63,8 @@ export function uploadRoutes(registry: Registry) {
     async finish(ctx: AppContext): Promise<void> {
       const repository = repositoryOf(ctx);
       const digest = requiredDigestQuery(ctx);
-      const blob = await uploads.complete(repository, param(ctx, 'uuid'), digest, hasBody(ctx) ? incomingBytes(ctx) : undefined);
+      const { blob, written } = await uploads.complete(repository, param(ctx, 'uuid'), digest, hasBody(ctx) ? incomingBytes(ctx) : undefined);
+      ctx.state.bytesIn = written;
       created(ctx, repository, blob);
     },
 
