@@ -34,6 +34,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { UndiciHttpHandler } from '@smithy/undici-http-handler';
 import { StorageUnavailableError, UploadAreaMissingError, type BlobStore, type ByteRange, type PartWrite, type StoredObject, type UploadArea, type UploadPart } from './blob-store.js';
 import { counted } from '../runtime/streamed-buffers.js';
 
@@ -166,7 +167,7 @@ function unavailable(error: unknown): unknown {
   }
   const code = (error as { code?: unknown } | undefined)?.code;
   const name = (error as { name?: unknown } | undefined)?.name;
-  if (typeof code === 'string' && /^(?:ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH)$/.test(code)) {
+  if (typeof code === 'string' && /^(?:ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_SOCKET|UND_ERR_CLOSED|UND_ERR_CONNECT_TIMEOUT)$/.test(code)) {
     return new StorageUnavailableError(`the object store cannot be reached (${code})`, error);
   }
   if (name === 'TimeoutError' || name === 'RequestTimeout') return new StorageUnavailableError('the object store did not answer in time', error);
@@ -193,6 +194,11 @@ export class S3BlobStore implements BlobStore {
         // S3-compatible servers do not all accept the SDK's default trailing checksums on streamed bodies.
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
+        // undici instead of node:http: a streamed pull's body arrives as views of the socket's
+        // reads, where node:http's parser copies every chunk once more into a new buffer; half
+        // the CPU per GiB read from the store here (bench/README.md, s3-compare). Its own
+        // connection pool (not the process-wide one), closed with the client.
+        requestHandler: new UndiciHttpHandler({ dispatcher: {} }),
       });
   }
 
