@@ -61,6 +61,11 @@ const MAX_PARTS = 10_000;
 /** The first parts of a streamed write; every 1,000 parts the size doubles (8 MiB … 4 GiB: about 8 TB in 10,000). */
 const FIRST_PART = 8 * MiB;
 const AREA_MARKER = '_area';
+/**
+ * An empty object's body, with its length said: the SDK sends no Content-Length for an empty body
+ * and then prints a warning about streams of unknown length to stderr, once per object.
+ */
+const EMPTY_BODY = { Body: '', ContentLength: 0 } as const;
 const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$/;
 const KEY = /^[a-z0-9]+(?:\/[a-zA-Z0-9_.-]+)*$/;
@@ -228,7 +233,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async createUpload(uploadId: string): Promise<void> {
-    await this.send(() => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: `${this.areaPrefix(uploadId)}${AREA_MARKER}`, Body: '' })));
+    await this.send(() => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: `${this.areaPrefix(uploadId)}${AREA_MARKER}`, ...EMPTY_BODY })));
   }
 
   private async requireArea(uploadId: string): Promise<void> {
@@ -342,7 +347,7 @@ export class S3BlobStore implements BlobStore {
   private async compose(pieces: { key: string; size: number }[], target: string): Promise<void> {
     const only = pieces[0];
     if (pieces.length === 0) {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: target, Body: '' }));
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: target, ...EMPTY_BODY }));
       return;
     }
     if (pieces.length === 1 && only && only.size <= MAX_PART) {
