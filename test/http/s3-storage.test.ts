@@ -4,6 +4,7 @@
 // short-lived presigned URL when storage.s3.redirect is on.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { request as httpRequest, type ClientRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createTestDatabase, postgresEnv, type TestDatabase } from '../support/postgres.js';
@@ -117,6 +118,38 @@ for (const redirect of [false, true]) {
       assert.equal((await pull(repository, empty.digest)).body.length, 0);
       assert.doesNotMatch(server.output(), /unknown length/);
     });
+
+    if (!redirect) {
+      it('keeps serving pushes and pulls while many pullers stop reading mid-blob', { timeout: 60_000 }, async () => {
+        // Each stalled pull holds a connection to the store whose body it stopped consuming. A
+        // fixed pool of store connections (the SDK's node:http default was 50) would let as many
+        // slow readers queue every other request of the registry behind them.
+        const repository = `s3/${randomName()}`;
+        const large = await client.pushBlob(repository, randomBytes(24 * MiB));
+        const token = await client.token([`repository:${repository}:pull`]);
+        const stalled: ClientRequest[] = [];
+        try {
+          const started = Array.from({ length: 60 }, () =>
+            new Promise<void>((resolve, reject) => {
+              const request = httpRequest(new URL(`/v2/${repository}/blobs/${large.digest}`, server.url), { headers: { Authorization: `Bearer ${token}` } }, (response) => {
+                assert.equal(response.statusCode, 200);
+                response.pause(); // reads nothing more
+                resolve();
+              });
+              request.on('error', reject);
+              request.end();
+              stalled.push(request);
+            }),
+          );
+          await Promise.all(started);
+          const small = randomBytes(1000);
+          const pushed = await client.pushBlob(repository, small);
+          assert.ok((await pull(repository, pushed.digest)).body.equals(small));
+        } finally {
+          for (const request of stalled) request.destroy();
+        }
+      });
+    }
 
     it('is ready when the bucket answers', async () => {
       const ready = await fetch(`${server.url}/readyz`);
