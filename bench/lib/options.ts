@@ -11,7 +11,7 @@ export interface BenchOptions {
   blobMib: number;
   chunkMib: number;
   small: number;
-  /** Small image pushes made before the clock starts (as the manifest GETs' warm-up second). */
+  /** Untimed small image pushes between the first timed batch and the steady one. */
   smallWarmup: number;
   smallConcurrency: number;
   getSeconds: number;
@@ -53,8 +53,8 @@ function sharedHelp(defaults: Record<keyof typeof SHARED_DEFAULTS, string>): str
   return `
   --blob-mib N            size of the large blob, MiB (default ${defaults['blob-mib']})
   --chunk-mib N           PATCH size of the chunked push, MiB (default ${defaults['chunk-mib']})
-  --small N               small image pushes (default ${defaults.small})
-  --small-warmup N        small image pushes before the clock starts (default ${defaults['small-warmup']})
+  --small N               small image pushes in each of the two timed batches (default ${defaults.small})
+  --small-warmup N        untimed small image pushes between the first batch and the steady one (default ${defaults['small-warmup']})
   --small-concurrency N   concurrent small image pushes (default ${defaults['small-concurrency']})
   --get-seconds N         duration of the manifest GET test (default ${defaults['get-seconds']})
   --get-concurrency N     concurrent manifest GETs (default ${defaults['get-concurrency']})
