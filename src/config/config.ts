@@ -64,6 +64,7 @@ export interface S3Config {
   secretAccessKey?: string;
   redirect: boolean;
   redirectExpirySeconds: number;
+  timeoutSeconds: number;
 }
 
 /** auth.loginThrottle: see schemas/config.schema.json. */
@@ -370,6 +371,7 @@ export function storageSettings(config: Config): StorageSettings {
     forcePathStyle: s3.forcePathStyle,
     credentials: s3.accessKeyId !== undefined && s3.secretAccessKey !== undefined ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined,
     redirectSeconds: s3.redirect ? s3.redirectExpirySeconds : undefined,
+    timeoutMs: s3.timeoutSeconds * 1000,
   };
 }
 export const sqlitePath = (config: Config): string => resolve(config.metadata.sqlite.path ?? `${config.dataDir}/portcullis.db`);

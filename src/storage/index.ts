@@ -1,20 +1,9 @@
 // The blob store the configuration asks for.
 import type { BlobStore } from './blob-store.js';
 import { FilesystemBlobStore } from './filesystem.js';
+import type { S3Settings } from './s3.js';
 
-export type StorageSettings =
-  | { driver: 'filesystem'; root: string }
-  | {
-      driver: 's3';
-      bucket: string;
-      prefix: string;
-      region: string;
-      endpoint?: string | undefined;
-      forcePathStyle: boolean;
-      credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
-      /** presigned redirects for blob reads, valid this long; streamed through when left out */
-      redirectSeconds?: number | undefined;
-    };
+export type StorageSettings = { driver: 'filesystem'; root: string } | ({ driver: 's3' } & S3Settings);
 
 /** A ready blob store and how to let go of it at shutdown. */
 export interface OpenBlobStore {

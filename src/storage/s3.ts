@@ -50,6 +50,12 @@ export interface S3Settings {
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string | undefined } | undefined;
   /** hand out presigned URLs valid this long for blob reads (readUrl); none when left out */
   redirectSeconds?: number | undefined;
+  /**
+   * How long the store may stay silent: for an answer once a request is sent (or while it stops
+   * taking one), and between the bytes of an object being read, unless the reading is paused
+   * because the client reads slowly. undici's own default (300 s) when left out.
+   */
+  timeoutMs?: number | undefined;
 }
 
 const MiB = 1024 * 1024;
@@ -175,7 +181,9 @@ function unavailable(error: unknown): unknown {
   if (typeof code === 'string' && /^(?:ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_SOCKET|UND_ERR_CLOSED|UND_ERR_CONNECT_TIMEOUT)$/.test(code)) {
     return new StorageUnavailableError(`the object store cannot be reached (${code})`, error);
   }
-  if (name === 'TimeoutError' || name === 'RequestTimeout') return new StorageUnavailableError('the object store did not answer in time', error);
+  if (name === 'TimeoutError' || name === 'RequestTimeout' || (typeof code === 'string' && /^UND_ERR_(?:HEADERS|BODY)_TIMEOUT$/.test(code))) {
+    return new StorageUnavailableError(`the object store did not answer in time${typeof code === 'string' ? ` (${code})` : ''}`, error);
+  }
   return error;
 }
 
@@ -203,7 +211,9 @@ export class S3BlobStore implements BlobStore {
         // reads, where node:http's parser copies every chunk once more into a new buffer; half
         // the CPU per GiB read from the store here (bench/README.md, s3-compare). Its own
         // connection pool (not the process-wide one), closed with the client.
-        requestHandler: new UndiciHttpHandler({ dispatcher: {} }),
+        requestHandler: new UndiciHttpHandler({
+          dispatcher: settings.timeoutMs === undefined ? {} : { headersTimeout: settings.timeoutMs, bodyTimeout: settings.timeoutMs },
+        }),
       });
   }
 

@@ -16,8 +16,9 @@ async function misbehaving(behave: (socket: Socket) => void): Promise<{ server: 
   return { server, endpoint: `http://127.0.0.1:${address.port}` };
 }
 
-function storeAt(endpoint: string): S3BlobStore {
+function storeAt(endpoint: string, timeoutMs?: number): S3BlobStore {
   return new S3BlobStore({
+    timeoutMs,
     bucket: 'registry',
     prefix: 'registry/',
     region: 'us-east-1',
@@ -42,10 +43,10 @@ describe('the S3 driver when the store cannot answer', () => {
     for (const store of stores) store.close();
     for (const server of servers) server.close();
   });
-  const open = async (behave: (socket: Socket) => void): Promise<S3BlobStore> => {
+  const open = async (behave: (socket: Socket) => void, timeoutMs?: number): Promise<S3BlobStore> => {
     const { server, endpoint } = await misbehaving(behave);
     servers.push(server);
-    const store = storeAt(endpoint);
+    const store = storeAt(endpoint, timeoutMs);
     stores.push(store);
     return store;
   };
@@ -73,5 +74,49 @@ describe('the S3 driver when the store cannot answer', () => {
       }),
     );
     await assertUnavailable(store.read('blobs/sha256/ab/cd', { start: 0, end: 9 }), /answered 503/);
+  });
+
+  it('gives up on a store that takes a request and stays silent, after storage.s3.timeoutSeconds', { timeout: 30_000 }, async () => {
+    const silent: Socket[] = [];
+    const store = await open((socket) => silent.push(socket.on('data', () => undefined)), 300);
+    const started = Date.now();
+    await assertUnavailable(store.size('blobs/sha256/ab/cd'), /did not answer in time \(UND_ERR_HEADERS_TIMEOUT\)/);
+    await assertUnavailable(store.read('blobs/sha256/ab/cd', { start: 0, end: 9 }), /did not answer in time/);
+    // The SDK tries each request three times: seconds, not the 300 s undici waits by default
+    // (without the setting, this test runs into its own timeout).
+    assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
+    for (const socket of silent) socket.destroy();
+  });
+
+  /** Answers any request with `size` bytes: all of them, or only `sent` and then nothing more. */
+  const answering = (size: number, sent = size) => (socket: Socket) =>
+    socket.once('data', () => {
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\n\r\n`);
+      socket.write(Buffer.alloc(sent, 7));
+    });
+
+  it('fails the reading of an object whose bytes stop coming', { timeout: 30_000 }, async () => {
+    const store = await open(answering(10, 3), 300);
+    const body = await store.read('blobs/sha256/ab/cd', { start: 0, end: 9 });
+    assert.ok(body);
+    await assert.rejects(
+      (async () => {
+        for await (const _chunk of body) {
+          // the first 3 bytes, then the stall
+        }
+      })(),
+      (error: unknown) => (error as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT',
+    );
+  });
+
+  it('does not time out a reading paused by a slow client', { timeout: 30_000 }, async () => {
+    const size = 16 * 1024 * 1024; // far more than the socket and the stream buffer hold
+    const store = await open(answering(size), 300);
+    const body = await store.read('blobs/sha256/ab/cd', { start: 0, end: size - 1 });
+    assert.ok(body);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // five timeouts without reading
+    let read = 0;
+    for await (const chunk of body) read += (chunk as Buffer).length;
+    assert.equal(read, size);
   });
 });
