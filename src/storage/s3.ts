@@ -181,7 +181,8 @@ function unavailable(error: unknown): unknown {
   if (typeof code === 'string' && /^(?:ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_SOCKET|UND_ERR_CLOSED|UND_ERR_CONNECT_TIMEOUT)$/.test(code)) {
     return new StorageUnavailableError(`the object store cannot be reached (${code})`, error);
   }
-  if (name === 'TimeoutError' || name === 'RequestTimeout' || (typeof code === 'string' && /^UND_ERR_(?:HEADERS|BODY)_TIMEOUT$/.test(code))) {
+  // The undici handler names its timeouts (UND_ERR_HEADERS_TIMEOUT, UND_ERR_BODY_TIMEOUT) so.
+  if (name === 'TimeoutError' || name === 'RequestTimeout') {
     return new StorageUnavailableError(`the object store did not answer in time${typeof code === 'string' ? ` (${code})` : ''}`, error);
   }
   return error;
